@@ -1,0 +1,21 @@
+"""bvdm-data: synthetic, fully annotated cell microscopy videos as a PyTorch data source.
+
+Every dataset yields the clip dict of :mod:`bvdm_data.clip`.
+"""
+
+__version__ = "0.1.0"
+
+from bvdm_data.clip import check_clip, collate_clips
+from bvdm_data.ctc import CTCClips
+from bvdm_data.errors import BundleError, BVDMDataError, ClipError, CTCFormatError
+
+__all__ = [
+    "__version__",
+    "BVDMDataError",
+    "BundleError",
+    "CTCClips",
+    "CTCFormatError",
+    "ClipError",
+    "check_clip",
+    "collate_clips",
+]

@@ -1,0 +1,117 @@
+"""The ``bvdm-data`` command line (also ``python -m bvdm_data``).
+
+Every verb has ``--help`` with an example; bad input ends with a one-line
+reason on stderr and a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from bvdm_data import __version__
+from bvdm_data.errors import BVDMDataError
+
+EXIT_PROBLEMS = 1
+EXIT_BAD_INPUT = 2
+
+
+def _verb(sub: argparse._SubParsersAction, name: str, help_text: str, example: str,
+          run: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=help_text, description=help_text,
+                            epilog=f"example:\n  {example}", formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.set_defaults(run=run)
+    return parser
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    from bvdm_data.ctc.validate import ERROR, validate_path
+
+    problems = validate_path(args.path)
+    errors = [p for p in problems if p.severity == ERROR]
+    shown = problems if args.notes else errors
+    for problem in shown[: args.max_problems]:
+        print(problem)
+    if len(shown) > args.max_problems:
+        print(f"... and {len(shown) - args.max_problems} more")
+    notes = len(problems) - len(errors)
+    status = "OK" if not errors else "FAILED"
+    print(f"{status}: {args.path}: {len(errors)} error(s), {notes} note(s)"
+          + ("" if args.notes or not notes else " (--notes lists them)"))
+    return EXIT_PROBLEMS if errors else 0
+
+
+def _describe_ctc(path: Path) -> dict:
+    from bvdm_data.ctc.naming import IMAGES, detect_kind
+    from bvdm_data.ctc.sequence import FrameFolder, LabelFolder
+
+    info: dict = {"ctc_dataset": str(path), "sequences": {}}
+    for seq_dir in sorted(p for p in path.iterdir() if p.is_dir() and detect_kind(p) is IMAGES):
+        images = FrameFolder(seq_dir)
+        entry: dict = {"frames": len(images), "shape": list(images.shape), "dtype": str(images.dtype),
+                       "annotations": {}}
+        for label_dir in sorted(path.glob(f"{seq_dir.name}_*")):
+            for folder in [label_dir / "TRA", label_dir / "SEG", label_dir]:
+                kind = detect_kind(folder)
+                if kind is None or kind is IMAGES:
+                    continue
+                labels = LabelFolder(folder)
+                ann = {"kind": kind.name, "frames": len(labels)}
+                if labels.tracks is not None:
+                    ann["tracks"] = int(len(labels.tracks))
+                    ann["tracks_with_parent"] = int((labels.tracks[:, 3] > 0).sum())
+                entry["annotations"][str(folder.relative_to(path))] = ann
+        info["sequences"][seq_dir.name] = entry
+    if not info["sequences"]:
+        raise BVDMDataError(f"{path}: neither a bundle (manifest.json) nor a CTC dataset folder (NN/tTTT.tif)")
+    return info
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from bvdm_data.bundle import MANIFEST, Bundle, resolve_bundle
+
+    path = Path(args.path)
+    if path.is_dir() and not (path / MANIFEST).is_file():
+        info = _describe_ctc(path)
+    else:
+        bundle = Bundle.load(resolve_bundle(args.path))
+        info = {"bundle": bundle.name, "path": str(bundle.root), **bundle.manifest}
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bvdm-data",
+        description="Synthetic annotated cell microscopy videos (BVDM) as a PyTorch data source.",
+    )
+    parser.add_argument("--version", action="version", version=f"bvdm-data {__version__}")
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    p = _verb(sub, "validate", "Check a CTC dataset, sequence, GT, TRA, SEG or RES folder against the format rules.",
+              "bvdm-data validate synth/", run_validate)
+    p.add_argument("path", help="folder to check")
+    p.add_argument("--notes", action="store_true", help="also list legal oddities (empty frames, gaps before children)")
+    p.add_argument("--max-problems", type=int, default=200, help="print at most this many (default 200)")
+
+    p = _verb(sub, "info", "Show what a bundle or a CTC dataset folder holds.",
+              "bvdm-data info hela", run_info)
+    p.add_argument("path", help="bundle name or folder, or a CTC dataset folder")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (BVDMDataError, OSError, ValueError) as err:
+        print(f"bvdm-data {args.verb}: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"bvdm-data {args.verb}: interrupted", file=sys.stderr)
+        return 130
