@@ -82,9 +82,9 @@ class Bundle:
     """A loaded, verified bundle.
 
     Example:
-        >>> bundle = Bundle.load("hela")  # doctest: +SKIP
-        >>> bundle.parts  # doctest: +SKIP
-        ['flow', 'masks', 'scene', 'texture']
+        >>> bundle = Bundle.load("hela")
+        >>> "masks" in bundle.parts
+        True
     """
 
     def __init__(self, root: Path, manifest: dict[str, Any]) -> None:

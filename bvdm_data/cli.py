@@ -83,6 +83,47 @@ def run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _label_source(args: argparse.Namespace):
+    """The label folder named by --labels, or by --ctc/--seq/--annotation."""
+    from bvdm_data.ctc.sequence import LabelFolder, label_folder
+
+    if args.labels:
+        return LabelFolder(args.labels)
+    if not args.ctc:
+        raise BVDMDataError("give --labels FOLDER (a TRA or RES folder) or --ctc DATASET --seq NN")
+    return LabelFolder(label_folder(Path(args.ctc), args.seq, args.annotation))
+
+
+def run_fit_masks(args: argparse.Namespace) -> int:
+    from bvdm_data.masks import compare_statistics, fit_mask_model, format_comparison, label_video_statistics
+    from bvdm_data.clip import tracks_from_masks
+    from bvdm_data.masks import simulate_masks
+
+    labels = _label_source(args)
+    masks = labels.read_all(progress=True)
+    if labels.tracks is None and not args.no_lineage:
+        raise BVDMDataError(f"{labels.folder}: no lineage file ({labels.kind.track_file}); "
+                            "pass --no-lineage to read each label as one track without divisions")
+    model = fit_mask_model(masks, labels.tracks, num_angles=args.num_angles, num_components=args.components,
+                           assume_track_ids=args.no_lineage, progress=True)
+    print(f"fitted on {labels.folder}: {masks.shape[0]} frames of {masks.shape[1]}x{masks.shape[2]}, "
+          f"{0 if labels.tracks is None else len(labels.tracks)} tracks")
+    print(f"  cycle: {model.cycle_lengths.size} observed lengths, "
+          f"{1 - model.cycle_probabilities.sum():.0%} of cells not seen to divide; "
+          f"motion: persistence {model.velocity_persistence:.2f}, noise {model.velocity_noise:.2f} px/frame; "
+          f"density {model.density * 1e4:.2f} cells per 100x100 px")
+    sim = simulate_masks(model, masks.shape[0], masks.shape[1:], seed=args.seed, progress=True)
+    real_tracks = labels.tracks if labels.tracks is not None else tracks_from_masks(masks)
+    rows = compare_statistics(label_video_statistics(masks, real_tracks),
+                              label_video_statistics(sim["masks"].numpy(), sim["tracks"].numpy()))
+    print("simulated (same size and length, seed %d) vs real:" % args.seed)
+    print(format_comparison(rows))
+    model.save(args.out, provenance={"labels": str(labels.folder), "frames": int(masks.shape[0]),
+                                     "frame_shape": list(masks.shape[1:])}, report=rows)
+    print(f"wrote the masks part of {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bvdm-data",
@@ -100,6 +141,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = _verb(sub, "info", "Show what a bundle or a CTC dataset folder holds.",
               "bvdm-data info hela", run_info)
     p.add_argument("path", help="bundle name or folder, or a CTC dataset folder")
+
+    p = _verb(sub, "fit-masks", "Fit the mask model (shape, size, lineage, motion) from a real label video with "
+              "lineage, write it into a bundle and report simulated vs real statistics.",
+              "bvdm-data fit-masks --labels Fluo-N2DL-HeLa/01_RES --out mybundle/", run_fit_masks)
+    p.add_argument("--labels", help="a TRA folder (man_trackTTT.tif + man_track.txt) or RES folder")
+    p.add_argument("--ctc", help="a CTC dataset folder, instead of --labels")
+    p.add_argument("--seq", default="01", help="sequence in --ctc (default 01)")
+    p.add_argument("--annotation", default="GT", help="annotation in --ctc: GT, RES ... (default GT)")
+    p.add_argument("--out", required=True, help="bundle folder to write (created or updated)")
+    p.add_argument("--num-angles", type=int, default=32, help="radii per outline (default 32)")
+    p.add_argument("--components", type=int, default=6, help="shape modes per phase (default 6)")
+    p.add_argument("--no-lineage", action="store_true", help="labels without lineage file: no divisions")
+    p.add_argument("--seed", type=int, default=0, help="seed of the simulation used for the report")
     return parser
 
 

@@ -39,6 +39,7 @@ __all__ = [
     "relabel_tracks",
     "relabel_per_frame",
     "track_presence",
+    "tracks_from_masks",
 ]
 
 CLIP_KEYS = ("video", "masks", "tracks", "meta")
@@ -74,6 +75,19 @@ def track_presence(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     present[np.arange(num_frames)[:, None], inverse] = True
     keep = uniq != 0
     return uniq[keep], present[:, keep]
+
+
+def tracks_from_masks(masks: np.ndarray) -> np.ndarray:
+    """Lineage rows ``(id, first, last, 0)`` read off a label video whose ids are track ids.
+
+    Example:
+        >>> tracks_from_masks(np.array([[[0, 2]], [[5, 2]]])).tolist()
+        [[2, 0, 1, 0], [5, 1, 1, 0]]
+    """
+    ids, present = track_presence(masks)
+    first = present.argmax(0)
+    last = present.shape[0] - 1 - present[::-1].argmax(0)
+    return np.stack([ids, first, last, np.zeros_like(ids)], 1).astype(np.int64)
 
 
 def check_clip(clip: Mapping[str, Any]) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
+from tqdm.auto import tqdm
 
 from bvdm_data.ctc.naming import IMAGES, SEG, FrameKind, detect_kind, list_frames
 from bvdm_data.ctc.tracks import read_track_file
@@ -74,6 +75,11 @@ class FrameFolder:
     def dtype(self) -> np.dtype:
         """Pixel type of the frames, from the first file's header."""
         return self._header[1]
+
+    def read_all(self, progress: bool = False) -> np.ndarray:
+        """Every frame, stacked to ``[T, H, W]`` in frame order."""
+        frames = tqdm(self.frames, desc=f"read {self.folder.name}", disable=not progress, leave=False)
+        return np.stack([self.read(f) for f in frames])
 
     def read(self, frame: int) -> np.ndarray:
         """The frame numbered ``frame`` (its number in the file name)."""
