@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import torch
 from bvdm_data.clip import relabel_tracks
 from bvdm_data.ctc.tracks import read_track_file
 
-torch.set_num_threads(2)
+torch.set_num_threads(int(os.environ.get("BVDM_TEST_THREADS", "2")))
 
 DATA = Path(__file__).parent / "data"
 HELA = DATA / "Fluo-N2DL-HeLa"

@@ -1,0 +1,55 @@
+"""The texture part of a bundle: EMA weights of the denoiser and what sampling needs to know."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from bvdm_data.bundle import Bundle, BundleWriter
+from bvdm_data.diffusion.sample import Denoiser
+from bvdm_data.diffusion.schedule import CosineSchedule
+from bvdm_data.diffusion.train import build_model, load_checkpoint
+
+PART = "texture"
+PART_VERSION = 1
+
+
+@dataclass
+class TextureModel:
+    """A loaded texture DDPM: the denoiser, crop size, intensity range and cell/background statistics."""
+
+    denoiser: Denoiser
+    crop_size: int
+    intensity_range: tuple[float, float]
+    statistics: dict[str, float]
+
+    @classmethod
+    def load(cls, bundle: Bundle | str, device: str | torch.device = "cpu", bf16: bool = False) -> TextureModel:
+        """Read the ``texture`` part of a bundle (a :class:`Bundle`, a path or a shipped name).
+
+        Example:
+            >>> texture = TextureModel.load("hela")  # doctest: +SKIP
+        """
+        bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
+        bundle.part(PART, version=PART_VERSION)
+        info = bundle.read_json(PART, "texture.json")
+        state = bundle.read_state_dict(PART, "ema.pt", map_location="cpu")
+        model = build_model(info["unet"], state, source=f"{bundle.root}/{PART}/ema.pt")
+        denoiser = Denoiser(model, CosineSchedule(info["num_steps"]), torch.device(device), bf16)
+        return cls(denoiser, int(info["crop_size"]), tuple(info["intensity_range"]), info["statistics"])
+
+
+def export_texture(checkpoint: str | os.PathLike, bundle_root: str | os.PathLike, crop_size: int,
+                   statistics: dict[str, float], provenance: dict[str, Any] | None = None) -> None:
+    """Write a checkpoint's EMA weights as the ``texture`` part of a bundle."""
+    state = load_checkpoint(checkpoint)
+    info = {"unet": state["unet"], "num_steps": state["train"]["num_steps"], "crop_size": int(crop_size),
+            "intensity_range": state["intensity_range"], "statistics": statistics}
+    training = {"iterations": state["step"], "hours": state["seconds"] / 3600, **state["train"],
+                "final_loss_mean_last_100": sum(state["losses"][-100:]) / max(1, len(state["losses"][-100:]))}
+    BundleWriter(bundle_root).write_part(PART, PART_VERSION, json_files={"texture.json": info},
+                                         state_dicts={"ema.pt": state["ema"]},
+                                         config={"training": training}, provenance=provenance)

@@ -1,0 +1,176 @@
+"""Texture DDPM: schedule, network, crops, training with exact resume, batched sampling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bvdm_data.bundle import Bundle
+from bvdm_data.ctc import open_sequence
+from bvdm_data.diffusion import (
+    CosineSchedule,
+    Denoiser,
+    TextureModel,
+    TrainConfig,
+    UNet,
+    UNetConfig,
+    export_texture,
+    extract_cell_crops,
+    flat_cells,
+    sdedit,
+    train_texture,
+)
+from bvdm_data.diffusion.train import build_model, load_checkpoint
+from bvdm_data.errors import BVDMDataError
+
+TINY = UNetConfig(channels=4, multipliers=(1, 2), time_dim=16)
+
+
+@pytest.fixture(scope="module")
+def crops(hela_root):
+    return extract_cell_crops(open_sequence(hela_root, "02", labels="ERR_SEG"), size=32)
+
+
+def gens(*seeds):
+    out = []
+    for s in seeds:
+        g = torch.Generator()
+        g.manual_seed(s)
+        out.append(g)
+    return out
+
+
+def test_schedule_properties():
+    s = CosineSchedule(1000)
+    ab = s.alpha_bar
+    assert (ab[1:] < ab[:-1]).all() and 0.999 < ab[0] < 1 and 0 < ab[-1] < 1e-3
+    x0, noise = torch.rand(3, 1, 8, 8) * 2 - 1, torch.randn(3, 1, 8, 8)
+    t = torch.tensor([0, 500, 900])  # near T the inverse divides by sqrt(alpha_bar) ~ 0: float32 noise
+    xt = s.add_noise(x0, t, noise)
+    assert torch.allclose(s.predict_x0(xt, t, noise), x0, atol=1e-3)
+    assert torch.allclose(xt[0], x0[0], atol=0.05)
+
+
+def test_unet_shapes_and_size_check():
+    net = UNet()
+    assert 0.8e6 < sum(p.numel() for p in net.parameters()) < 1.0e6  # paper: ~0.9 M
+    assert net(torch.zeros(1, 1, 96, 96), torch.tensor([5])).shape == (1, 1, 96, 96)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        net(torch.zeros(1, 1, 40, 40), torch.tensor([5]))
+
+
+def test_crops_are_whole_cells_in_range(crops):
+    assert len(crops) > 30 and crops.images.shape[1:] == (1, 32, 32)
+    assert float(crops.images.min()) >= -1 and float(crops.images.max()) <= 1
+    centre = crops.masks[:, 16, 16]
+    assert centre.float().mean() > 0.95, "crops are centred on their cell"
+    edge = crops.masks[:, 0].any(1) | crops.masks[:, -1].any(1)
+    assert not edge.all()
+    stats = crops.statistics()
+    assert stats["cell_mean"] > stats["background_mean"] + 0.3
+
+
+def test_crops_bad_input(hela_root):
+    seq = open_sequence(hela_root, "02", labels="ERR_SEG")
+    with pytest.raises(BVDMDataError, match="no whole cell fits a 8x8 crop"):
+        extract_cell_crops(seq, size=8)
+    with pytest.raises(BVDMDataError, match="no labelled frame"):
+        extract_cell_crops(seq, size=32, frames=[99])
+
+
+def test_tiny_model_overfits_a_few_crops(tmp_path, crops):
+    few = crops.select(np.arange(8))
+    result = train_texture(few, tmp_path, TrainConfig(iterations=300, batch_size=8, lr=3e-3, checkpoint_every=1000),
+                           unet=TINY, progress=False)
+    first, last = np.mean(result.losses[:30]), np.mean(result.losses[-30:])
+    assert last < first / 2, (first, last)
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, crops):
+    config = TrainConfig(iterations=12, batch_size=4, checkpoint_every=5)
+    straight = train_texture(crops, tmp_path / "a", config, unet=TINY, progress=False)
+    train_texture(crops, tmp_path / "b", TrainConfig(iterations=7, batch_size=4, checkpoint_every=5),
+                  unet=TINY, progress=False)
+    resumed = train_texture(crops, tmp_path / "b", config, unet=TINY, progress=False)
+    assert resumed.step == straight.step == 12
+    a, b = load_checkpoint(straight.checkpoint), load_checkpoint(resumed.checkpoint)
+    for key in ("model", "ema"):
+        for name in a[key]:
+            assert torch.equal(a[key][name], b[key][name]), (key, name)
+    assert a["losses"] == b["losses"]
+
+
+def test_time_budget_leaves_a_checkpoint(tmp_path, crops):
+    result = train_texture(crops, tmp_path, TrainConfig(iterations=10_000, batch_size=2), unet=TINY,
+                           time_budget_s=0.0, progress=False)
+    assert result.step == 0 and result.checkpoint.is_file()
+
+
+def test_mismatched_checkpoints_are_refused(tmp_path, crops):
+    train_texture(crops, tmp_path, TrainConfig(iterations=2, batch_size=2), unet=TINY, progress=False)
+    other = UNetConfig(channels=8, multipliers=(1, 2), time_dim=16)
+    with pytest.raises(BVDMDataError, match="was trained with.*Use another folder"):
+        train_texture(crops, tmp_path, TrainConfig(iterations=4, batch_size=2), unet=other, progress=False)
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    with pytest.raises(BVDMDataError, match="do not fit the stored architecture"):
+        build_model(other.to_dict(), state["ema"], source="ckpt")
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(BVDMDataError, match="not a bvdm-data texture checkpoint"):
+        load_checkpoint(tmp_path / "bad.pt")
+    torch.save({"format": 99}, tmp_path / "future.pt")
+    with pytest.raises(BVDMDataError, match="format 99"):
+        load_checkpoint(tmp_path / "future.pt")
+
+
+@pytest.fixture(scope="module")
+def denoiser():
+    torch.manual_seed(0)
+    return Denoiser(UNet(TINY), CosineSchedule(1000))
+
+
+def _starts(n):
+    masks = torch.zeros(n, 32, 32, dtype=torch.bool)
+    masks[:, 10:22, 8:24] = True
+    return flat_cells(masks, torch.linspace(-0.2, 0.4, n), -0.9)
+
+
+@pytest.mark.parametrize("sampler, stride", [("ddpm", 1), ("ddim", 5)])
+def test_sampling_is_deterministic_and_batch_invariant(denoiser, sampler, stride):
+    a, b = _starts(3), _starts(2) * 0.5
+    alone = sdedit(denoiser, a, 20, [3], gens(7), sampler, stride)
+    again = sdedit(denoiser, a, 20, [3], gens(7), sampler, stride)
+    assert torch.equal(alone, again)
+    together = sdedit(denoiser, torch.cat([b, a]), 20, [2, 3], gens(1, 7), sampler, stride)
+    assert torch.allclose(together[2:], alone, atol=1e-5)
+    other_seed = sdedit(denoiser, a, 20, [3], gens(8), sampler, stride)
+    assert not torch.allclose(other_seed, alone)
+    assert alone.shape == a.shape and float(alone.abs().max()) <= 1
+
+
+def test_sampling_edge_cases_and_errors(denoiser):
+    x = _starts(2)
+    assert torch.equal(sdedit(denoiser, x, 0, [2], gens(0)), x)
+    with pytest.raises(BVDMDataError, match="t must lie in"):
+        sdedit(denoiser, x, 1001, [2], gens(0))
+    with pytest.raises(BVDMDataError, match="sampler"):
+        sdedit(denoiser, x, 5, [2], gens(0), sampler="euler")
+    with pytest.raises(BVDMDataError, match=r"\[N, 1, S, S\]"):
+        sdedit(denoiser, x[:, 0], 5, [2], gens(0))
+    with pytest.raises(BVDMDataError, match="groups sum to 3"):
+        sdedit(denoiser, x, 5, [3], gens(0))
+    with pytest.raises(BVDMDataError, match=r"masks must be \[N, S, S\]"):
+        flat_cells(torch.zeros(32, 32, dtype=torch.bool), 0.0, -1.0)
+
+
+def test_texture_part_round_trip(tmp_path, crops, denoiser):
+    result = train_texture(crops, tmp_path / "run", TrainConfig(iterations=3, batch_size=2), unet=TINY,
+                           progress=False)
+    export_texture(result.checkpoint, tmp_path / "bundle", crops.size, crops.statistics())
+    texture = TextureModel.load(str(tmp_path / "bundle"))
+    assert texture.crop_size == 32 and texture.statistics == crops.statistics()
+    ema = load_checkpoint(result.checkpoint)["ema"]
+    x, t = _starts(2), torch.tensor([3, 300])
+    expected = build_model(TINY.to_dict(), ema).eval()(x, t)
+    assert torch.allclose(texture.denoiser.eps(x, t), expected, atol=1e-6)
+    assert Bundle.load(tmp_path / "bundle").part("texture")["config"]["training"]["iterations"] == 3
