@@ -124,6 +124,42 @@ def run_fit_masks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _frame_range(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        first, last = (int(v) for v in text.split(":"))
+    except ValueError as err:
+        raise BVDMDataError(f"--frames takes FIRST:STOP (e.g. 0:11), got {text!r}") from err
+    return list(range(first, last))
+
+
+def run_fit_texture(args: argparse.Namespace) -> int:
+    import torch
+
+    from bvdm_data.ctc.sequence import open_sequence
+    from bvdm_data.diffusion import TrainConfig, UNetConfig, export_texture, extract_cell_crops, train_texture
+
+    seq = open_sequence(args.ctc, args.seq, labels=args.annotation)
+    crops = extract_cell_crops(seq, size=args.crop_size, frames=_frame_range(args.frames))
+    print(f"{len(crops)} cell crops of {args.crop_size} px from {seq.name}")
+    work = Path(args.work or f"{args.out.rstrip('/')}.texture-work")
+    device = torch.device(args.device)
+    config = TrainConfig(iterations=args.iterations, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                         bf16=args.bf16)
+    result = train_texture(crops, work, config, UNetConfig(), device=device,
+                           time_budget_s=None if args.hours is None else args.hours * 3600)
+    print(f"step {result.step}/{args.iterations}, {result.seconds / 3600:.2f} h in all; checkpoint {result.checkpoint}")
+    if result.step < args.iterations:
+        print("stopped by --hours: run the same command again to resume; the bundle is not written yet")
+        return 0
+    export_texture(result.checkpoint, args.out, crops.size, crops.statistics(),
+                   provenance={"images": str(seq.images.folder), "labels": str(seq.labels.folder),
+                               "frames": args.frames or "all", "crops": len(crops)})
+    print(f"wrote the texture part of {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bvdm-data",
@@ -154,6 +190,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--components", type=int, default=6, help="shape modes per phase (default 6)")
     p.add_argument("--no-lineage", action="store_true", help="labels without lineage file: no divisions")
     p.add_argument("--seed", type=int, default=0, help="seed of the simulation used for the report")
+
+    p = _verb(sub, "fit-texture", "Train the texture DDPM on cell-centred crops of real frames (resumable: run "
+              "the same command again to continue) and write it into a bundle.",
+              "bvdm-data fit-texture --ctc Fluo-N2DL-HeLa --seq 02 --annotation ERR_SEG --frames 0:11 "
+              "--out mybundle/ --hours 2", run_fit_texture)
+    p.add_argument("--ctc", required=True, help="CTC dataset folder")
+    p.add_argument("--seq", default="01", help="sequence (default 01)")
+    p.add_argument("--annotation", default="GT", help="labels to find cells: GT, ST, ERR_SEG ... (default GT)")
+    p.add_argument("--frames", help="frames FIRST:STOP to crop from (default all; keep some for evaluation)")
+    p.add_argument("--out", required=True, help="bundle folder to write (created or updated)")
+    p.add_argument("--work", help="checkpoint folder (default OUT.texture-work)")
+    p.add_argument("--crop-size", type=int, default=64, help="crop size in px, a multiple of 16 (default 64)")
+    p.add_argument("--iterations", type=int, default=10_000, help="training steps (default 10000)")
+    p.add_argument("--batch-size", type=int, default=32, help="crops per step (default 32)")
+    p.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (default 1e-4)")
+    p.add_argument("--hours", type=float, help="stop after this long, leaving a checkpoint")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (faster on GPUs and AMX CPUs)")
+    p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     return parser
 
 

@@ -174,3 +174,30 @@ def test_texture_part_round_trip(tmp_path, crops, denoiser):
     expected = build_model(TINY.to_dict(), ema).eval()(x, t)
     assert torch.allclose(texture.denoiser.eps(x, t), expected, atol=1e-6)
     assert Bundle.load(tmp_path / "bundle").part("texture")["config"]["training"]["iterations"] == 3
+
+
+def test_quality_distances_order_real_flat_and_identical(crops):
+    from bvdm_data.diffusion.quality import flat_baseline, texture_distances
+
+    half = len(crops) // 2
+    a, b = crops.images[:half], crops.images[half:2 * half]
+    same = texture_distances(a, a)
+    assert same["intensity"] == 0 and same["spectrum"] == 0 and abs(same["frechet"]) < 1e-4
+    real = texture_distances(a, b)
+    flat = texture_distances(flat_baseline(crops.masks[half:2 * half], crops.statistics()), b)
+    for name in ("spectrum", "frechet"):
+        assert flat[name] > real[name], (name, flat, real)
+
+
+def test_cli_fit_texture_resumes_then_writes_the_bundle(tmp_path, hela_root, capsys):
+    from bvdm_data.cli import main
+
+    args = ["fit-texture", "--ctc", str(hela_root), "--seq", "02", "--annotation", "ERR_SEG", "--frames", "0:3",
+            "--crop-size", "32", "--iterations", "2", "--batch-size", "2", "--out", str(tmp_path / "b")]
+    assert main(args + ["--hours", "0"]) == 0
+    assert "run the same command again" in capsys.readouterr().out
+    assert not (tmp_path / "b").exists()
+    assert main(args) == 0
+    assert "wrote the texture part" in capsys.readouterr().out
+    assert TextureModel.load(str(tmp_path / "b")).crop_size == 32
+    assert main(args[:-2] + ["--frames", "x", "--out", str(tmp_path / "c")]) == 2
