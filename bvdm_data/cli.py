@@ -153,10 +153,51 @@ def run_fit_texture(args: argparse.Namespace) -> int:
     if result.step < args.iterations:
         print("stopped by --hours: run the same command again to resume; the bundle is not written yet")
         return 0
-    export_texture(result.checkpoint, args.out, crops.size, crops.statistics(),
+    export_texture(result.checkpoint, args.out, crops.statistics(),
                    provenance={"images": str(seq.images.folder), "labels": str(seq.labels.folder),
                                "frames": args.frames or "all", "crops": len(crops)})
     print(f"wrote the texture part of {args.out}")
+    return 0
+
+
+def run_fit_flow(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from bvdm_data.flow import FlowConfig, export_flow, extract_flow_pairs, registration_dice, train_flow
+    from bvdm_data.flow.train import flow_model
+    from bvdm_data.training import TrainConfig, load_checkpoint
+
+    labels = _label_source(args)
+    if labels.tracks is None:
+        raise BVDMDataError(f"{labels.folder}: the flow model learns from tracks; no lineage file found")
+    masks = labels.read_all(progress=True)
+    pairs = extract_flow_pairs(masks, labels.tracks, size=args.crop_size)
+    frames = _frame_range(args.frames)
+    train_pairs = pairs if frames is None else pairs.select(np.isin(pairs.frame, frames) & np.isin(pairs.frame + 1, frames))
+    held = None if frames is None else pairs.select(~np.isin(pairs.frame, frames) & ~np.isin(pairs.frame + 1, frames))
+    print(f"{len(train_pairs)} training pairs ({int((train_pairs.kind == 1).sum())} mother->daughter)"
+          + ("" if held is None else f", {len(held)} held out"))
+    work = Path(args.work or f"{args.out.rstrip('/')}.flow-work")
+    config = TrainConfig(iterations=args.iterations, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                         checkpoint_every=100)
+    result = train_flow(train_pairs, work, config, FlowConfig(diffeomorphic=args.diffeomorphic),
+                        args.smoothness, device=torch.device(args.device),
+                        time_budget_s=None if args.hours is None else args.hours * 3600)
+    print(f"step {result.step}/{args.iterations}, {result.seconds / 3600:.2f} h in all; checkpoint {result.checkpoint}")
+    if result.step < args.iterations:
+        print("stopped by --hours: run the same command again to resume; the bundle is not written yet")
+        return 0
+    state = load_checkpoint(result.checkpoint)
+    model = flow_model(state["meta"], state["ema"], str(result.checkpoint))
+    metrics = {}
+    if held is not None and len(held):
+        metrics = {f"dice_{k}": v for k, v in registration_dice(model, held).items()}
+        metrics["held_out_pairs"] = len(held)
+        print("held-out mean Dice: " + ", ".join(f"{k[5:]} {v:.3f}" for k, v in metrics.items() if k.startswith("dice")))
+    export_flow(result.checkpoint, args.out, metrics,
+                provenance={"labels": str(labels.folder), "frames": args.frames or "all", "pairs": len(train_pairs)})
+    print(f"wrote the flow part of {args.out}")
     return 0
 
 
@@ -208,6 +249,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hours", type=float, help="stop after this long, leaving a checkpoint")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (faster on GPUs and AMX CPUs)")
+    p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+
+    p = _verb(sub, "fit-flow", "Train the flow model on one cell's masks in consecutive frames (and mother -> "
+              "daughter) of a label video with lineage; resumable; writes it into a bundle.",
+              "bvdm-data fit-flow --labels Fluo-N2DL-HeLa/01_RES --frames 0:80 --out mybundle/", run_fit_flow)
+    p.add_argument("--labels", help="a TRA folder (man_trackTTT.tif + man_track.txt) or RES folder")
+    p.add_argument("--ctc", help="a CTC dataset folder, instead of --labels")
+    p.add_argument("--seq", default="01", help="sequence in --ctc (default 01)")
+    p.add_argument("--annotation", default="GT", help="annotation in --ctc (default GT)")
+    p.add_argument("--frames", help="train on pairs inside frames FIRST:STOP; the others are held out for Dice")
+    p.add_argument("--out", required=True, help="bundle folder to write (created or updated)")
+    p.add_argument("--work", help="checkpoint folder (default OUT.flow-work)")
+    p.add_argument("--crop-size", type=int, default=64, help="crop size in px, a multiple of 8 (default 64)")
+    p.add_argument("--iterations", type=int, default=2000, help="training steps (default 2000)")
+    p.add_argument("--batch-size", type=int, default=32, help="pairs per step (default 32)")
+    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
+    p.add_argument("--smoothness", type=float, default=0.01, help="weight of the flow smoothness (default 0.01)")
+    p.add_argument("--diffeomorphic", action="store_true", help="integrate a velocity field (scaling and squaring)")
+    p.add_argument("--hours", type=float, help="stop after this long, leaving a checkpoint")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     return parser
 

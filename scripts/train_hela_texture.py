@@ -19,7 +19,8 @@ import torch
 
 from bvdm_data.ctc import open_sequence
 from bvdm_data.diffusion.crops import extract_cell_crops
-from bvdm_data.diffusion.train import TrainConfig, train_texture
+from bvdm_data.diffusion import export_texture, train_texture
+from bvdm_data.training import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("BVDM_SHARED_DATA", ROOT.parent / "shared" / "data" / "Fluo-N2DL-HeLa"))
@@ -33,6 +34,7 @@ def main() -> None:
     parser.add_argument("--hours", type=float, default=None, help="stop after this long (a checkpoint remains)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--crop-size", type=int, default=64)
+    parser.add_argument("--export", action="store_true", help="write the EMA weights into pretrained/hela")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     seq = open_sequence(DATA, "02", labels="ERR_SEG")
@@ -42,6 +44,11 @@ def main() -> None:
                            time_budget_s=None if args.hours is None else args.hours * 3600)
     print(f"step {result.step}, {result.seconds / 3600:.2f} h in all, last-100 loss "
           f"{sum(result.losses[-100:]) / max(1, len(result.losses[-100:])):.4f}", flush=True)
+    if args.export:
+        export_texture(result.checkpoint, ROOT / "pretrained" / "hela", crops.statistics(),
+                       provenance={"images": "Fluo-N2DL-HeLa/02", "labels": "Fluo-N2DL-HeLa/02_ERR_SEG",
+                                   "frames": f"{TRAIN_FRAMES[0]}-{TRAIN_FRAMES[-1]}", "crops": len(crops)})
+        print("wrote the texture part of pretrained/hela", flush=True)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ from bvdm_data.diffusion import (
     sdedit,
     train_texture,
 )
-from bvdm_data.diffusion.train import build_model, load_checkpoint
+from bvdm_data.diffusion.train import texture_model
+from bvdm_data.training import load_checkpoint
 from bvdm_data.errors import BVDMDataError
 
 TINY = UNetConfig(channels=4, multipliers=(1, 2), time_dim=16)
@@ -113,10 +114,10 @@ def test_mismatched_checkpoints_are_refused(tmp_path, crops):
     with pytest.raises(BVDMDataError, match="was trained with.*Use another folder"):
         train_texture(crops, tmp_path, TrainConfig(iterations=4, batch_size=2), unet=other, progress=False)
     state = load_checkpoint(tmp_path / "checkpoint.pt")
-    with pytest.raises(BVDMDataError, match="do not fit the stored architecture"):
-        build_model(other.to_dict(), state["ema"], source="ckpt")
+    with pytest.raises(BVDMDataError, match="ckpt: weights do not fit the stored architecture"):
+        texture_model({"unet": other.to_dict()}, state["ema"], source="ckpt")
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(BVDMDataError, match="not a bvdm-data texture checkpoint"):
+    with pytest.raises(BVDMDataError, match="not a bvdm-data checkpoint"):
         load_checkpoint(tmp_path / "bad.pt")
     torch.save({"format": 99}, tmp_path / "future.pt")
     with pytest.raises(BVDMDataError, match="format 99"):
@@ -166,12 +167,12 @@ def test_sampling_edge_cases_and_errors(denoiser):
 def test_texture_part_round_trip(tmp_path, crops, denoiser):
     result = train_texture(crops, tmp_path / "run", TrainConfig(iterations=3, batch_size=2), unet=TINY,
                            progress=False)
-    export_texture(result.checkpoint, tmp_path / "bundle", crops.size, crops.statistics())
+    export_texture(result.checkpoint, tmp_path / "bundle", crops.statistics())
     texture = TextureModel.load(str(tmp_path / "bundle"))
     assert texture.crop_size == 32 and texture.statistics == crops.statistics()
     ema = load_checkpoint(result.checkpoint)["ema"]
     x, t = _starts(2), torch.tensor([3, 300])
-    expected = build_model(TINY.to_dict(), ema).eval()(x, t)
+    expected = texture_model({"unet": TINY.to_dict()}, ema)(x, t)
     assert torch.allclose(texture.denoiser.eps(x, t), expected, atol=1e-6)
     assert Bundle.load(tmp_path / "bundle").part("texture")["config"]["training"]["iterations"] == 3
 

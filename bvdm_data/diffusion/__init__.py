@@ -4,8 +4,9 @@ from bvdm_data.diffusion.crops import CellCrops, extract_cell_crops
 from bvdm_data.diffusion.sample import Denoiser, flat_cells, refine, sdedit
 from bvdm_data.diffusion.schedule import CosineSchedule
 from bvdm_data.diffusion.texture import TextureModel, export_texture
-from bvdm_data.diffusion.train import TrainConfig, train_texture
+from bvdm_data.diffusion.train import train_texture
 from bvdm_data.diffusion.unet import UNet, UNetConfig
+from bvdm_data.training import TrainConfig
 
 __all__ = [
     "CellCrops",

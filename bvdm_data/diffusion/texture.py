@@ -11,7 +11,8 @@ import torch
 from bvdm_data.bundle import Bundle, BundleWriter
 from bvdm_data.diffusion.sample import Denoiser
 from bvdm_data.diffusion.schedule import CosineSchedule
-from bvdm_data.diffusion.train import build_model, load_checkpoint
+from bvdm_data.diffusion.train import texture_model
+from bvdm_data.training import load_checkpoint
 
 PART = "texture"
 PART_VERSION = 1
@@ -37,17 +38,16 @@ class TextureModel:
         bundle.part(PART, version=PART_VERSION)
         info = bundle.read_json(PART, "texture.json")
         state = bundle.read_state_dict(PART, "ema.pt", map_location="cpu")
-        model = build_model(info["unet"], state, source=f"{bundle.root}/{PART}/ema.pt")
+        model = texture_model(info, state, source=f"{bundle.root}/{PART}/ema.pt")
         denoiser = Denoiser(model, CosineSchedule(info["num_steps"]), torch.device(device), bf16)
         return cls(denoiser, int(info["crop_size"]), tuple(info["intensity_range"]), info["statistics"])
 
 
-def export_texture(checkpoint: str | os.PathLike, bundle_root: str | os.PathLike, crop_size: int,
+def export_texture(checkpoint: str | os.PathLike, bundle_root: str | os.PathLike,
                    statistics: dict[str, float], provenance: dict[str, Any] | None = None) -> None:
     """Write a checkpoint's EMA weights as the ``texture`` part of a bundle."""
     state = load_checkpoint(checkpoint)
-    info = {"unet": state["unet"], "num_steps": state["train"]["num_steps"], "crop_size": int(crop_size),
-            "intensity_range": state["intensity_range"], "statistics": statistics}
+    info = {**state["meta"], "statistics": statistics}
     training = {"iterations": state["step"], "hours": state["seconds"] / 3600, **state["train"],
                 "final_loss_mean_last_100": sum(state["losses"][-100:]) / max(1, len(state["losses"][-100:]))}
     BundleWriter(bundle_root).write_part(PART, PART_VERSION, json_files={"texture.json": info},
