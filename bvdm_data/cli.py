@@ -139,6 +139,7 @@ def run_fit_texture(args: argparse.Namespace) -> int:
 
     from bvdm_data.ctc.sequence import open_sequence
     from bvdm_data.diffusion import TrainConfig, UNetConfig, export_texture, extract_cell_crops, train_texture
+    from bvdm_data.synth.scene import SceneModel
 
     seq = open_sequence(args.ctc, args.seq, labels=args.annotation)
     crops = extract_cell_crops(seq, size=args.crop_size, frames=_frame_range(args.frames))
@@ -153,10 +154,12 @@ def run_fit_texture(args: argparse.Namespace) -> int:
     if result.step < args.iterations:
         print("stopped by --hours: run the same command again to resume; the bundle is not written yet")
         return 0
-    export_texture(result.checkpoint, args.out, crops.statistics(),
-                   provenance={"images": str(seq.images.folder), "labels": str(seq.labels.folder),
-                               "frames": args.frames or "all", "crops": len(crops)})
-    print(f"wrote the texture part of {args.out}")
+    provenance = {"images": str(seq.images.folder), "labels": str(seq.labels.folder), "frames": args.frames or "all"}
+    export_texture(result.checkpoint, args.out, crops.statistics(), provenance={**provenance, "crops": len(crops)})
+    scene = SceneModel.fit(seq, crops.intensity_range, _frame_range(args.frames))
+    scene.save(args.out, provenance=provenance)
+    print(f"wrote the texture and scene parts of {args.out} (background {scene.background_mean:.3f}, "
+          f"slow variation {scene.background_smooth_std:.3f}, noise {scene.noise_std:.3f})")
     return 0
 
 
@@ -233,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the simulation used for the report")
 
     p = _verb(sub, "fit-texture", "Train the texture DDPM on cell-centred crops of real frames (resumable: run "
-              "the same command again to continue) and write it into a bundle.",
+              "the same command again to continue) and write it, with the scene statistics, into a bundle.",
               "bvdm-data fit-texture --ctc Fluo-N2DL-HeLa --seq 02 --annotation ERR_SEG --frames 0:11 "
               "--out mybundle/ --hours 2", run_fit_texture)
     p.add_argument("--ctc", required=True, help="CTC dataset folder")

@@ -20,6 +20,7 @@ import torch
 from bvdm_data.ctc import open_sequence
 from bvdm_data.diffusion.crops import extract_cell_crops
 from bvdm_data.diffusion import export_texture, train_texture
+from bvdm_data.synth.scene import SceneModel
 from bvdm_data.training import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,10 +46,12 @@ def main() -> None:
     print(f"step {result.step}, {result.seconds / 3600:.2f} h in all, last-100 loss "
           f"{sum(result.losses[-100:]) / max(1, len(result.losses[-100:])):.4f}", flush=True)
     if args.export:
+        provenance = {"images": "Fluo-N2DL-HeLa/02", "labels": "Fluo-N2DL-HeLa/02_ERR_SEG",
+                      "frames": f"{TRAIN_FRAMES[0]}-{TRAIN_FRAMES[-1]}"}
         export_texture(result.checkpoint, ROOT / "pretrained" / "hela", crops.statistics(),
-                       provenance={"images": "Fluo-N2DL-HeLa/02", "labels": "Fluo-N2DL-HeLa/02_ERR_SEG",
-                                   "frames": f"{TRAIN_FRAMES[0]}-{TRAIN_FRAMES[-1]}", "crops": len(crops)})
-        print("wrote the texture part of pretrained/hela", flush=True)
+                       provenance={**provenance, "crops": len(crops)})
+        SceneModel.fit(seq, crops.intensity_range, TRAIN_FRAMES).save(ROOT / "pretrained" / "hela", provenance)
+        print("wrote the texture and scene parts of pretrained/hela", flush=True)
 
 
 if __name__ == "__main__":

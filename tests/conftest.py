@@ -51,3 +51,30 @@ def real_clip(res_video) -> dict:
     """Frames 35..44 of the real result, cropped to 128x160: has divisions and border cells."""
     masks, tracks = res_video
     return clip_from_labels(masks[35:45, 480:608, 80:240], tracks)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory, res_video) -> Path:
+    """A complete bundle with tiny networks trained for a few steps: fast, real code paths, bad textures."""
+    from bvdm_data.ctc import open_sequence
+    from bvdm_data.diffusion import UNetConfig, export_texture, extract_cell_crops, train_texture
+    from bvdm_data.flow import FlowConfig, export_flow, extract_flow_pairs, train_flow
+    from bvdm_data.masks import fit_mask_model
+    from bvdm_data.synth.scene import SceneModel
+    from bvdm_data.training import TrainConfig
+
+    root = tmp_path_factory.mktemp("bundles") / "tiny"
+    masks, tracks = res_video
+    fit_mask_model(masks[:30], tracks).save(root)
+    seq = open_sequence(HELA, "02", labels="ERR_SEG")
+    crops = extract_cell_crops(seq, size=32)
+    work = root.parent / "work"
+    tex = train_texture(crops, work / "texture", TrainConfig(iterations=3, batch_size=4),
+                        unet=UNetConfig(channels=4, multipliers=(1, 2), time_dim=16), progress=False)
+    export_texture(tex.checkpoint, root, crops.statistics())
+    pairs = extract_flow_pairs(masks[:10], tracks, size=32)
+    flow = train_flow(pairs, work / "flow", TrainConfig(iterations=3, batch_size=4), flow=FlowConfig(channels=(4, 4)),
+                      progress=False)
+    export_flow(flow.checkpoint, root)
+    SceneModel.fit(seq, crops.intensity_range).save(root)
+    return root

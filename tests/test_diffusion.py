@@ -199,6 +199,6 @@ def test_cli_fit_texture_resumes_then_writes_the_bundle(tmp_path, hela_root, cap
     assert "run the same command again" in capsys.readouterr().out
     assert not (tmp_path / "b").exists()
     assert main(args) == 0
-    assert "wrote the texture part" in capsys.readouterr().out
+    assert "wrote the texture and scene parts" in capsys.readouterr().out
     assert TextureModel.load(str(tmp_path / "b")).crop_size == 32
     assert main(args[:-2] + ["--frames", "x", "--out", str(tmp_path / "c")]) == 2

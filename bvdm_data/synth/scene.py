@@ -1,0 +1,116 @@
+"""The scene: a background learnt from real frames, and cell textures composed onto it.
+
+Statistics are measured on real frames in the texture model's -1..1 scale:
+the background level, its slow variation (a smooth random field) and its
+pixel noise (what a 4-px Gaussian high-pass leaves). Cells are pasted with a
+soft alpha (their mask, dilated and blurred), so the generated halo around
+each nucleus blends into the background without seams; where halos overlap,
+textures are averaged by alpha.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import kornia
+import numpy as np
+import torch
+from scipy import ndimage
+
+from bvdm_data.bundle import Bundle, BundleWriter
+from bvdm_data.ctc.sequence import CTCSequence
+from bvdm_data.errors import BVDMDataError
+
+PART = "scene"
+PART_VERSION = 1
+SMOOTH_SIGMA = 16.0   # px, scale of the slow background variation
+HIGHPASS_SIGMA = 4.0  # px, what is finer than this counts as pixel noise
+
+
+@dataclass(frozen=True)
+class SceneModel:
+    """Background level, slow variation and pixel noise (all -1..1 scale), and the alpha softness."""
+
+    background_mean: float
+    background_smooth_std: float
+    noise_std: float
+    alpha_dilation: int = 2
+    alpha_sigma: float = 1.0
+
+    @classmethod
+    def fit(cls, seq: CTCSequence, intensity_range: tuple[float, float], frames: list[int] | None = None) -> SceneModel:
+        """Measure the background of labelled real frames (pixels 5 px or more away from any cell)."""
+        if seq.labels is None:
+            raise BVDMDataError(f"{seq.images.folder}: the scene model needs labels to find the background")
+        lo, hi = intensity_range
+        level, smooth, noise = [], [], []
+        for f in frames if frames is not None else seq.labels.frames:
+            x = np.clip((seq.images.read(f).astype(np.float64) - lo) / (hi - lo), 0, 1) * 2 - 1
+            background = ~ndimage.binary_dilation(seq.labels.read(f) > 0, iterations=5)
+            if background.sum() < 100:
+                continue
+            low = ndimage.gaussian_filter(x, HIGHPASS_SIGMA)
+            level.append(x[background].mean())
+            smooth.append(low[background].std())
+            noise.append((x - low)[background].std())
+        if not level:
+            raise BVDMDataError(f"{seq.labels.folder}: no frame with enough background to measure")
+        return cls(float(np.mean(level)), float(np.mean(smooth)), float(np.mean(noise)))
+
+    def save(self, bundle_root: str | os.PathLike, provenance: dict[str, Any] | None = None) -> None:
+        BundleWriter(bundle_root).write_part(PART, PART_VERSION, json_files={"scene.json": asdict(self)},
+                                             provenance=provenance)
+
+    @classmethod
+    def load(cls, bundle: Bundle | str) -> SceneModel:
+        bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
+        bundle.part(PART, version=PART_VERSION)
+        return cls(**bundle.read_json(PART, "scene.json"))
+
+    def background(self, num_frames: int, size: tuple[int, int], generator: torch.Generator,
+                   device: torch.device) -> torch.Tensor:
+        """``[T, 1, H, W]`` backgrounds: level + a slow field fixed over the clip + fresh pixel noise."""
+        h, w = size
+        field = torch.randn((1, 1, h, w), generator=generator)
+        k = 2 * int(3 * SMOOTH_SIGMA) + 1
+        field = kornia.filters.gaussian_blur2d(field, (k, k), (SMOOTH_SIGMA, SMOOTH_SIGMA), border_type="reflect")
+        field = field / field.std().clamp_min(1e-6) * self.background_smooth_std
+        noise = torch.randn((num_frames, 1, h, w), generator=generator) * self.noise_std
+        return (self.background_mean + field + noise).to(device)
+
+    def alpha(self, masks: torch.Tensor) -> torch.Tensor:
+        """Soft paste weights ``[N, 1, S, S]`` from cell masks ``[N, S, S]``."""
+        a = masks[:, None].float()
+        if self.alpha_dilation > 0:
+            size = 2 * self.alpha_dilation + 1
+            a = torch.nn.functional.max_pool2d(a, size, stride=1, padding=self.alpha_dilation)
+        if self.alpha_sigma > 0:
+            k = 2 * int(3 * self.alpha_sigma) + 1
+            a = kornia.filters.gaussian_blur2d(a, (k, k), (self.alpha_sigma, self.alpha_sigma))
+        return torch.maximum(a, masks[:, None].float())
+
+
+def compose(background: torch.Tensor, textures: torch.Tensor, alpha: torch.Tensor, corners: torch.Tensor) -> torch.Tensor:
+    """Paste crops onto one frame, all at once.
+
+    ``background`` ``[1, H, W]``; ``textures`` and ``alpha`` ``[N, 1, S, S]``;
+    ``corners`` ``[N, 2]`` top-left (y, x) of each crop in the frame (may lie
+    partly outside). Returns ``[1, H, W]``.
+    """
+    _, h, w = background.shape
+    n, _, s, _ = textures.shape
+    if n == 0:
+        return background
+    offsets = torch.arange(s, device=textures.device)
+    ys = (corners[:, 0, None, None] + offsets[None, :, None]).expand(n, s, s)
+    xs = (corners[:, 1, None, None] + offsets[None, None, :]).expand(n, s, s)
+    inside = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
+    index = (ys * w + xs)[inside]
+    a = alpha[:, 0][inside]
+    weight = torch.zeros(h * w, device=textures.device, dtype=textures.dtype).index_add_(0, index, a)
+    paint = torch.zeros(h * w, device=textures.device, dtype=textures.dtype).index_add_(0, index, a * textures[:, 0][inside])
+    bg = background.reshape(-1)
+    out = torch.where(weight > 1, paint / weight.clamp_min(1e-6), paint + (1 - weight) * bg)
+    return out.view(1, h, w)
