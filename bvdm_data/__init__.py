@@ -8,10 +8,12 @@ __version__ = "0.1.0"
 from bvdm_data.clip import check_clip, collate_clips
 from bvdm_data.ctc import CTCClips
 from bvdm_data.errors import BundleError, BVDMDataError, ClipError, CTCFormatError
+from bvdm_data.stream import BVDMStream
 
 __all__ = [
     "__version__",
     "BVDMDataError",
+    "BVDMStream",
     "BundleError",
     "CTCClips",
     "CTCFormatError",

@@ -1,0 +1,147 @@
+"""``BVDMStream``: unlimited fresh annotated clips as a PyTorch ``IterableDataset``.
+
+Clip ``k`` of epoch ``e`` is a pure function of ``(seed, e, k)``. The index
+stream is dealt out round-robin over distributed ranks and DataLoader
+workers (rank ``r`` of ``R``, worker ``w`` of ``W`` takes
+``k = r * W + w (mod R * W)``), so no two workers or ranks yield the same
+clip and the set of clips does not depend on the number of workers.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import IterableDataset, get_worker_info
+
+from bvdm_data.bundle import Bundle
+from bvdm_data.clip import Clip
+from bvdm_data.errors import BVDMDataError
+from bvdm_data.synth.pipeline import SynthesisSettings, Synthesizer
+
+
+def shard() -> tuple[int, int]:
+    """``(position, count)`` of this process among all ranks x DataLoader workers."""
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+    info = get_worker_info()
+    worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+    return rank * workers + worker, world * workers
+
+
+def clip_seed(seed: int, epoch: int, index: int) -> np.random.SeedSequence:
+    """The seed of clip ``index`` of ``epoch``."""
+    return np.random.SeedSequence([seed, epoch, index])
+
+
+class BVDMStream(IterableDataset):
+    """Synthetic annotated clips from a fitted bundle.
+
+    Args:
+        bundle: a shipped bundle name (``"hela"``) or a bundle folder.
+        clip_len: frames per clip.
+        size: ``(H, W)`` of the frames.
+        seed: clip ``k`` of epoch ``e`` depends on ``(seed, e, k)`` only.
+        num_clips: clips per epoch over all workers and ranks; ``None`` is endless.
+        t_s, t_f, sampler, stride: how textures are painted (paper: 200, 10, full DDPM).
+        density: cells per px^2 in the first frame (default: the fitted density).
+        device: where the networks run; with ``"cuda"`` generate in the main
+            process (``num_workers=0``) or use ``multiprocessing_context="spawn"``.
+        bf16: bf16 autocast for the networks (faster on GPUs and AMX CPUs; changes outputs slightly).
+        gen_batch: clips generated together (one network call per denoising step for all their cells).
+        tv_tensors: wrap ``video``/``masks`` as ``torchvision.tv_tensors.Video``/``Mask`` so
+            ``torchvision.transforms.v2`` transforms both consistently.
+
+    Example:
+        >>> from torch.utils.data import DataLoader
+        >>> from bvdm_data import collate_clips
+        >>> stream = BVDMStream("hela", clip_len=8, size=(256, 256), seed=0)  # doctest: +SKIP
+        >>> batch = next(iter(DataLoader(stream, batch_size=2, collate_fn=collate_clips)))  # doctest: +SKIP
+    """
+
+    def __init__(self, bundle: str = "hela", clip_len: int = 8, size: tuple[int, int] = (256, 256), seed: int = 0,
+                 num_clips: int | None = None, t_s: int = 200, t_f: int = 10, sampler: str = "ddpm", stride: int = 1,
+                 density: float | None = None, device: str | torch.device = "cpu", bf16: bool = False,
+                 gen_batch: int = 1, tv_tensors: bool = False) -> None:
+        super().__init__()
+        if clip_len < 1:
+            raise BVDMDataError(f"clip_len must be at least 1, got {clip_len}")
+        if num_clips is not None and num_clips < 0:
+            raise BVDMDataError(f"num_clips must be non-negative or None, got {num_clips}")
+        if gen_batch < 1:
+            raise BVDMDataError(f"gen_batch must be at least 1, got {gen_batch}")
+        if len(size) != 2 or min(size) < 1:
+            raise BVDMDataError(f"size must be (H, W) of positive ints, got {size}")
+        self.bundle = str(Bundle.load(bundle).root)  # fails now, naming the problem, if the bundle is bad
+        self.settings = SynthesisSettings(t_s, t_f, sampler, stride, density, bf16)
+        self.clip_len, self.size, self.seed = int(clip_len), (int(size[0]), int(size[1])), int(seed)
+        self.num_clips, self.device, self.gen_batch, self.tv_tensors = num_clips, device, int(gen_batch), tv_tensors
+        self.epoch = 0
+        self._skip = 0
+        self._yielded = 0
+        self._synth: Synthesizer | None = None
+        # Settings and sizes are checked against the models before any clip is made.
+        probe = self._synthesizer()
+        if min(self.size) < 2 * probe.masks.median_radius():
+            raise BVDMDataError(f"size {self.size} is smaller than one cell "
+                                f"(median diameter {2 * probe.masks.median_radius():.0f} px)")
+
+    def _synthesizer(self) -> Synthesizer:
+        if self._synth is None:
+            self._synth = Synthesizer(self.bundle, self.device, self.settings)
+        return self._synth
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Workers rebuild the models themselves (cheap), instead of receiving pickled copies.
+        return {**self.__dict__, "_synth": None}
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw a new set of clips; call at the start of every epoch (as with ``DistributedSampler``)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        if self.num_clips is None:
+            raise TypeError("an endless BVDMStream has no length; pass num_clips")
+        position, count = shard()
+        return len(range(position, self.num_clips, count))
+
+    def state_dict(self) -> dict[str, int]:
+        """Where this worker's iteration stands (for ``torchdata``'s ``StatefulDataLoader``)."""
+        return {"epoch": self.epoch, "yielded": self._yielded}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch = int(state["epoch"])
+        self._skip = int(state["yielded"])
+
+    def indices(self) -> Iterator[int]:
+        """The clip indices this worker/rank yields, in order."""
+        position, count = shard()
+        stop = self.num_clips
+        return iter(range(position, stop, count)) if stop is not None else itertools.count(position, count)
+
+    def __iter__(self) -> Iterator[Clip]:
+        synth = self._synthesizer()
+        indices = self.indices()
+        self._yielded = self._skip
+        for _ in range(self._skip):
+            next(indices, None)
+        self._skip = 0
+        while True:
+            chunk = list(itertools.islice(indices, self.gen_batch))
+            if not chunk:
+                return
+            seeds = [clip_seed(self.seed, self.epoch, k) for k in chunk]
+            metas = [{"index": k, "epoch": self.epoch, "seed": self.seed} for k in chunk]
+            for clip in synth.generate(seeds, self.clip_len, self.size, metas):
+                self._yielded += 1
+                yield self._wrap(clip)
+
+    def _wrap(self, clip: Clip) -> Clip:
+        if not self.tv_tensors:
+            return clip
+        from torchvision import tv_tensors
+
+        return {**clip, "video": tv_tensors.Video(clip["video"]), "masks": tv_tensors.Mask(clip["masks"])}

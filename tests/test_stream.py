@@ -1,0 +1,110 @@
+"""BVDMStream: contract, determinism over workers and batches, sharding, resume, epochs, bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+import bvdm_data.stream as stream_module
+from bvdm_data import check_clip, collate_clips
+from bvdm_data.errors import BVDMDataError
+from bvdm_data.stream import BVDMStream
+
+FAST = dict(clip_len=3, size=(64, 64), t_s=10, t_f=2, density=4e-4)
+
+
+def by_index(clips):
+    return {c["meta"]["index"]: c for c in clips}
+
+
+def collect(stream, workers=0):
+    return list(DataLoader(stream, batch_size=None, num_workers=workers))
+
+
+def test_clips_meet_the_contract_and_batch(tiny_bundle):
+    stream = BVDMStream(str(tiny_bundle), num_clips=4, seed=1, **FAST)
+    clips = collect(stream)
+    assert [c["meta"]["index"] for c in clips] == [0, 1, 2, 3] and len(stream) == 4
+    for clip in clips:
+        check_clip(clip)
+    batch = next(iter(DataLoader(stream, batch_size=2, collate_fn=collate_clips)))
+    assert batch["video"].shape == (2, 3, 1, 64, 64)
+
+
+@pytest.mark.parametrize("workers, gen_batch", [(1, 1), (2, 2), (0, 3)])
+def test_same_clips_for_any_worker_count_and_gen_batch(tiny_bundle, workers, gen_batch):
+    reference = by_index(collect(BVDMStream(str(tiny_bundle), num_clips=5, seed=2, **FAST)))
+    other = by_index(collect(BVDMStream(str(tiny_bundle), num_clips=5, seed=2, gen_batch=gen_batch, **FAST), workers))
+    assert sorted(other) == sorted(reference)
+    for k, clip in reference.items():
+        assert torch.equal(clip["masks"], other[k]["masks"]) and torch.equal(clip["tracks"], other[k]["tracks"])
+        assert torch.allclose(clip["video"], other[k]["video"], atol=1e-4)
+
+
+def test_no_duplicates_across_workers_and_ranks(tiny_bundle, monkeypatch):
+    seen = []
+    for rank in range(2):
+        monkeypatch.setattr(stream_module.dist, "is_initialized", lambda: True)
+        monkeypatch.setattr(stream_module.dist, "get_rank", lambda r=rank: r)
+        monkeypatch.setattr(stream_module.dist, "get_world_size", lambda: 2)
+        seen += [c["meta"]["index"] for c in collect(BVDMStream(str(tiny_bundle), num_clips=9, **FAST), workers=2)]
+    assert sorted(seen) == list(range(9))
+
+
+def test_stateful_dataloader_resumes_the_same_continuation(tiny_bundle):
+    from torchdata.stateful_dataloader import StatefulDataLoader
+
+    make = lambda: StatefulDataLoader(BVDMStream(str(tiny_bundle), num_clips=6, seed=4, **FAST),  # noqa: E731
+                                      batch_size=1, num_workers=2, collate_fn=collate_clips)
+    straight = [b["meta"][0]["index"] for b in make()]
+    loader = make()
+    it = iter(loader)
+    head = [next(it)["meta"][0]["index"] for _ in range(3)]
+    state = loader.state_dict()
+    resumed = make()
+    resumed.load_state_dict(state)
+    tail = [b["meta"][0]["index"] for b in resumed]
+    assert head + tail == straight
+
+
+def test_epochs_draw_new_clips(tiny_bundle):
+    stream = BVDMStream(str(tiny_bundle), num_clips=2, **FAST)
+    first = collect(stream)
+    stream.set_epoch(1)
+    second = collect(stream)
+    assert second[0]["meta"]["epoch"] == 1
+    assert not torch.equal(first[0]["masks"], second[0]["masks"])
+
+
+def test_tv_tensors_work_with_transforms_v2(tiny_bundle):
+    from torchvision import tv_tensors
+    from torchvision.transforms import v2
+
+    clip = next(iter(BVDMStream(str(tiny_bundle), num_clips=1, tv_tensors=True, **FAST)))
+    assert isinstance(clip["video"], tv_tensors.Video) and isinstance(clip["masks"], tv_tensors.Mask)
+    flipped = v2.RandomHorizontalFlip(p=1.0)(clip)
+    assert torch.equal(flipped["masks"], clip["masks"].flip(-1))
+    assert torch.equal(flipped["video"], clip["video"].flip(-1))
+
+
+def test_endless_stream_has_no_length(tiny_bundle):
+    stream = BVDMStream(str(tiny_bundle), **FAST)
+    with pytest.raises(TypeError, match="no length"):
+        len(stream)
+    it = iter(stream)
+    assert [next(it)["meta"]["index"] for _ in range(2)] == [0, 1]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"bundle": "no-such-bundle"}, "unknown bundle 'no-such-bundle'; known bundles"),
+    ({"t_s": 10, "t_f": 20}, "t_f must lie in 0..t_s"),
+    ({"clip_len": 0}, "clip_len"),
+    ({"size": (8, 8)}, "smaller than one cell"),
+    ({"num_clips": -1}, "num_clips"),
+    ({"gen_batch": 0}, "gen_batch"),
+])
+def test_bad_input_fails_before_any_work(tiny_bundle, kwargs, match):
+    args = {**FAST, "bundle": str(tiny_bundle), **kwargs}
+    with pytest.raises(BVDMDataError, match=match):
+        BVDMStream(**args)
