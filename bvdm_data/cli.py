@@ -204,6 +204,59 @@ def run_fit_flow(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stream(args: argparse.Namespace, num_clips: int):
+    from bvdm_data.stream import BVDMStream
+
+    return BVDMStream(args.bundle, clip_len=args.frames, size=tuple(args.size), seed=args.seed, num_clips=num_clips,
+                      t_s=args.t_s, t_f=args.t_f, sampler=args.sampler, stride=args.stride, density=args.density,
+                      device=args.device, bf16=args.bf16, gen_batch=args.gen_batch)
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from bvdm_data.ctc.writer import write_ctc_sequence
+
+    if args.clips < 1:
+        raise BVDMDataError(f"--clips must be at least 1, got {args.clips}")
+    out = Path(args.out)
+    existing = [f"{k + 1:02d}" for k in range(args.clips) if (out / f"{k + 1:02d}").exists()]
+    if existing and not args.overwrite:
+        raise BVDMDataError(f"{out} already holds sequences {existing}; pass --overwrite to replace them")
+    stream = _stream(args, args.clips)
+    for clip in tqdm(stream, total=args.clips, desc="generate", unit="clip"):
+        seq = f"{clip['meta']['index'] + 1:02d}"
+        write_ctc_sequence(clip, out, seq, overwrite=args.overwrite)
+    print(f"wrote {args.clips} CTC sequence(s) of {args.frames} frames to {out} (check: bvdm-data validate {out})")
+    return 0
+
+
+def run_preview(args: argparse.Namespace) -> int:
+    from bvdm_data.preview import contour_frames, write_gif, write_lineage_png
+
+    clip = next(iter(_stream(args, 1)))
+    gif = write_gif(contour_frames(clip["video"], clip["masks"]), args.out)
+    png = write_lineage_png(clip["tracks"], args.frames, gif.with_name(gif.stem + "_lineage.png"), clip["meta"])
+    print(f"wrote {gif} and {png}: {len(clip['tracks'])} tracks, {int((clip['tracks'][:, 3] > 0).sum())} with a parent")
+    return 0
+
+
+def _generation_options(p: argparse.ArgumentParser, frames: int, size: tuple[int, int]) -> None:
+    p.add_argument("--bundle", default="hela", help="shipped bundle name or bundle folder (default hela)")
+    p.add_argument("--frames", type=int, default=frames, help=f"frames per clip (default {frames})")
+    p.add_argument("--size", type=int, nargs=2, default=list(size), metavar=("H", "W"),
+                   help=f"frame size (default {size[0]} {size[1]})")
+    p.add_argument("--seed", type=int, default=0, help="clip k depends on (seed, k) only (default 0)")
+    p.add_argument("--t-s", type=int, default=200, help="SDEdit noise step of a cell's first frame (default 200)")
+    p.add_argument("--t-f", type=int, default=10, help="refinement steps after warping (default 10)")
+    p.add_argument("--sampler", default="ddpm", choices=["ddpm", "ddim"], help="denoising sampler (default ddpm)")
+    p.add_argument("--stride", type=int, default=1, help="DDIM step stride (default 1)")
+    p.add_argument("--density", type=float, help="cells per px^2 in the first frame (default: fitted)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast for the networks")
+    p.add_argument("--gen-batch", type=int, default=4, help="clips painted together (default 4)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bvdm-data",
@@ -221,6 +274,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = _verb(sub, "info", "Show what a bundle or a CTC dataset folder holds.",
               "bvdm-data info hela", run_info)
     p.add_argument("path", help="bundle name or folder, or a CTC dataset folder")
+
+    p = _verb(sub, "generate", "Write synthetic annotated clips as CTC sequences (NN/, NN_GT/TRA, NN_GT/SEG).",
+              "bvdm-data generate --bundle hela --out synth/ --clips 4 --frames 20", run_generate)
+    p.add_argument("--out", required=True, help="dataset folder to write")
+    p.add_argument("--clips", type=int, default=1, help="sequences to write (default 1)")
+    p.add_argument("--overwrite", action="store_true", help="replace sequences that exist")
+    _generation_options(p, 20, (256, 256))
+
+    p = _verb(sub, "preview", "Write an animated GIF of one synthetic clip with coloured instance contours, "
+              "and a lineage plot beside it (NAME_lineage.png).",
+              "bvdm-data preview --bundle hela --out preview.gif", run_preview)
+    p.add_argument("--out", default="preview.gif", help="GIF to write (default preview.gif)")
+    _generation_options(p, 8, (256, 256))
 
     p = _verb(sub, "fit-masks", "Fit the mask model (shape, size, lineage, motion) from a real label video with "
               "lineage, write it into a bundle and report simulated vs real statistics.",
