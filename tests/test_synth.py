@@ -51,6 +51,16 @@ def test_carried_cells_flicker_less_than_repainted_ones(tiny_bundle):
     assert flicker(2) < flicker(20)
 
 
+def test_independent_frames_flicker_most(tiny_bundle):
+    from bvdm_data.evaluate import flicker
+
+    def run(**kw):
+        synth = Synthesizer(str(tiny_bundle), settings=SynthesisSettings(t_s=20, density=4e-4, **kw))
+        clip = synth.generate(seeds(11), 4, (64, 64))[0]
+        return flicker(clip["video"], clip["masks"], size=32)
+    assert run(t_f=2) < run(independent_frames=True)
+
+
 @pytest.mark.parametrize("settings, match", [
     (SynthesisSettings(t_s=0), "t_s must lie"),
     (SynthesisSettings(t_s=20, t_f=30), "t_f must lie in 0..t_s"),

@@ -49,6 +49,7 @@ class SynthesisSettings:
     stride: int = 1
     density: float | None = None  # cells per px^2 in the first frame; None: the fitted density
     bf16: bool = False
+    independent_frames: bool = False  # paint every frame from scratch (the paper's flickering ablation)
 
     def check(self, num_steps: int) -> None:
         if not 1 <= self.t_s <= num_steps:
@@ -143,7 +144,9 @@ class Synthesizer:
             new, carried = [], []  # (clip, id), and (clip, id, source id in frame t-1)
             for k, cells in enumerate(crops):
                 for cid in sorted(cells[t]):
-                    if t > 0 and cid in crops[k][t - 1]:
+                    if s.independent_frames:
+                        new.append((k, cid))
+                    elif t > 0 and cid in crops[k][t - 1]:
                         carried.append((k, cid, cid))
                     elif t > 0 and parents[k].get(cid, 0) in crops[k][t - 1]:
                         carried.append((k, cid, parents[k][cid]))

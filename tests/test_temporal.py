@@ -1,0 +1,38 @@
+"""Flicker: zero for a still cell, larger for noisier textures, the same with ids or overlap matching."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bvdm_data.ctc import open_sequence
+from bvdm_data.evaluate import flicker, match_by_overlap
+
+
+def moving_cell(noise: float, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    texture = 0.5 + 0.1 * rng.standard_normal((12, 12))
+    video = np.zeros((4, 1, 48, 48))
+    masks = np.zeros((4, 48, 48), dtype=np.int32)
+    for t in range(4):
+        y, x = 10 + 2 * t, 12 + 3 * t  # the cell moves; its texture moves with it
+        video[t, 0, y:y + 12, x:x + 12] = texture + noise * rng.standard_normal((12, 12))
+        masks[t, y:y + 12, x:x + 12] = 5
+    return video, masks
+
+
+def test_motion_is_compensated_and_noise_shows():
+    still, m = moving_cell(0.0)
+    assert flicker(still, m) < 1e-9
+    noisy, m = moving_cell(0.05)
+    assert 0.03 < flicker(noisy, m) < 0.08
+    relabelled = m.copy()
+    relabelled[1::2][relabelled[1::2] > 0] = 9  # per-frame ids: matched by overlap instead
+    assert abs(flicker(noisy, relabelled, same_ids=False) - flicker(noisy, m)) < 1e-9
+
+
+def test_match_by_overlap_on_real_segmentation(hela_root):
+    labels = open_sequence(hela_root, "02", labels="ERR_SEG").labels
+    a, b = labels.read(0), labels.read(1)
+    pairs = match_by_overlap(a, b)
+    assert len(pairs) > 0.7 * (len(np.unique(a)) - 1)
+    assert len({p[0] for p in pairs}) == len(pairs) and len({p[1] for p in pairs}) == len(pairs)
