@@ -241,6 +241,51 @@ def run_preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_cache(args: argparse.Namespace) -> int:
+    import os
+
+    import torch.distributed as dist
+
+    from bvdm_data.cache import bundle_hash, shard_path, write_cache, write_shard_manifest
+    from bvdm_data.stream import clip_seed
+    from bvdm_data.synth import SynthesisSettings, Synthesizer
+
+    if args.clips < 1:
+        raise BVDMDataError(f"--clips must be at least 1, got {args.clips}")
+    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    device = args.device
+    if world > 1:  # under torchrun: each rank writes its own shard of the same index partition as BVDMStream
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        if device == "cuda":
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    try:
+        settings = SynthesisSettings(args.t_s, args.t_f, args.sampler, args.stride, args.density, args.bf16)
+        synth = Synthesizer(args.bundle, device, settings)
+        size = tuple(args.size)
+        meta = {"bundle": synth.bundle.name, "bundle_sha256": bundle_hash(synth.bundle.root), "seed": args.seed,
+                "frames": args.frames, "size": list(size), "num_clips": args.clips, "t_s": args.t_s, "t_f": args.t_f,
+                "sampler": args.sampler, "stride": args.stride, "density": args.density, "bf16": args.bf16}
+
+        def generate(indices):
+            seeds = [clip_seed(args.seed, 0, k) for k in indices]
+            metas = [{"index": k, "epoch": 0, "seed": args.seed} for k in indices]
+            return synth.generate(seeds, args.frames, size, metas)
+
+        target = shard_path(args.out, rank, world) if world > 1 else Path(args.out)
+        written = write_cache(target, meta, range(rank, args.clips, world), generate, args.commit_every,
+                              args.compression, progress=rank == 0)
+        print(f"rank {rank}/{world}: wrote {written} clip(s) to {target}" if world > 1 else
+              f"wrote {written} clip(s) to {target} ({args.clips - written} were already there)")
+        if world > 1:
+            dist.barrier()
+            if rank == 0:
+                write_shard_manifest(args.out, world)
+        return 0
+    finally:
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def _generation_options(p: argparse.ArgumentParser, frames: int, size: tuple[int, int]) -> None:
     p.add_argument("--bundle", default="hela", help="shipped bundle name or bundle folder (default hela)")
     p.add_argument("--frames", type=int, default=frames, help=f"frames per clip (default {frames})")
@@ -286,6 +331,16 @@ def build_parser() -> argparse.ArgumentParser:
               "and a lineage plot beside it (NAME_lineage.png).",
               "bvdm-data preview --bundle hela --out preview.gif", run_preview)
     p.add_argument("--out", default="preview.gif", help="GIF to write (default preview.gif)")
+    _generation_options(p, 8, (256, 256))
+
+    p = _verb(sub, "cache", "Pre-generate clips into an LMDB cache; run again to resume; under torchrun each rank "
+              "writes one shard of the same cache.",
+              "bvdm-data cache --bundle hela --out synth.lmdb --clips 100000   "
+              "(many GPUs: torchrun --nproc_per_node=8 -m bvdm_data cache ... --device cuda)", run_cache)
+    p.add_argument("--out", required=True, help="cache folder to write or resume")
+    p.add_argument("--clips", type=int, required=True, help="clips in the finished cache")
+    p.add_argument("--commit-every", type=int, default=16, help="clips per transaction (default 16)")
+    p.add_argument("--compression", default="zlib", choices=["zlib", "raw"], help="record encoding (default zlib)")
     _generation_options(p, 8, (256, 256))
 
     p = _verb(sub, "fit-masks", "Fit the mask model (shape, size, lineage, motion) from a real label video with "

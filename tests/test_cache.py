@@ -1,0 +1,135 @@
+"""LMDB cache: round trip, SIGKILL and resume, torchrun shards, bad databases."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lmdb
+import pytest
+import torch
+
+from bvdm_data import check_clip
+from bvdm_data.cache import LMDBClips, decode_clip, encode_clip
+from bvdm_data.cli import main
+from bvdm_data.errors import BVDMDataError
+from bvdm_data.stream import BVDMStream
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["--frames", "3", "--size", "64", "64", "--t-s", "10", "--t-f", "2", "--density", "4e-4", "--seed", "5"]
+STREAM = dict(clip_len=3, size=(64, 64), t_s=10, t_f=2, density=4e-4, seed=5)
+
+
+def cache_cmd(bundle, out, clips, *extra):
+    return ["cache", "--bundle", str(bundle), "--out", str(out), "--clips", str(clips), *FAST, *extra]
+
+
+def test_round_trip_equals_the_stream(tmp_path, tiny_bundle):
+    assert main(cache_cmd(tiny_bundle, tmp_path / "c.lmdb", 4, "--commit-every", "3")) == 0
+    cached = LMDBClips(tmp_path / "c.lmdb")
+    streamed = list(BVDMStream(str(tiny_bundle), num_clips=4, **STREAM))
+    assert len(cached) == 4 and cached.meta["num_clips"] == 4
+    for k in range(4):
+        clip = cached[k]
+        check_clip(clip)
+        assert clip["meta"]["source"] == "lmdb" and clip["meta"]["cache_index"] == k
+        assert torch.equal(clip["masks"], streamed[k]["masks"]) and torch.equal(clip["tracks"], streamed[k]["tracks"])
+        assert (clip["video"] - streamed[k]["video"]).abs().max() <= 0.5 / 65535 + 1e-7
+
+
+def test_encoding_round_trip_and_errors(real_clip):
+    for compression in ("zlib", "raw"):
+        back = decode_clip(encode_clip(real_clip, compression))
+        assert torch.equal(back["masks"], real_clip["masks"]) and back["meta"] == real_clip["meta"]
+    value = encode_clip(real_clip)
+    with pytest.raises(BVDMDataError, match="truncated"):
+        decode_clip(value[:-100])
+    with pytest.raises(BVDMDataError, match="not a bvdm-data clip record"):
+        decode_clip(b"hello")
+    future = value.replace(b'"format_version": 1', b'"format_version": 9')
+    with pytest.raises(BVDMDataError, match="record format version 9"):
+        decode_clip(future)
+
+
+def test_sigkill_leaves_whole_clips_and_resume_completes(tmp_path, tiny_bundle):
+    out = tmp_path / "k.lmdb"
+    cmd = [sys.executable, "-m", "bvdm_data", *cache_cmd(tiny_bundle, out, 16, "--commit-every", "2")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
+    deadline = time.time() + 120
+    count = 0
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        if (out / "data.mdb").is_file():
+            with lmdb.open(str(out), readonly=True, lock=False) as e:
+                count = e.stat()["entries"] - 1
+            if count >= 4:
+                break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = LMDBClips(out)
+    assert 4 <= len(partial) < 16
+    for i in range(len(partial)):
+        check_clip(partial[i])
+    partial.close()  # py-lmdb refuses a second open of one environment in a process
+    assert main(cache_cmd(tiny_bundle, out, 16, "--commit-every", "2")) == 0
+    full = LMDBClips(out)
+    assert full.indices == list(range(16))
+    reference = tmp_path / "ref.lmdb"  # uninterrupted, same transactions (= generation batches)
+    assert main(cache_cmd(tiny_bundle, reference, 16, "--commit-every", "2")) == 0
+    ref = LMDBClips(reference)
+    for i in (0, 7, 15):
+        assert torch.equal(full[i]["masks"], ref[i]["masks"]) and torch.equal(full[i]["video"], ref[i]["video"])
+
+
+def test_resume_with_other_parameters_is_refused(tmp_path, tiny_bundle, capsys):
+    assert main(cache_cmd(tiny_bundle, tmp_path / "p.lmdb", 1)) == 0
+    assert main([*cache_cmd(tiny_bundle, tmp_path / "p.lmdb", 1)[:-2], "--seed", "6"]) == 2
+    assert "other parameters" in capsys.readouterr().err
+
+
+def test_torchrun_shards_equal_a_single_process_cache(tmp_path, tiny_bundle):
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    assert torchrun, "torchrun ships with torch"
+    out = tmp_path / "dist"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "-m", "bvdm_data",
+                          *cache_cmd(tiny_bundle, out, 5)], capture_output=True, text=True, env=env, cwd=ROOT,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads((out / "shards.json").read_text())["shards"] == ["shard-000-of-002", "shard-001-of-002"]
+    sharded = LMDBClips(out)
+    assert main(cache_cmd(tiny_bundle, tmp_path / "single.lmdb", 5)) == 0
+    single = LMDBClips(tmp_path / "single.lmdb")
+    assert sharded.indices == single.indices == list(range(5))
+    for i in range(5):
+        assert torch.equal(sharded[i]["masks"], single[i]["masks"])
+        assert torch.equal(sharded[i]["tracks"], single[i]["tracks"])
+        # Other batch compositions change float rounding inside the networks, not the result.
+        assert float((sharded[i]["video"] - single[i]["video"]).abs().max()) < 1e-3
+
+
+def test_bad_databases_are_named(tmp_path):
+    with pytest.raises(BVDMDataError, match="no such cache"):
+        LMDBClips(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BVDMDataError, match="no LMDB cache here"):
+        LMDBClips(tmp_path / "empty")
+    with lmdb.open(str(tmp_path / "foreign")) as env, env.begin(write=True) as txn:
+        txn.put(b"key", b"value")
+    with pytest.raises(BVDMDataError, match="not a bvdm-data cache"):
+        LMDBClips(tmp_path / "foreign")
+    with lmdb.open(str(tmp_path / "future")) as env, env.begin(write=True) as txn:
+        txn.put(b"__meta__", json.dumps({"format_version": 7}).encode())
+    with pytest.raises(BVDMDataError, match="cache format version 7"):
+        LMDBClips(tmp_path / "future")
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / "data.mdb").write_bytes(b"\0" * 100)
+    with pytest.raises(BVDMDataError, match="cannot open|not a bvdm-data cache"):
+        LMDBClips(tmp_path / "corrupt")
