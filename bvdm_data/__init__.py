@@ -9,6 +9,7 @@ from bvdm_data.cache import LMDBClips
 from bvdm_data.clip import check_clip, collate_clips
 from bvdm_data.ctc import CTCClips
 from bvdm_data.errors import BundleError, BVDMDataError, ClipError, CTCFormatError
+from bvdm_data.mix import MixedStream
 from bvdm_data.stream import BVDMStream
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "CTCClips",
     "CTCFormatError",
     "LMDBClips",
+    "MixedStream",
     "ClipError",
     "check_clip",
     "collate_clips",

@@ -1,0 +1,73 @@
+"""``MixedStream``: real and synthetic clips in one loader, in a fixed, seeded proportion."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Dataset, IterableDataset
+
+from bvdm_data.clip import Clip
+from bvdm_data.stream import shard
+
+
+class MixedStream(IterableDataset):
+    """Draw each clip from ``real`` with probability ``p_real``, else from ``synthetic``.
+
+    Either source may be map-style (``CTCClips``, ``LMDBClips``: an item is
+    drawn at random) or iterable (``BVDMStream``: its clips are taken in
+    order). Draw ``k`` of epoch ``e`` is decided by ``(seed, e, k)``; draws are
+    dealt out over DataLoader workers and distributed ranks like
+    ``BVDMStream``'s clips, and an iterable source shards itself the same way,
+    so no two workers take the same synthetic clip. ``meta["source"]`` keeps
+    the clip's own source (``ctc``, ``lmdb``, ``bvdm``) and
+    ``meta["mixed_from"]`` says ``real`` or ``synthetic``.
+
+    Example:
+        >>> mixed = MixedStream(real=CTCClips(...), synthetic=LMDBClips("synth.lmdb"), p_real=0.3)  # doctest: +SKIP
+    """
+
+    def __init__(self, real: Dataset | IterableDataset, synthetic: Dataset | IterableDataset, p_real: float = 0.3,
+                 seed: int = 0, num_clips: int | None = None) -> None:
+        super().__init__()
+        if not 0.0 <= p_real <= 1.0:
+            raise ValueError(f"p_real must lie in [0, 1], got {p_real}")
+        if num_clips is not None and num_clips < 0:
+            raise ValueError(f"num_clips must be non-negative or None, got {num_clips}")
+        for name, source in (("real", real), ("synthetic", synthetic)):
+            if not isinstance(source, IterableDataset) and len(source) == 0:  # type: ignore[arg-type]
+                raise ValueError(f"the {name} source is empty")
+        self.sources = {"real": real, "synthetic": synthetic}
+        self.p_real, self.seed, self.num_clips = float(p_real), int(seed), num_clips
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """New draws, and new epochs for the sources that have one."""
+        self.epoch = int(epoch)
+        for source in self.sources.values():
+            if hasattr(source, "set_epoch"):
+                source.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        if self.num_clips is None:
+            raise TypeError("an endless MixedStream has no length; pass num_clips")
+        position, count = shard()
+        return len(range(position, self.num_clips, count))
+
+    def __iter__(self) -> Iterator[Clip]:
+        position, count = shard()
+        draws = range(position, self.num_clips, count) if self.num_clips is not None else itertools.count(position, count)
+        streams: dict[str, Iterator[Any]] = {}
+        for k in draws:
+            rng = np.random.default_rng([self.seed, self.epoch, k])
+            name = "real" if rng.random() < self.p_real else "synthetic"
+            source = self.sources[name]
+            if isinstance(source, IterableDataset):
+                clip = next(streams.setdefault(name, iter(source)), None)
+                if clip is None:  # a finite iterable source is used up
+                    return
+            else:
+                clip = source[int(rng.integers(len(source)))]  # type: ignore[arg-type]
+            yield {**clip, "meta": {**clip["meta"], "mixed_from": name, "mix_index": k}}
