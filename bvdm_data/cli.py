@@ -302,6 +302,25 @@ def _generation_options(p: argparse.ArgumentParser, frames: int, size: tuple[int
     p.add_argument("--gen-batch", type=int, default=4, help="clips painted together (default 4)")
 
 
+def _label_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--labels", help="a TRA folder (man_trackTTT.tif + man_track.txt) or RES folder")
+    p.add_argument("--ctc", help="a CTC dataset folder, instead of --labels")
+    p.add_argument("--seq", default="01", help="sequence in --ctc (default 01)")
+    p.add_argument("--annotation", default="GT", help="annotation in --ctc: GT, RES ... (default GT)")
+
+
+def _training_options(p: argparse.ArgumentParser, part: str, crop_multiple: int, iterations: int, lr: float) -> None:
+    p.add_argument("--out", required=True, help="bundle folder to write (created or updated)")
+    p.add_argument("--work", help=f"checkpoint folder (default OUT.{part}-work)")
+    p.add_argument("--crop-size", type=int, default=64, help=f"crop size in px, a multiple of {crop_multiple} (default 64)")
+    p.add_argument("--iterations", type=int, default=iterations, help=f"training steps (default {iterations})")
+    p.add_argument("--batch-size", type=int, default=32, help="examples per step (default 32)")
+    p.add_argument("--lr", type=float, default=lr, help=f"AdamW learning rate (default {lr:g})")
+    p.add_argument("--hours", type=float, help="stop after this long, leaving a checkpoint")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bvdm-data",
@@ -346,10 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _verb(sub, "fit-masks", "Fit the mask model (shape, size, lineage, motion) from a real label video with "
               "lineage, write it into a bundle and report simulated vs real statistics.",
               "bvdm-data fit-masks --labels Fluo-N2DL-HeLa/01_RES --out mybundle/", run_fit_masks)
-    p.add_argument("--labels", help="a TRA folder (man_trackTTT.tif + man_track.txt) or RES folder")
-    p.add_argument("--ctc", help="a CTC dataset folder, instead of --labels")
-    p.add_argument("--seq", default="01", help="sequence in --ctc (default 01)")
-    p.add_argument("--annotation", default="GT", help="annotation in --ctc: GT, RES ... (default GT)")
+    _label_options(p)
     p.add_argument("--out", required=True, help="bundle folder to write (created or updated)")
     p.add_argument("--num-angles", type=int, default=32, help="radii per outline (default 32)")
     p.add_argument("--components", type=int, default=6, help="shape modes per phase (default 6)")
@@ -364,36 +380,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seq", default="01", help="sequence (default 01)")
     p.add_argument("--annotation", default="GT", help="labels to find cells: GT, ST, ERR_SEG ... (default GT)")
     p.add_argument("--frames", help="frames FIRST:STOP to crop from (default all; keep some for evaluation)")
-    p.add_argument("--out", required=True, help="bundle folder to write (created or updated)")
-    p.add_argument("--work", help="checkpoint folder (default OUT.texture-work)")
-    p.add_argument("--crop-size", type=int, default=64, help="crop size in px, a multiple of 16 (default 64)")
-    p.add_argument("--iterations", type=int, default=10_000, help="training steps (default 10000)")
-    p.add_argument("--batch-size", type=int, default=32, help="crops per step (default 32)")
-    p.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (default 1e-4)")
-    p.add_argument("--hours", type=float, help="stop after this long, leaving a checkpoint")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    _training_options(p, "texture", crop_multiple=16, iterations=10_000, lr=1e-4)
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (faster on GPUs and AMX CPUs)")
-    p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
 
     p = _verb(sub, "fit-flow", "Train the flow model on one cell's masks in consecutive frames (and mother -> "
               "daughter) of a label video with lineage; resumable; writes it into a bundle.",
               "bvdm-data fit-flow --labels Fluo-N2DL-HeLa/01_RES --frames 0:80 --out mybundle/", run_fit_flow)
-    p.add_argument("--labels", help="a TRA folder (man_trackTTT.tif + man_track.txt) or RES folder")
-    p.add_argument("--ctc", help="a CTC dataset folder, instead of --labels")
-    p.add_argument("--seq", default="01", help="sequence in --ctc (default 01)")
-    p.add_argument("--annotation", default="GT", help="annotation in --ctc (default GT)")
+    _label_options(p)
     p.add_argument("--frames", help="train on pairs inside frames FIRST:STOP; the others are held out for Dice")
-    p.add_argument("--out", required=True, help="bundle folder to write (created or updated)")
-    p.add_argument("--work", help="checkpoint folder (default OUT.flow-work)")
-    p.add_argument("--crop-size", type=int, default=64, help="crop size in px, a multiple of 8 (default 64)")
-    p.add_argument("--iterations", type=int, default=2000, help="training steps (default 2000)")
-    p.add_argument("--batch-size", type=int, default=32, help="pairs per step (default 32)")
-    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
+    _training_options(p, "flow", crop_multiple=8, iterations=2000, lr=1e-3)
     p.add_argument("--smoothness", type=float, default=0.01, help="weight of the flow smoothness (default 0.01)")
     p.add_argument("--diffeomorphic", action="store_true", help="integrate a velocity field (scaling and squaring)")
-    p.add_argument("--hours", type=float, help="stop after this long, leaving a checkpoint")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     return parser
 
 
