@@ -302,6 +302,14 @@ def _generation_options(p: argparse.ArgumentParser, frames: int, size: tuple[int
     p.add_argument("--gen-batch", type=int, default=4, help="clips painted together (default 4)")
 
 
+def run_evaluate(args: argparse.Namespace) -> int:
+    from bvdm_data.evaluate import evaluate_ctc
+
+    scores = evaluate_ctc(args.res, args.gt, args.metrics)
+    print(" ".join(f"{name} {value:.4f}" for name, value in scores.items()))
+    return 0
+
+
 def _label_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", help="a TRA folder (man_trackTTT.tif + man_track.txt) or RES folder")
     p.add_argument("--ctc", help="a CTC dataset folder, instead of --labels")
@@ -361,6 +369,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--commit-every", type=int, default=16, help="clips per transaction (default 16)")
     p.add_argument("--compression", default="zlib", choices=["zlib", "raw"], help="record encoding (default zlib)")
     _generation_options(p, 8, (256, 256))
+
+    p = _verb(sub, "evaluate", "CTC SEG, DET and TRA of a result folder against ground truth (needs the [eval] "
+              "extra: py-ctcmetrics, the challenge's own Python metrics).",
+              "bvdm-data evaluate --res Fluo-N2DL-HeLa/01_RES --gt Fluo-N2DL-HeLa/01_GT", run_evaluate)
+    p.add_argument("--res", required=True, help="result folder (maskTTT.tif + res_track.txt)")
+    p.add_argument("--gt", required=True, help="ground-truth folder holding TRA/ (and SEG/ for SEG)")
+    p.add_argument("--metrics", nargs="+", default=["SEG", "DET", "TRA"], help="any of SEG DET TRA (default all)")
 
     p = _verb(sub, "fit-masks", "Fit the mask model (shape, size, lineage, motion) from a real label video with "
               "lineage, write it into a bundle and report simulated vs real statistics.",

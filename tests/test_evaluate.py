@@ -1,0 +1,73 @@
+"""CTC metrics: ground truth scores 1 against itself; planted errors lower the right score."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+
+from bvdm_data.cli import main
+from bvdm_data.ctc import write_ctc_result, write_ctc_sequence
+from bvdm_data.errors import BVDMDataError
+from bvdm_data.evaluate import evaluate_ctc
+from scipy import ndimage
+
+
+@pytest.fixture()
+def gt(tmp_path, real_clip):
+    write_ctc_sequence(real_clip, tmp_path, "01")
+    return tmp_path
+
+
+def test_ground_truth_against_itself_scores_one(gt, real_clip):
+    write_ctc_result(real_clip["masks"], real_clip["tracks"], gt / "01_RES")
+    scores = evaluate_ctc(gt / "01_RES", gt / "01_GT")
+    assert scores == pytest.approx({"SEG": 1.0, "DET": 1.0, "TRA": 1.0})
+
+
+def test_eroded_masks_lower_seg(gt, real_clip):
+    from bvdm_data.clip import relabel_tracks
+
+    masks = real_clip["masks"].numpy()
+    eroded = np.stack([np.where(ndimage.binary_erosion(m > 0, iterations=2), m, 0) for m in masks])
+    new, tracks = relabel_tracks(eroded, {int(l): int(p) for l, _, _, p in real_clip["tracks"].tolist()})
+    write_ctc_result(new, tracks, gt / "01_RES")
+    scores = evaluate_ctc(gt / "01_RES", gt / "01_GT")
+    assert scores["SEG"] < 0.85 and scores["DET"] > scores["SEG"]
+
+
+def test_invalid_result_is_named(gt, real_clip):
+    masks = real_clip["masks"].numpy().copy()
+    masks[3][masks[3] == int(real_clip["tracks"][0, 0])] = 0  # a hole in a track: not a valid CTC result
+    write_ctc_result(masks, real_clip["tracks"], gt / "01_RES")
+    with pytest.raises(BVDMDataError, match="invalid.*bvdm-data validate"):
+        evaluate_ctc(gt / "01_RES", gt / "01_GT")
+
+
+def test_missed_cells_lower_det_and_tra(gt, real_clip):
+    from bvdm_data.clip import relabel_tracks
+
+    masks = real_clip["masks"].numpy().copy()
+    parents = {int(l): int(p) for l, _, _, p in real_clip["tracks"].tolist()}
+    for label in list(parents)[:4]:
+        masks[masks == label] = 0  # four whole tracks missed
+    new, tracks = relabel_tracks(masks, parents)
+    write_ctc_result(new, tracks, gt / "01_RES")
+    scores = evaluate_ctc(gt / "01_RES", gt / "01_GT")
+    assert scores["DET"] < 0.95 and scores["TRA"] < 0.95
+
+
+def test_cli_and_errors(gt, real_clip, capsys, monkeypatch):
+    write_ctc_result(real_clip["masks"], real_clip["tracks"], gt / "01_RES")
+    assert main(["evaluate", "--res", str(gt / "01_RES"), "--gt", str(gt / "01_GT"), "--metrics", "DET"]) == 0
+    assert capsys.readouterr().out.strip() == "DET 1.0000"
+    with pytest.raises(BVDMDataError, match="no such result folder"):
+        evaluate_ctc(gt / "missing", gt / "01_GT")
+    with pytest.raises(BVDMDataError, match="unknown metrics"):
+        evaluate_ctc(gt / "01_RES", gt / "01_GT", ["FOO"])
+    monkeypatch.setitem(sys.modules, "ctc_metrics", None)
+    with pytest.raises(BVDMDataError, match=r"\[eval\] extra"):
+        evaluate_ctc(gt / "01_RES", gt / "01_GT")
+
