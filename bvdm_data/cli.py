@@ -72,9 +72,13 @@ def _describe_ctc(path: Path) -> dict:
 
 def run_info(args: argparse.Namespace) -> int:
     from bvdm_data.bundle import MANIFEST, Bundle, resolve_bundle
+    from bvdm_data.cache import SHARDS, LMDBClips
 
     path = Path(args.path)
-    if path.is_dir() and not (path / MANIFEST).is_file():
+    if (path / "data.mdb").is_file() or (path / SHARDS).is_file():
+        cache = LMDBClips(path)
+        info = {"cache": str(path), "clips": len(cache), "shards": len(cache.shards), **cache.meta}
+    elif path.is_dir() and not (path / MANIFEST).is_file():
         info = _describe_ctc(path)
     else:
         bundle = Bundle.load(resolve_bundle(args.path))
@@ -302,6 +306,20 @@ def _generation_options(p: argparse.ArgumentParser, frames: int, size: tuple[int
     p.add_argument("--gen-batch", type=int, default=4, help="clips painted together (default 4)")
 
 
+def run_fit(args: argparse.Namespace) -> int:
+    """All stages from one CTC sequence with lineage: masks, then flow, then texture and scene."""
+    common = dict(ctc=args.ctc, seq=args.seq, annotation=args.annotation, out=args.out, seed=args.seed,
+                  device=args.device, hours=args.hours, frames=args.frames, crop_size=64, batch_size=32)
+    print("== masks ==")
+    run_fit_masks(argparse.Namespace(**common, labels=None, num_angles=32, components=6, no_lineage=False))
+    print("== flow ==")
+    run_fit_flow(argparse.Namespace(**common, labels=None, work=None, iterations=args.flow_iterations, lr=1e-3,
+                                    smoothness=0.01, diffeomorphic=False))
+    print("== texture and scene ==")
+    return run_fit_texture(argparse.Namespace(**common, work=None, iterations=args.texture_iterations, lr=1e-4,
+                                              bf16=args.bf16))
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from bvdm_data.evaluate import evaluate_ctc
 
@@ -343,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--notes", action="store_true", help="also list legal oddities (empty frames, gaps before children)")
     p.add_argument("--max-problems", type=int, default=200, help="print at most this many (default 200)")
 
-    p = _verb(sub, "info", "Show what a bundle or a CTC dataset folder holds.",
+    p = _verb(sub, "info", "Show what a bundle, an LMDB cache or a CTC dataset folder holds.",
               "bvdm-data info hela", run_info)
     p.add_argument("path", help="bundle name or folder, or a CTC dataset folder")
 
@@ -376,6 +394,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--res", required=True, help="result folder (maskTTT.tif + res_track.txt)")
     p.add_argument("--gt", required=True, help="ground-truth folder holding TRA/ (and SEG/ for SEG)")
     p.add_argument("--metrics", nargs="+", default=["SEG", "DET", "TRA"], help="any of SEG DET TRA (default all)")
+
+    p = _verb(sub, "fit", "Fit every part of a bundle (masks, flow, texture, scene) from one CTC sequence with "
+              "lineage; resumable: run the same command again after a stop.",
+              "bvdm-data fit --ctc path/to/Fluo-N2DL-HeLa --seq 02 --out mybundle/", run_fit)
+    p.add_argument("--ctc", required=True, help="CTC dataset folder")
+    p.add_argument("--seq", default="01", help="sequence (default 01)")
+    p.add_argument("--annotation", default="GT", help="annotation with lineage: GT or RES (default GT)")
+    p.add_argument("--frames", help="frames FIRST:STOP to learn from (default all)")
+    p.add_argument("--out", required=True, help="bundle folder to write")
+    p.add_argument("--texture-iterations", type=int, default=10_000, help="DDPM training steps (default 10000)")
+    p.add_argument("--flow-iterations", type=int, default=2000, help="flow training steps (default 2000)")
+    p.add_argument("--hours", type=float, help="stop each training after this long (run again to resume)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast for the DDPM")
+    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
 
     p = _verb(sub, "fit-masks", "Fit the mask model (shape, size, lineage, motion) from a real label video with "
               "lineage, write it into a bundle and report simulated vs real statistics.",

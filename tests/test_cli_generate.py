@@ -36,3 +36,30 @@ def test_generation_errors_are_one_line(tmp_path, tiny_bundle, capsys):
     assert main(["preview", "--bundle", str(tiny_bundle), "--out", str(tmp_path / "x.gif"),
                  *FAST[:-2], "--t-f", "50"]) == 2
     assert "t_f must lie" in capsys.readouterr().err
+
+
+def test_fit_all_stages_then_generate(tmp_path, res_video, hela_root, capsys):
+    """`fit` on a CTC sequence with GT lineage gives a bundle that generates valid data."""
+    import shutil
+
+    from bvdm_data.clip import relabel_tracks
+    from bvdm_data.ctc import write_ctc_result
+
+    # Real images (02, 4 frames) with a lineage GT cut from the 01 tracking result: the labels do not
+    # match the images, but every stage runs on real data of the right format.
+    root = tmp_path / "ds"
+    shutil.copytree(hela_root / "02", root / "02")
+    masks, tracks = res_video
+    window, rows = relabel_tracks(masks[85:89, 200:456, 400:656], {int(l): int(p) for l, _, _, p in tracks})
+    write_ctc_result(window, rows, root / "02_GT" / "TRA")
+    (root / "02_GT" / "TRA" / "res_track.txt").rename(root / "02_GT" / "TRA" / "man_track.txt")
+    for t in range(4):
+        (root / "02_GT" / "TRA" / f"mask{t:03d}.tif").rename(root / "02_GT" / "TRA" / f"man_track{t:03d}.tif")
+    out = tmp_path / "bundle"
+    args = ["fit", "--ctc", str(root), "--seq", "02", "--out", str(out), "--texture-iterations", "2",
+            "--flow-iterations", "2"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "wrote the masks part" in text and "wrote the flow part" in text and "texture and scene parts" in text
+    assert main(["info", str(out)]) == 0
+    assert set(__import__("json").loads(capsys.readouterr().out)["parts"]) == {"masks", "flow", "texture", "scene"}
