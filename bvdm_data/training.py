@@ -140,6 +140,13 @@ def train(make_model: Callable[[], nn.Module], batch_loss: BatchLoss, out_dir: s
     return TrainResult(step, losses, seconds + time.monotonic() - started, ckpt_path)
 
 
+def training_summary(state: dict[str, Any]) -> dict[str, Any]:
+    """How a checkpoint was trained, for a bundle's manifest: settings, steps done, hours, final loss."""
+    last = state["losses"][-100:]
+    return {**state["train"], "steps_done": int(state["step"]), "hours": state["seconds"] / 3600,
+            "loss_mean_last_100": sum(last) / max(1, len(last))}
+
+
 def build_model(make_model: Callable[[], nn.Module], state: dict[str, torch.Tensor], source: str) -> nn.Module:
     """``make_model()`` with ``state`` loaded; a mismatch is named instead of raised raw."""
     model = make_model()

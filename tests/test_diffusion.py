@@ -174,7 +174,7 @@ def test_texture_part_round_trip(tmp_path, crops, denoiser):
     x, t = _starts(2), torch.tensor([3, 300])
     expected = texture_model({"unet": TINY.to_dict()}, ema)(x, t)
     assert torch.allclose(texture.denoiser.eps(x, t), expected, atol=1e-6)
-    assert Bundle.load(tmp_path / "bundle").part("texture")["config"]["training"]["iterations"] == 3
+    assert Bundle.load(tmp_path / "bundle").part("texture")["config"]["training"]["steps_done"] == 3
 
 
 def test_quality_distances_order_real_flat_and_identical(crops):

@@ -12,7 +12,7 @@ from bvdm_data.bundle import Bundle, BundleWriter
 from bvdm_data.diffusion.sample import Denoiser
 from bvdm_data.diffusion.schedule import CosineSchedule
 from bvdm_data.diffusion.train import texture_model
-from bvdm_data.training import load_checkpoint
+from bvdm_data.training import load_checkpoint, training_summary
 
 PART = "texture"
 PART_VERSION = 1
@@ -48,8 +48,7 @@ def export_texture(checkpoint: str | os.PathLike, bundle_root: str | os.PathLike
     """Write a checkpoint's EMA weights as the ``texture`` part of a bundle."""
     state = load_checkpoint(checkpoint)
     info = {**state["meta"], "statistics": statistics}
-    training = {"iterations": state["step"], "hours": state["seconds"] / 3600, **state["train"],
-                "final_loss_mean_last_100": sum(state["losses"][-100:]) / max(1, len(state["losses"][-100:]))}
+    training = training_summary(state)
     BundleWriter(bundle_root).write_part(PART, PART_VERSION, json_files={"texture.json": info},
                                          state_dicts={"ema.pt": state["ema"]},
                                          config={"training": training}, provenance=provenance)

@@ -10,7 +10,7 @@ import torch
 from bvdm_data.bundle import Bundle, BundleWriter
 from bvdm_data.flow.network import FlowNet
 from bvdm_data.flow.train import flow_model
-from bvdm_data.training import load_checkpoint
+from bvdm_data.training import load_checkpoint, training_summary
 
 PART = "flow"
 PART_VERSION = 1
@@ -29,7 +29,7 @@ def export_flow(checkpoint: str | os.PathLike, bundle_root: str | os.PathLike,
                 metrics: dict[str, Any] | None = None, provenance: dict[str, Any] | None = None) -> None:
     """Write a checkpoint's EMA weights as the ``flow`` part of a bundle."""
     state = load_checkpoint(checkpoint)
-    training = {"iterations": state["step"], "hours": state["seconds"] / 3600, **state["train"]}
+    training = training_summary(state)
     BundleWriter(bundle_root).write_part(PART, PART_VERSION, json_files={"flow.json": state["meta"]},
                                          state_dicts={"ema.pt": state["ema"]},
                                          config={"training": training, "metrics": dict(metrics or {})},
