@@ -24,6 +24,7 @@ import torch
 
 from bvdm_data.ctc import open_sequence
 from bvdm_data.diffusion import TextureModel, extract_cell_crops, flat_cells, sdedit
+from bvdm_data.diffusion.crops import sample_brightness
 from bvdm_data.diffusion.quality import ENCODER_NAME, flat_baseline, texture_distances
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,8 +38,7 @@ def generate(texture: TextureModel, masks: torch.Tensor, t_s: int, sampler: str 
              batch: int = 64, seed: int = 0) -> tuple[torch.Tensor, float]:
     """SDEdit every mask (one group per cell, so the result does not depend on ``batch``); returns (crops, seconds)."""
     stats = texture.statistics
-    gen = torch.Generator().manual_seed(seed)
-    values = stats["cell_mean"] + stats["cell_std"] * torch.randn(masks.shape[0], generator=gen)
+    values = sample_brightness(stats, masks.shape[0], torch.Generator().manual_seed(seed))
     start = flat_cells(masks, values, stats["background_mean"])
     out, t0 = [], time.perf_counter()
     for i in range(0, len(start), batch):

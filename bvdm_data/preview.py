@@ -29,9 +29,12 @@ def contour_frames(video: torch.Tensor, masks: torch.Tensor) -> list[np.ndarray]
     """RGB uint8 frames: the video in grey with each cell's outline in its track colour."""
     grey = (video[:, 0].clamp(0, 1) * 255).to(torch.uint8).numpy()
     m = masks.numpy()
+    # A cell pixel is on the outline when any 4-neighbour holds another label.
     edge = np.zeros_like(m, dtype=bool)
     edge[:, 1:, :] |= m[:, 1:, :] != m[:, :-1, :]
+    edge[:, :-1, :] |= m[:, :-1, :] != m[:, 1:, :]
     edge[:, :, 1:] |= m[:, :, 1:] != m[:, :, :-1]
+    edge[:, :, :-1] |= m[:, :, :-1] != m[:, :, 1:]
     edge &= m > 0
     lut = np.zeros((int(m.max(initial=0)) + 1, 3), dtype=np.uint8)
     lut[1:] = track_colours(np.arange(1, lut.shape[0]))

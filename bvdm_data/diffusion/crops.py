@@ -8,6 +8,7 @@ or that do not fit in the crop, are skipped.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,13 +38,28 @@ class CellCrops:
         keep_t = torch.as_tensor(keep)
         return CellCrops(self.images[keep_t], self.masks[keep_t], self.frames[keep], self.intensity_range)
 
-    def statistics(self) -> dict[str, float]:
-        """Mean and spread of cell and background intensity (-1..1), for SDEdit's flat start images."""
+    def statistics(self) -> dict[str, Any]:
+        """Cell and background intensity (-1..1) for SDEdit's flat start images.
+
+        ``cell_mean_quantiles`` (101 values, 0th to 100th percentile) keep the
+        real, skewed law of cell brightness, dim cells included, for sampling.
+        """
         inside = self.masks[:, None].bool()
         cell_means = (self.images * inside).sum((1, 2, 3)) / inside.sum((1, 2, 3)).clamp_min(1)
         background = self.images[~inside.expand_as(self.images)]
+        quantiles = np.percentile(cell_means.numpy(), np.arange(101))
         return {"cell_mean": float(cell_means.mean()), "cell_std": float(cell_means.std()),
+                "cell_mean_quantiles": [float(q) for q in quantiles],
                 "background_mean": float(background.mean()), "background_std": float(background.std())}
+
+
+def sample_brightness(statistics: dict[str, Any], count: int, generator: torch.Generator) -> torch.Tensor:
+    """Cell intensities drawn from the fitted law (inverse CDF of the stored quantiles)."""
+    quantiles = torch.tensor(statistics["cell_mean_quantiles"], dtype=torch.float64)
+    u = torch.rand(count, generator=generator, dtype=torch.float64) * (len(quantiles) - 1)
+    low = u.floor().long().clamp_max(len(quantiles) - 2)
+    frac = u - low
+    return (quantiles[low] * (1 - frac) + quantiles[low + 1] * frac).float()
 
 
 def augment(images: torch.Tensor, rng: np.random.Generator, jitter: float = 0.05) -> torch.Tensor:

@@ -23,6 +23,7 @@ from scipy import linalg
 from scipy.stats import wasserstein_distance
 from torch import nn
 
+from bvdm_data.diffusion.crops import sample_brightness
 from bvdm_data.diffusion.sample import flat_cells
 
 ENCODER_NAME = "bvdm-random-cnn-v1"
@@ -95,11 +96,11 @@ def texture_distances(generated: torch.Tensor, real: torch.Tensor, seed: int = 0
     }
 
 
-def flat_baseline(masks: torch.Tensor, statistics: dict[str, float], seed: int = 0,
+def flat_baseline(masks: torch.Tensor, statistics: dict, seed: int = 0,
                   blur_sigma: float = 1.0) -> torch.Tensor:
     """Mask x mean intensity, blurred, plus Gaussian noise of the background's spread."""
     gen = torch.Generator().manual_seed(seed)
-    values = statistics["cell_mean"] + statistics["cell_std"] * torch.randn(masks.shape[0], generator=gen)
+    values = sample_brightness(statistics, masks.shape[0], gen)
     image = flat_cells(masks, values, statistics["background_mean"], blur_sigma)
     noise = statistics["background_std"] * torch.randn(image.shape, generator=gen)
     return (image + noise).clamp(-1, 1)

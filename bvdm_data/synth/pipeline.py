@@ -29,6 +29,7 @@ from scipy import ndimage
 
 from bvdm_data.bundle import Bundle
 from bvdm_data.clip import Clip, relabel_tracks
+from bvdm_data.diffusion.crops import sample_brightness
 from bvdm_data.diffusion.sample import SAMPLERS, flat_cells, refine, sdedit
 from bvdm_data.diffusion.texture import TextureModel
 from bvdm_data.errors import BVDMDataError
@@ -115,9 +116,6 @@ class Synthesizer:
     def crop_size(self) -> int:
         return self.texture.crop_size
 
-    def _brightness(self, count: int, generator: torch.Generator) -> torch.Tensor:
-        stats = self.texture.statistics
-        return stats["cell_mean"] + stats["cell_std"] * torch.randn(count, generator=generator)
 
     @torch.no_grad()
     def generate(self, seeds: Sequence[np.random.SeedSequence], num_frames: int, size: tuple[int, int],
@@ -155,7 +153,7 @@ class Synthesizer:
             painted: dict[tuple[int, int], torch.Tensor] = {}
             if new:
                 groups = [sum(1 for k, _ in new if k == j) for j in range(len(seeds))]
-                values = torch.cat([self._brightness(n, g) for n, g in zip(groups, gens)])
+                values = torch.cat([sample_brightness(self.texture.statistics, n, g) for n, g in zip(groups, gens)])
                 masks = torch.stack([crops[k][t][cid].mask for k, cid in new]).to(self.device)
                 start = flat_cells(masks, values.to(self.device), self.texture.statistics["background_mean"])
                 out = sdedit(self.texture.denoiser, start, s.t_s, groups, gens, s.sampler, s.stride)
