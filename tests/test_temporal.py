@@ -36,3 +36,15 @@ def test_match_by_overlap_on_real_segmentation(hela_root):
     pairs = match_by_overlap(a, b)
     assert len(pairs) > 0.7 * (len(np.unique(a)) - 1)
     assert len({p[0] for p in pairs}) == len(pairs) and len({p[1] for p in pairs}) == len(pairs)
+
+
+def test_cli_evaluate_realism_prints_both_tables(tiny_bundle, hela_root, capsys):
+    from bvdm_data.cli import main
+
+    args = ["evaluate-realism", "--bundle", str(tiny_bundle), "--ctc", str(hela_root), "--seq", "02",
+            "--annotation", "ERR_SEG", "--held-out", "3:4", "--cells", "8", "--t-s", "5", "--t-f", "1",
+            "--clips", "1", "--frames", "3", "--size", "64"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "real vs real (floor)" in out and "flat baseline" in out and "BVDM t_s=5" in out
+    assert "independent frames" in out and "real (4 frames)" in out

@@ -1,0 +1,94 @@
+"""Realism of a bundle against real data: texture distances and temporal flicker, next to references.
+
+Texture: SDEdit paints held-out real masks; the crops are compared with the
+real crops of those cells (intensity W1, log-spectrum RMS, random-feature
+Fréchet: :mod:`bvdm_data.diffusion.quality`), next to real-vs-real (crops of
+other frames: the floor) and the flat baseline. Temporal: flicker
+(:mod:`bvdm_data.evaluate.temporal`) of the real sequence and of synthetic
+clips with flow + ``t_f`` refinement and with independently painted frames.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from bvdm_data.ctc.sequence import CTCSequence
+from bvdm_data.diffusion.crops import CellCrops, extract_cell_crops, sample_brightness
+from bvdm_data.diffusion.quality import ENCODER_NAME, flat_baseline, texture_distances
+from bvdm_data.diffusion.sample import flat_cells, sdedit
+from bvdm_data.diffusion.texture import TextureModel
+from bvdm_data.errors import BVDMDataError
+from bvdm_data.evaluate.temporal import flicker
+from bvdm_data.synth.pipeline import SynthesisSettings, Synthesizer
+
+
+def paint_masks(texture: TextureModel, masks: torch.Tensor, t_s: int, sampler: str = "ddpm", stride: int = 1,
+                batch: int = 64, seed: int = 0) -> tuple[torch.Tensor, float]:
+    """SDEdit every mask ``[N, S, S]`` (one noise stream per cell, so ``batch`` does not change the result).
+
+    Returns the crops and the seconds spent denoising.
+    """
+    values = sample_brightness(texture.statistics, masks.shape[0], torch.Generator().manual_seed(seed))
+    start = flat_cells(masks, values, texture.statistics["background_mean"])
+    out, t0 = [], time.perf_counter()
+    for i in range(0, len(start), batch):
+        chunk = start[i:i + batch]
+        gens = [torch.Generator().manual_seed(seed * 100_000 + i + j) for j in range(len(chunk))]
+        out.append(sdedit(texture.denoiser, chunk, t_s, [1] * len(chunk), gens, sampler, stride).cpu())
+    return torch.cat(out), time.perf_counter() - t0
+
+
+def split_crops(seq: CTCSequence, crop_size: int, held_out: list[int], cells: int, seed: int = 0
+                ) -> tuple[CellCrops, CellCrops]:
+    """``cells`` held-out crops and as many crops from the other frames (the real-vs-real reference)."""
+    others = [f for f in seq.images.frames if f not in held_out]
+    if not others:
+        raise BVDMDataError("keep some frames out of --held-out for the real-vs-real reference")
+    held = extract_cell_crops(seq, crop_size, frames=held_out)
+    rest = extract_cell_crops(seq, crop_size, frames=others)
+    rng = np.random.default_rng(seed)
+    n = min(cells, len(held), len(rest))
+    return held.select(rng.choice(len(held), n, replace=False)), rest.select(rng.choice(len(rest), n, replace=False))
+
+
+def texture_rows(texture: TextureModel, held: CellCrops, reference: CellCrops,
+                 settings: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Distances to the held-out crops for the references and each SDEdit setting (name, kwargs)."""
+    rows = [{"setting": "real vs real (floor)", **texture_distances(reference.images, held.images)},
+            {"setting": "flat baseline", **texture_distances(flat_baseline(held.masks, texture.statistics),
+                                                             held.images)}]
+    for name, kwargs in settings:
+        crops, seconds = paint_masks(texture, held.masks, **kwargs)
+        rows.append({"setting": name, **texture_distances(crops, held.images), "cells_per_s": len(crops) / seconds})
+    return rows
+
+
+def temporal_rows(bundle: str, seq: CTCSequence, intensity_range: tuple[float, float], clips: int, frames: int,
+                  size: int, settings: list[tuple[str, SynthesisSettings]]) -> list[dict[str, Any]]:
+    """Flicker of the real sequence (cells matched by overlap) and of synthetic clips per setting."""
+    lo, hi = intensity_range
+    video = np.stack([np.clip((seq.images.read(f) - lo) / (hi - lo), 0, 1) for f in seq.images.frames])
+    masks = np.stack([seq.labels.read(f) for f in seq.images.frames])
+    rows = [{"setting": f"real ({len(video)} frames)", "flicker": flicker(video, masks, same_ids=False)}]
+    for name, setting in settings:
+        synth = Synthesizer(bundle, settings=setting)
+        t0 = time.perf_counter()
+        out = synth.generate([np.random.SeedSequence([7, k]) for k in range(clips)], frames, (size, size))
+        rows.append({"setting": name, "flicker": float(np.mean([flicker(c["video"], c["masks"]) for c in out])),
+                     "seconds_per_clip": (time.perf_counter() - t0) / clips})
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """Rows as a markdown table (floats to 4 significant digits)."""
+    fmt = lambda v: "-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))  # noqa: E731
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+__all__ = ["ENCODER_NAME", "markdown", "paint_masks", "split_crops", "temporal_rows", "texture_rows"]
