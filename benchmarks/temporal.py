@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=192)
     parser.add_argument("--density", type=float, default=3e-4, help="cells per px^2 (more cells, tighter numbers)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "temporal.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -44,7 +45,7 @@ def main() -> None:
                 ("t_f=30", SynthesisSettings(t_f=30, density=d)),
                 ("independent frames (t_s=200 each)", SynthesisSettings(independent_frames=True, density=d))]
     rows = temporal_rows(args.bundle, seq, TextureModel.load(args.bundle).intensity_range, args.clips, args.frames,
-                         args.size, settings)
+                         args.size, settings, args.device)
     print(markdown(rows, ["setting", "flicker", "seconds_per_clip"]))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({**vars(args), "rows": rows}, indent=2) + "\n")

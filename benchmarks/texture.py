@@ -32,19 +32,27 @@ def main() -> None:
     parser.add_argument("--cells", type=int, default=64, help="held-out cells per setting")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--t-s", type=int, nargs="+", default=[100, 200, 400, 600])
+    parser.add_argument("--device", default="cpu", help="quality numbers do not depend on it; speed numbers do")
+    parser.add_argument("--skip-speed", action="store_true", help="only the realism table")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "texture.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    texture = TextureModel.load(args.bundle)
+    texture = TextureModel.load(args.bundle, args.device)
     seq = open_sequence(args.data, "02", labels="ERR_SEG")
     held, reference = split_crops(seq, texture.crop_size, [11, 12, 13], args.cells)
     settings = [(f"DDPM t_s={t}", {"t_s": t}) for t in args.t_s]
     settings += [(f"DDIM t_s=200 stride {k} ({len(range(199, -1, -k))} steps)", {"t_s": 200, "sampler": "ddim",
                                                                                  "stride": k}) for k in (4, 10)]
     rows = texture_rows(texture, held, reference, settings)
-    print(f"{len(held)} held-out cells, {texture.crop_size} px, encoder {ENCODER_NAME}, {args.threads} threads\n")
+    print(f"{len(held)} held-out cells, {texture.crop_size} px, encoder {ENCODER_NAME}, {args.device}, "
+          f"{args.threads} threads\n")
     print(markdown(rows, ["setting", "intensity", "spectrum", "frechet", "cells_per_s"]))
+    results = {"encoder": ENCODER_NAME, "cells": len(held), "device": args.device, "threads": args.threads, "rows": rows}
+    if args.skip_speed:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+        return
 
     few = held.masks[:8]
     _, one = paint_masks(texture, few, 200, batch=1)
@@ -54,8 +62,7 @@ def main() -> None:
     print(f"\nSDEdit t_s=200 cells/s: one at a time {speed['one_at_a_time']:.2f}, batch 8 {speed['batch_8']:.2f} "
           f"({one / eight:.2f}x), batch {len(held)} {len(held) / many:.2f} ({(len(held) / many) / (8 / one):.2f}x)")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"encoder": ENCODER_NAME, "cells": len(held), "threads": args.threads,
-                                          "rows": rows, "speed_cells_per_s": speed}, indent=2) + "\n")
+    Path(args.out).write_text(json.dumps({**results, "speed_cells_per_s": speed}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

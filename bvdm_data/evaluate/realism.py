@@ -68,14 +68,15 @@ def texture_rows(texture: TextureModel, held: CellCrops, reference: CellCrops,
 
 
 def temporal_rows(bundle: str, seq: CTCSequence, intensity_range: tuple[float, float], clips: int, frames: int,
-                  size: int, settings: list[tuple[str, SynthesisSettings]]) -> list[dict[str, Any]]:
+                  size: int, settings: list[tuple[str, SynthesisSettings]], device: str = "cpu"
+                  ) -> list[dict[str, Any]]:
     """Flicker of the real sequence (cells matched by overlap) and of synthetic clips per setting."""
     lo, hi = intensity_range
     video = np.stack([np.clip((seq.images.read(f) - lo) / (hi - lo), 0, 1) for f in seq.images.frames])
     masks = np.stack([seq.labels.read(f) for f in seq.images.frames])
     rows = [{"setting": f"real ({len(video)} frames)", "flicker": flicker(video, masks, same_ids=False)}]
     for name, setting in settings:
-        synth = Synthesizer(bundle, settings=setting)
+        synth = Synthesizer(bundle, device, setting)
         t0 = time.perf_counter()
         out = synth.generate([np.random.SeedSequence([7, k]) for k in range(clips)], frames, (size, size))
         rows.append({"setting": name, "flicker": float(np.mean([flicker(c["video"], c["masks"]) for c in out])),
