@@ -133,3 +133,11 @@ def test_bad_databases_are_named(tmp_path):
     (tmp_path / "corrupt" / "data.mdb").write_bytes(b"\0" * 100)
     with pytest.raises(BVDMDataError, match="cannot open|not a bvdm-data cache"):
         LMDBClips(tmp_path / "corrupt")
+
+
+def test_info_on_a_cache(tmp_path, tiny_bundle, capsys):
+    assert main(cache_cmd(tiny_bundle, tmp_path / "i.lmdb", 2)) == 0
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "i.lmdb")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["clips"] == 2 and info["shards"] == 1 and info["t_s"] == 10
