@@ -111,8 +111,7 @@ def test_torchrun_shards_equal_a_single_process_cache(tmp_path, tiny_bundle):
     for i in range(5):
         assert torch.equal(sharded[i]["masks"], single[i]["masks"])
         assert torch.equal(sharded[i]["tracks"], single[i]["tracks"])
-        # Other batch compositions change float rounding inside the networks, not the result.
-        assert float((sharded[i]["video"] - single[i]["video"]).abs().max()) < 1e-3
+        assert torch.equal(sharded[i]["video"], single[i]["video"])  # one clip per network batch on CPU
 
 
 def test_bad_databases_are_named(tmp_path):
