@@ -43,6 +43,7 @@ def main() -> None:
     settings = [("t_f=0 (warp only)", SynthesisSettings(t_f=0, density=d)),
                 ("t_f=10", SynthesisSettings(t_f=10, density=d)),
                 ("t_f=30", SynthesisSettings(t_f=30, density=d)),
+                ("t_f=100", SynthesisSettings(t_f=100, density=d)),
                 ("independent frames (t_s=200 each)", SynthesisSettings(independent_frames=True, density=d))]
     rows = temporal_rows(args.bundle, seq, TextureModel.load(args.bundle).intensity_range, args.clips, args.frames,
                          args.size, settings, args.device)
