@@ -80,3 +80,38 @@ def test_compose_pastes_inside_and_keeps_background_elsewhere():
     out = compose(bg, tex, alpha, torch.tensor([[0, 0], [8, 8]]))  # the second crop hangs off the frame
     assert out[0, 1, 1] == 1 and out[0, 9, 9] == 1 and out[0, 5, 5] == 0
     assert int((out > 0).sum()) == 4 + 1
+
+
+def test_carry_over_leaves_only_background_outside_the_new_mask(tiny_bundle):
+    from bvdm_data.synth.propagation import carry_over
+
+    synth = Synthesizer(str(tiny_bundle), settings=FAST)
+    moving = torch.zeros(2, 32, 32, dtype=torch.bool)
+    moving[:, 8:20, 8:20] = True
+    fixed = torch.zeros_like(moving)
+    fixed[:, 12:24, 10:22] = True
+    previous = torch.rand(2, 1, 32, 32)
+    gens = [torch.Generator().manual_seed(0)]
+    out = carry_over(synth.texture.denoiser, synth.flow, previous, moving, fixed, synth.scene.alpha, -0.9,
+                     [2], gens, t_f=0)
+    outside = synth.scene.alpha(fixed) == 0
+    assert outside.any() and torch.all(out[outside] == -0.9)
+    assert not torch.all(out[~outside] == -0.9)
+
+
+def test_frames_keep_the_scene_background_away_from_cells(tiny_bundle):
+    synth = Synthesizer(str(tiny_bundle), settings=FAST)
+    from bvdm_data.synth.pipeline import child_seed
+
+    seed = seeds(4)[0]
+    clip = synth.generate([seed], 3, (64, 64))[0]
+    assert torch.equal(clip["video"], synth.generate([seed], 3, (64, 64))[0]["video"]), "seeds are not consumed"
+    gen = torch.Generator().manual_seed(int(child_seed(seed, 1).generate_state(1, np.uint64)[0] >> 1))
+    half = synth.crop_size // 2
+    background = synth.scene.background(3, (64 + 2 * half, 64 + 2 * half), gen, torch.device("cpu"))
+    expected = ((background[:, :, half:half + 64, half:half + 64] + 1) / 2).clamp(0, 1)
+    near = torch.nn.functional.max_pool2d((clip["masks"] > 0).float()[:, None], 11, stride=1, padding=5) > 0
+    far = ~near
+    far[..., :6, :] = far[..., -6:, :] = far[..., :, :6] = far[..., :, -6:] = False  # cells just outside the view
+    assert far.sum() > 1000
+    assert torch.allclose(clip["video"][far], expected[far], atol=1e-6)

@@ -29,14 +29,13 @@ from scipy import ndimage
 
 from bvdm_data.bundle import Bundle
 from bvdm_data.clip import Clip, relabel_tracks
-from bvdm_data.diffusion.crops import sample_brightness
-from bvdm_data.diffusion.sample import SAMPLERS, flat_cells, refine, sdedit
+from bvdm_data.diffusion.sample import SAMPLERS
 from bvdm_data.diffusion.texture import TextureModel
 from bvdm_data.errors import BVDMDataError
 from bvdm_data.flow.model import load_flow
-from bvdm_data.flow.warp import warp
 from bvdm_data.masks.model import MaskModel
 from bvdm_data.masks.simulate import simulate_masks
+from bvdm_data.synth.propagation import carry_over, paint_first_frame
 from bvdm_data.synth.scene import SceneModel, compose
 
 
@@ -89,6 +88,11 @@ def _cell_crops(frame: np.ndarray, size: int) -> dict[int, _Cell]:
     return out
 
 
+def child_seed(seed: np.random.SeedSequence, i: int) -> np.random.SeedSequence:
+    """The ``i``-th child of ``seed``, the same however often it is asked for (``spawn`` is stateful)."""
+    return np.random.SeedSequence(seed.entropy, spawn_key=(*seed.spawn_key, i), pool_size=seed.pool_size)
+
+
 class Synthesizer:
     """Loads a bundle once and turns seeds into annotated clips.
 
@@ -129,7 +133,7 @@ class Synthesizer:
         padded = (h + 2 * half, w + 2 * half)
         sims, gens, crops = [], [], []
         for seed in seeds:
-            mask_seed, texture_seed = seed.spawn(2)
+            mask_seed, texture_seed = child_seed(seed, 0), child_seed(seed, 1)
             sims.append(simulate_masks(self.masks, num_frames, padded, seed=mask_seed, density=s.density))
             gens.append(torch.Generator().manual_seed(int(texture_seed.generate_state(1, np.uint64)[0] >> 1)))
             labels = sims[-1]["masks"].numpy()
@@ -151,25 +155,19 @@ class Synthesizer:
                     else:
                         new.append((k, cid))
             painted: dict[tuple[int, int], torch.Tensor] = {}
+            stats = self.texture.statistics
             if new:
                 groups = [sum(1 for k, _ in new if k == j) for j in range(len(seeds))]
-                values = torch.cat([sample_brightness(self.texture.statistics, n, g) for n, g in zip(groups, gens)])
                 masks = torch.stack([crops[k][t][cid].mask for k, cid in new]).to(self.device)
-                start = flat_cells(masks, values.to(self.device), self.texture.statistics["background_mean"])
-                out = sdedit(self.texture.denoiser, start, s.t_s, groups, gens, s.sampler, s.stride)
+                out = paint_first_frame(self.texture.denoiser, stats, masks, groups, gens, s.t_s, s.sampler, s.stride)
                 painted.update({key: out[i] for i, key in enumerate(new)})
             if carried:
                 groups = [sum(1 for k, _, _ in carried if k == j) for j in range(len(seeds))]
                 moving = torch.stack([crops[k][t - 1][src].mask for k, _, src in carried]).to(self.device)
                 fixed = torch.stack([crops[k][t][cid].mask for k, cid, _ in carried]).to(self.device)
                 previous = torch.stack([textures[k][src] for k, _, src in carried])
-                field = self.flow(moving[:, None].float(), fixed[:, None].float()).float()
-                warped = warp(previous, field)
-                # Outside the new (softly dilated) mask: background; holes inside are filled by the refinement.
-                keep = self.scene.alpha(fixed)
-                warped = keep * warped + (1 - keep) * self.texture.statistics["background_mean"]
-                out = refine(self.texture.denoiser, warped, s.t_f, groups, gens, s.sampler,
-                             min(s.stride, max(1, s.t_f)))
+                out = carry_over(self.texture.denoiser, self.flow, previous, moving, fixed, self.scene.alpha,
+                                 stats["background_mean"], groups, gens, s.t_f, s.sampler, s.stride)
                 painted.update({(k, cid): out[i] for i, (k, cid, _) in enumerate(carried)})
             for k in range(len(seeds)):
                 keys = [key for key in painted if key[0] == k]

@@ -1,0 +1,42 @@
+"""Painting one frame's cells: first appearances by SDEdit, known cells carried along the flow.
+
+Both functions take every cell of every clip in flight at once (one network
+call per denoising step); ``groups`` counts the cells of each clip, whose
+noise comes from that clip's generator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from bvdm_data.diffusion.crops import sample_brightness
+from bvdm_data.diffusion.sample import Denoiser, flat_cells, refine, sdedit
+from bvdm_data.flow.network import FlowNet
+from bvdm_data.flow.warp import warp
+
+
+def paint_first_frame(denoiser: Denoiser, statistics: dict, masks: torch.Tensor, groups: Sequence[int],
+                      generators: Sequence[torch.Generator], t_s: int, sampler: str = "ddpm",
+                      stride: int = 1) -> torch.Tensor:
+    """SDEdit from flat images of the masks ``[N, S, S]``, each cell at a brightness drawn from the real law."""
+    values = torch.cat([sample_brightness(statistics, n, g) for n, g in zip(groups, generators)])
+    start = flat_cells(masks, values.to(masks.device), statistics["background_mean"])
+    return sdedit(denoiser, start, t_s, groups, generators, sampler, stride)
+
+
+def carry_over(denoiser: Denoiser, flow: FlowNet, previous: torch.Tensor, moving: torch.Tensor,
+               fixed: torch.Tensor, alpha: Callable[[torch.Tensor], torch.Tensor], background: float,
+               groups: Sequence[int], generators: Sequence[torch.Generator], t_f: int, sampler: str = "ddpm",
+               stride: int = 1) -> torch.Tensor:
+    """Texture of each cell in its new mask: warp ``previous`` along flow(moving -> fixed), refine by ``t_f``.
+
+    Outside the new mask's soft footprint ``alpha(fixed)`` the warped texture
+    is set to ``background``, so nothing of the old position survives; holes
+    inside the new mask are filled by the refinement.
+    """
+    field = flow(moving[:, None].float(), fixed[:, None].float()).float()
+    keep = alpha(fixed)
+    warped = keep * warp(previous, field) + (1 - keep) * background
+    return refine(denoiser, warped, t_f, groups, generators, sampler, min(stride, max(1, t_f)))
