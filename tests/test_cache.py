@@ -111,7 +111,9 @@ def test_torchrun_shards_equal_a_single_process_cache(tmp_path, tiny_bundle):
     for i in range(5):
         assert torch.equal(sharded[i]["masks"], single[i]["masks"])
         assert torch.equal(sharded[i]["tracks"], single[i]["tracks"])
-        assert torch.equal(sharded[i]["video"], single[i]["video"])  # one clip per network batch on CPU
+        # Pixels agree up to float rounding: the torchrun workers use one thread, this process
+        # another count, and convolution sums in a thread-dependent order.
+        assert (sharded[i]["video"] - single[i]["video"]).abs().max() < 1e-3
 
 
 def test_bad_databases_are_named(tmp_path):
