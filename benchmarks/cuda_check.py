@@ -52,7 +52,7 @@ def main() -> None:
     print(f"SDEdit t=50 cuda vs cpu (same generators): max abs diff {float((gpu_out.cpu() - cpu_out).abs().max()):.2e}")
 
     crops = CellCrops(torch.rand(16, 1, 64, 64) * 2 - 1, torch.ones(16, 64, 64, dtype=torch.bool),
-                      np.zeros(16, dtype=int), (0.0, 1.0))
+                      np.zeros(16, dtype=int), (0.0, 1.0), torch.zeros(16, 64, 64, dtype=torch.bool))
     with tempfile.TemporaryDirectory() as tmp:
         for bf16 in (False, True):
             r = train_texture(crops, f"{tmp}/{bf16}", TrainConfig(iterations=20, batch_size=8, bf16=bf16),

@@ -66,7 +66,8 @@ class BVDMStream(IterableDataset):
     def __init__(self, bundle: str = "hela", clip_len: int = 8, size: tuple[int, int] = (256, 256), seed: int = 0,
                  num_clips: int | None = None, t_s: int = 200, t_f: int = 10, sampler: str = "ddpm", stride: int = 1,
                  density: float | None = None, device: str | torch.device = "cpu", bf16: bool = False,
-                 gen_batch: int = 1, tv_tensors: bool = False, independent_frames: bool = False) -> None:
+                 gen_batch: int = 1, tv_tensors: bool = False, independent_frames: bool = False,
+                 texture: str = "ddpm") -> None:
         super().__init__()
         if clip_len < 1:
             raise BVDMDataError(f"clip_len must be at least 1, got {clip_len}")
@@ -77,7 +78,7 @@ class BVDMStream(IterableDataset):
         if len(size) != 2 or min(size) < 1:
             raise BVDMDataError(f"size must be (H, W) of positive ints, got {size}")
         self.bundle = str(Bundle.load(bundle).root)  # fails now, naming the problem, if the bundle is bad
-        self.settings = SynthesisSettings(t_s, t_f, sampler, stride, density, bf16, independent_frames)
+        self.settings = SynthesisSettings(t_s, t_f, sampler, stride, density, bf16, independent_frames, texture)
         self.clip_len, self.size, self.seed = int(clip_len), (int(size[0]), int(size[1])), int(seed)
         self.num_clips, self.device, self.gen_batch, self.tv_tensors = num_clips, device, int(gen_batch), tv_tensors
         self.epoch = 0

@@ -66,6 +66,7 @@ def test_independent_frames_flicker_most(tiny_bundle):
     (SynthesisSettings(t_s=20, t_f=30), "t_f must lie in 0..t_s"),
     (SynthesisSettings(sampler="heun"), "sampler"),
     (SynthesisSettings(density=-1.0), "density"),
+    (SynthesisSettings(texture="gan"), "texture must be one of"),
 ])
 def test_bad_settings_fail_before_any_work(tiny_bundle, settings, match):
     with pytest.raises(BVDMDataError, match=match):
@@ -115,3 +116,18 @@ def test_frames_keep_the_scene_background_away_from_cells(tiny_bundle):
     far[..., :6, :] = far[..., -6:, :] = far[..., :, :6] = far[..., :, -6:] = False  # cells just outside the view
     assert far.sum() > 1000
     assert torch.allclose(clip["video"][far], expected[far], atol=1e-6)
+
+
+def test_flat_texture_uses_the_same_masks_and_paints_flat_cells(tiny_bundle):
+    ddpm = Synthesizer(str(tiny_bundle), settings=FAST).generate(seeds(3), num_frames=3, size=(96, 96))[0]
+    flat_settings = SynthesisSettings(t_s=20, t_f=3, density=4e-4, texture="flat")
+    flat = Synthesizer(str(tiny_bundle), settings=flat_settings).generate(seeds(3), num_frames=3, size=(96, 96))[0]
+    check_clip(flat)
+    assert torch.equal(flat["masks"], ddpm["masks"]) and torch.equal(flat["tracks"], ddpm["tracks"])
+    assert flat["meta"]["synth_texture"] == "flat" and not torch.equal(flat["video"], ddpm["video"])
+    # Inside a cell (away from its blurred rim) a flat cell varies by pixel noise only.
+    m = flat["masks"][0].numpy()
+    label = int(np.bincount(m[m > 0]).argmax())
+    from scipy import ndimage
+    core = ndimage.binary_erosion(m == label, iterations=3)
+    assert float(flat["video"][0, 0].numpy()[core].std()) < 0.05

@@ -3,10 +3,13 @@
 * ``intensity``: 1-D Wasserstein distance between pixel-intensity distributions (-1..1 scale).
 * ``spectrum``: RMS difference of the radially averaged log10 power spectra (texture scale).
 * ``frechet``: Fréchet distance between Gaussian fits of features of a stated encoder,
-  :class:`RandomFeatureEncoder` (``bvdm-random-cnn-v1``): no pretrained network can be
-  downloaded here, so a fixed, seeded, randomly initialised CNN is used. Such random
-  features track FID-like comparisons only coarsely; compare numbers with each other,
-  never with published FIDs.
+  :class:`RandomFeatureEncoder` (``bvdm-random-cnn-v2``): no pretrained network can be
+  downloaded here, so a fixed, seeded, randomly initialised CNN is used, and its
+  features are the mean and spread of every layer's responses. Statistics of random
+  filters at several scales describe texture (Ustyuzhaninov et al., "What does it take
+  to generate natural textures?", ICLR 2017); v1 kept only the last, 4x4 layer, which
+  saw cell size and brightness but not texture (flat and painted cells tied). Compare
+  numbers with each other, never with published FIDs.
 
 References: ``real_vs_real`` (two disjoint sets of real crops: the floor) and
 ``flat`` (mask x mean intensity, blurred, plus noise: the CellCycleGAN/MitoGen-style
@@ -23,34 +26,35 @@ from scipy import linalg
 from scipy.stats import wasserstein_distance
 from torch import nn
 
-from bvdm_data.diffusion.crops import sample_brightness
-from bvdm_data.diffusion.sample import flat_cells
 
-ENCODER_NAME = "bvdm-random-cnn-v1"
+ENCODER_NAME = "bvdm-random-cnn-v2"
 MAX_PIXELS = 200_000
 
 
 class RandomFeatureEncoder(nn.Module):
     """Four 3x3 stride-2 conv layers (32, 64, 64, 64 channels, ReLU), Kaiming-initialised from
-    seed 0, frozen; features are the per-channel mean and std of the last layer (128 values)."""
+    seed 0, frozen; features are the per-channel mean and std of every layer (448 values)."""
 
     def __init__(self) -> None:
         super().__init__()
         gen = torch.Generator().manual_seed(0)
-        layers, c_in = [], 1
+        self.convs, c_in = nn.ModuleList(), 1
         for c_out in (32, 64, 64, 64):
             conv = nn.Conv2d(c_in, c_out, 3, stride=2, padding=1)
             with torch.no_grad():
                 conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) * np.sqrt(2.0 / (c_in * 9)))
                 conv.bias.zero_()
-            layers += [conv, nn.ReLU()]
+            self.convs.append(conv)
             c_in = c_out
-        self.net = nn.Sequential(*layers).requires_grad_(False).eval()
+        self.requires_grad_(False).eval()
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.net(x.float())
-        return torch.cat([h.mean((2, 3)), h.std((2, 3))], 1)
+        h, features = x.float(), []
+        for conv in self.convs:
+            h = torch.relu(conv(h))
+            features += [h.mean((2, 3)), h.std((2, 3))]
+        return torch.cat(features, 1)
 
 
 def _sample_pixels(x: torch.Tensor, rng: np.random.Generator) -> np.ndarray:
@@ -96,11 +100,9 @@ def texture_distances(generated: torch.Tensor, real: torch.Tensor, seed: int = 0
     }
 
 
-def flat_baseline(masks: torch.Tensor, statistics: dict, seed: int = 0,
-                  blur_sigma: float = 1.0) -> torch.Tensor:
-    """Mask x mean intensity, blurred, plus Gaussian noise of the background's spread."""
-    gen = torch.Generator().manual_seed(seed)
-    values = sample_brightness(statistics, masks.shape[0], gen)
-    image = flat_cells(masks, values, statistics["background_mean"], blur_sigma)
-    noise = statistics["background_std"] * torch.randn(image.shape, generator=gen)
-    return (image + noise).clamp(-1, 1)
+def flat_baseline(masks: torch.Tensor, statistics: dict, seed: int = 0) -> torch.Tensor:
+    """Mask x drawn mean intensity, blurred, plus Gaussian noise of the background's spread
+    (:func:`bvdm_data.synth.propagation.paint_flat`, one generator for all cells)."""
+    from bvdm_data.synth.propagation import paint_flat  # synth imports this package
+
+    return paint_flat(statistics, masks, [masks.shape[0]], [torch.Generator().manual_seed(seed)])

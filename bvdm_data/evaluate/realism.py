@@ -17,28 +17,34 @@ import numpy as np
 import torch
 
 from bvdm_data.ctc.sequence import CTCSequence
-from bvdm_data.diffusion.crops import CellCrops, extract_cell_crops, sample_brightness
-from bvdm_data.diffusion.quality import ENCODER_NAME, flat_baseline, texture_distances
-from bvdm_data.diffusion.sample import flat_cells, sdedit
+from bvdm_data.diffusion.crops import CellCrops, extract_cell_crops
+from bvdm_data.diffusion.quality import ENCODER_NAME, texture_distances
 from bvdm_data.diffusion.texture import TextureModel
 from bvdm_data.errors import BVDMDataError
 from bvdm_data.evaluate.temporal import flicker
 from bvdm_data.synth.pipeline import SynthesisSettings, Synthesizer
+from bvdm_data.synth.propagation import paint_first_frame, paint_flat
 
 
-def paint_masks(texture: TextureModel, masks: torch.Tensor, t_s: int, sampler: str = "ddpm", stride: int = 1,
-                batch: int = 64, seed: int = 0) -> tuple[torch.Tensor, float]:
-    """SDEdit every mask ``[N, S, S]`` (one noise stream per cell, so ``batch`` does not change the result).
+def paint_masks(texture: TextureModel, masks: torch.Tensor, t_s: int = 200, sampler: str = "ddpm", stride: int = 1,
+                batch: int = 64, seed: int = 0, flat: bool = False) -> tuple[torch.Tensor, float]:
+    """Paint every mask ``[N, S, S]`` as the stream paints a new cell (:func:`paint_first_frame`).
 
-    Returns the crops and the seconds spent denoising.
+    One generator per cell, drawn first for the cell's brightness: the DDPM and
+    the flat baseline (``flat=True``, :func:`paint_flat`) paint each cell at the
+    same brightness, so their distances differ by texture alone. ``batch`` does
+    not change the result. Returns the crops and the seconds spent painting.
     """
-    values = sample_brightness(texture.statistics, masks.shape[0], torch.Generator().manual_seed(seed))
-    start = flat_cells(masks, values, texture.statistics["background_mean"])
     out, t0 = [], time.perf_counter()
-    for i in range(0, len(start), batch):
-        chunk = start[i:i + batch]
+    for i in range(0, len(masks), batch):
+        chunk = masks[i:i + batch].to(texture.denoiser.device)
         gens = [torch.Generator().manual_seed(seed * 100_000 + i + j) for j in range(len(chunk))]
-        out.append(sdedit(texture.denoiser, chunk, t_s, [1] * len(chunk), gens, sampler, stride).cpu())
+        groups = [1] * len(chunk)
+        if flat:
+            out.append(paint_flat(texture.statistics, chunk, groups, gens).cpu())
+        else:
+            out.append(paint_first_frame(texture.denoiser, texture.statistics, chunk, groups, gens, t_s,
+                                         sampler, stride).cpu())
     return torch.cat(out), time.perf_counter() - t0
 
 
@@ -76,7 +82,7 @@ def texture_rows(texture: TextureModel, held: CellCrops, reference: CellCrops,
         return {"setting": name, **texture_distances(cell_region(crops, masks, bg), target), **extra}
 
     rows = [row("real vs real (floor)", reference.images, reference.masks),
-            row("flat baseline", flat_baseline(held.masks, texture.statistics), held.masks)]
+            row("flat baseline", paint_masks(texture, held.masks, flat=True)[0], held.masks)]
     for name, kwargs in settings:
         crops, seconds = paint_masks(texture, held.masks, **kwargs)
         rows.append(row(name, crops, held.masks, cells_per_s=len(crops) / seconds))

@@ -35,13 +35,21 @@ from bvdm_data.errors import BVDMDataError
 from bvdm_data.flow.model import load_flow
 from bvdm_data.masks.model import MaskModel
 from bvdm_data.masks.simulate import simulate_masks
-from bvdm_data.synth.propagation import carry_over, paint_first_frame
+from bvdm_data.synth.propagation import carry_over, paint_first_frame, paint_flat
 from bvdm_data.synth.scene import SceneModel, compose
+
+
+TEXTURES = ("ddpm", "flat")
 
 
 @dataclass(frozen=True)
 class SynthesisSettings:
-    """How clips are painted. Paper optimum: ``t_s=200``, ``t_f=10``, full DDPM."""
+    """How clips are painted. Paper optimum: ``t_s=200``, ``t_f=10``, full DDPM.
+
+    ``texture="flat"`` paints new cells as the flat baseline (drawn brightness,
+    blur, noise; no network) and carries them along the flow without
+    refinement: the same masks and scene with CellCycleGAN-style textures, for ablations.
+    """
 
     t_s: int = 200
     t_f: int = 10
@@ -50,8 +58,11 @@ class SynthesisSettings:
     density: float | None = None  # cells per px^2 in the first frame; None: the fitted density
     bf16: bool = False
     independent_frames: bool = False  # paint every frame from scratch (the paper's flickering ablation)
+    texture: str = "ddpm"
 
     def check(self, num_steps: int) -> None:
+        if self.texture not in TEXTURES:
+            raise BVDMDataError(f"texture must be one of {TEXTURES}, got {self.texture!r}")
         if not 1 <= self.t_s <= num_steps:
             raise BVDMDataError(f"t_s must lie in 1..{num_steps}, got {self.t_s}")
         if not 0 <= self.t_f <= self.t_s:
@@ -159,7 +170,11 @@ class Synthesizer:
             if new:
                 groups = [sum(1 for k, _ in new if k == j) for j in range(len(seeds))]
                 masks = torch.stack([crops[k][t][cid].mask for k, cid in new]).to(self.device)
-                out = paint_first_frame(self.texture.denoiser, stats, masks, groups, gens, s.t_s, s.sampler, s.stride)
+                if s.texture == "flat":
+                    out = paint_flat(stats, masks, groups, gens)
+                else:
+                    out = paint_first_frame(self.texture.denoiser, stats, masks, groups, gens, s.t_s, s.sampler,
+                                            s.stride)
                 painted.update({key: out[i] for i, key in enumerate(new)})
             if carried:
                 groups = [sum(1 for k, _, _ in carried if k == j) for j in range(len(seeds))]
@@ -167,7 +182,8 @@ class Synthesizer:
                 fixed = torch.stack([crops[k][t][cid].mask for k, cid, _ in carried]).to(self.device)
                 previous = torch.stack([textures[k][src] for k, _, src in carried])
                 out = carry_over(self.texture.denoiser, self.flow, previous, moving, fixed, self.scene.alpha,
-                                 stats["background_mean"], groups, gens, s.t_f, s.sampler, s.stride)
+                                 stats["background_mean"], groups, gens, 0 if s.texture == "flat" else s.t_f,
+                                 s.sampler, s.stride)
                 painted.update({(k, cid): out[i] for i, (k, cid, _) in enumerate(carried)})
             for k in range(len(seeds)):
                 keys = [key for key in painted if key[0] == k]

@@ -12,18 +12,35 @@ from collections.abc import Callable, Sequence
 import torch
 
 from bvdm_data.diffusion.crops import sample_brightness
-from bvdm_data.diffusion.sample import Denoiser, flat_cells, refine, sdedit
+from bvdm_data.diffusion.sample import Denoiser, calibrate_brightness, flat_cells, group_noise, refine, sdedit
 from bvdm_data.flow.network import FlowNet
 from bvdm_data.flow.warp import warp
+
+
+def paint_flat(statistics: dict, masks: torch.Tensor, groups: Sequence[int],
+               generators: Sequence[torch.Generator]) -> torch.Tensor:
+    """The CellCycleGAN/MitoGen-style baseline: each mask at a drawn brightness, blurred, plus pixel noise.
+
+    Brightness and noise come from each clip's generator, like :func:`paint_first_frame`.
+    """
+    values = torch.cat([sample_brightness(statistics, n, g) for n, g in zip(groups, generators)]).to(masks.device)
+    image = flat_cells(masks, values, statistics["background_mean"])
+    noise = group_noise(groups, generators, tuple(image.shape[1:]), image.device)
+    return (image + statistics["background_std"] * noise).clamp(-1, 1)
 
 
 def paint_first_frame(denoiser: Denoiser, statistics: dict, masks: torch.Tensor, groups: Sequence[int],
                       generators: Sequence[torch.Generator], t_s: int, sampler: str = "ddpm",
                       stride: int = 1) -> torch.Tensor:
-    """SDEdit from flat images of the masks ``[N, S, S]``, each cell at a brightness drawn from the real law."""
-    values = torch.cat([sample_brightness(statistics, n, g) for n, g in zip(groups, generators)])
-    start = flat_cells(masks, values.to(masks.device), statistics["background_mean"])
-    return sdedit(denoiser, start, t_s, groups, generators, sampler, stride)
+    """SDEdit from flat images of the masks ``[N, S, S]``, each cell at a brightness drawn from the real law.
+
+    The painted cell is then scaled back to its drawn brightness
+    (:func:`~bvdm_data.diffusion.sample.calibrate_brightness`).
+    """
+    values = torch.cat([sample_brightness(statistics, n, g) for n, g in zip(groups, generators)]).to(masks.device)
+    background = statistics["background_mean"]
+    painted = sdedit(denoiser, flat_cells(masks, values, background), t_s, groups, generators, sampler, stride)
+    return calibrate_brightness(painted, masks.to(painted.device), values, background)
 
 
 def carry_over(denoiser: Denoiser, flow: FlowNet, previous: torch.Tensor, moving: torch.Tensor,

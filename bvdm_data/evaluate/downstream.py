@@ -1,0 +1,314 @@
+"""Train on synthetic, test on real: the paper's Table 1 protocol at a size a CPU can run.
+
+One fixed segmenter (:class:`SegNet`, a small U-Net predicting background,
+cell interior and cell boundary; instances are interior components grown
+back over the foreground) and one fixed tracker (:func:`track_by_overlap`,
+overlap linking with division detection) are trained with the same budget on
+each source of frames; the result on held-out real frames is scored with the
+CTC's own metrics (:func:`bvdm_data.evaluate.ctc.evaluate_ctc`).
+
+Every source is a list of clips of the contract (``video`` 0..1, ``masks``),
+so real CTC clips, a :class:`~bvdm_data.stream.BVDMStream`, an LMDB cache
+and mixtures all enter the same way.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+from torch import nn
+from tqdm.auto import tqdm
+
+from bvdm_data.clip import Clip, check_clip, relabel_per_frame
+from bvdm_data.ctc.writer import write_ctc_result, write_ctc_sequence
+from bvdm_data.errors import BVDMDataError
+from bvdm_data.evaluate.ctc import evaluate_ctc
+
+BACKGROUND, INTERIOR, BOUNDARY = 0, 1, 2
+
+
+@dataclass
+class ProtocolConfig:
+    """The budget every source gets: same steps, batch, crop, learning rate and seed."""
+
+    steps: int = 1500
+    batch_size: int = 8
+    crop: int = 128
+    lr: float = 2e-3
+    width: int = 16
+    seed: int = 0
+    boundary_weight: float = 3.0
+    min_area: int = 40  # px; smaller predicted objects are dropped (HeLa nuclei: 5th percentile ~350 px)
+    device: str = "cpu"
+
+
+def _block(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.GroupNorm(4, c_out), nn.SiLU(),
+                         nn.Conv2d(c_out, c_out, 3, padding=1), nn.GroupNorm(4, c_out), nn.SiLU())
+
+
+class SegNet(nn.Module):
+    """Three-level U-Net: one grey channel in, logits of background / interior / boundary out.
+
+    Example:
+        >>> SegNet(width=8)(torch.zeros(2, 1, 64, 64)).shape
+        torch.Size([2, 3, 64, 64])
+    """
+
+    levels = 3
+
+    def __init__(self, width: int = 16) -> None:
+        super().__init__()
+        w = [width, 2 * width, 4 * width]
+        self.down = nn.ModuleList([_block(1, w[0]), _block(w[0], w[1]), _block(w[1], w[2])])
+        self.up = nn.ModuleList([_block(w[2] + w[1], w[1]), _block(w[1] + w[0], w[0])])
+        self.head = nn.Conv2d(w[0], 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for i, block in enumerate(self.down):
+            x = block(x if i == 0 else F.max_pool2d(x, 2))
+            skips.append(x)
+        for block, skip in zip(self.up, reversed(skips[:-1])):
+            x = block(torch.cat([F.interpolate(x, size=skip.shape[-2:], mode="nearest"), skip], 1))
+        return self.head(x)
+
+
+def seg_targets(masks: torch.Tensor) -> torch.Tensor:
+    """Classes ``[N, H, W]`` from instance masks: a cell pixel with a 4-neighbour of another label is boundary."""
+    m = masks.long()[:, None].float()
+    padded = F.pad(m, (1, 1, 1, 1), mode="replicate")
+    neighbours = [padded[..., 1:-1, :-2], padded[..., 1:-1, 2:], padded[..., :-2, 1:-1], padded[..., 2:, 1:-1]]
+    edge = torch.stack([n != m for n in neighbours]).any(0)[:, 0]
+    inside = masks > 0
+    return torch.where(inside & edge, BOUNDARY, torch.where(inside, INTERIOR, BACKGROUND)).long()
+
+
+class FramePool:
+    """Every frame of some clips, for random crops with flips, 90-degree turns and a mild gain."""
+
+    def __init__(self, clips: Iterable[Clip], name: str) -> None:
+        images, masks = [], []
+        for clip in clips:
+            images += [f[0].float() for f in clip["video"]]
+            masks += [f.to(torch.int32) for f in clip["masks"]]
+        if not images:
+            raise BVDMDataError(f"{name}: no frames to train on")
+        self.images, self.masks, self.name = images, masks, name
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def batch(self, n: int, crop: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        xs, ys = [], []
+        for _ in range(n):
+            i = int(torch.randint(len(self.images), (1,), generator=gen))
+            image, mask = self.images[i], self.masks[i]
+            h, w = image.shape
+            if min(h, w) < crop:
+                raise BVDMDataError(f"{self.name}: frames of {h}x{w} are smaller than the {crop} px crop")
+            y0 = int(torch.randint(h - crop + 1, (1,), generator=gen))
+            x0 = int(torch.randint(w - crop + 1, (1,), generator=gen))
+            x, y = image[y0:y0 + crop, x0:x0 + crop], mask[y0:y0 + crop, x0:x0 + crop]
+            k = int(torch.randint(4, (1,), generator=gen))
+            x, y = torch.rot90(x, k), torch.rot90(y, k)
+            if torch.rand((), generator=gen) < 0.5:
+                x, y = x.flip(-1), y.flip(-1)
+            gain = 1 + 0.1 * (2 * float(torch.rand((), generator=gen)) - 1)
+            xs.append((x * gain).clamp(0, 1))
+            ys.append(y)
+        return torch.stack(xs)[:, None], torch.stack(ys)
+
+
+def train_segmenter(pools: Sequence[FramePool], config: ProtocolConfig, progress: bool = True) -> SegNet:
+    """Train a fresh :class:`SegNet` for ``config.steps``; each batch splits evenly over ``pools``.
+
+    Example:
+        >>> import torch
+        >>> clip = {"video": torch.rand(1, 1, 32, 32), "masks": torch.zeros(1, 32, 32, dtype=torch.int32)}
+        >>> net = train_segmenter([FramePool([clip], "demo")], ProtocolConfig(steps=1, batch_size=2, crop=32, width=8),
+        ...                       progress=False)
+    """
+    torch.manual_seed(config.seed)
+    device = torch.device(config.device)
+    net = SegNet(config.width).to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=config.lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, config.lr, total_steps=max(1, config.steps), pct_start=0.1)
+    weight = torch.tensor([1.0, 1.0, config.boundary_weight], device=device)
+    gen = torch.Generator().manual_seed(config.seed)
+    shares = [config.batch_size // len(pools) + (i < config.batch_size % len(pools)) for i in range(len(pools))]
+    bar = tqdm(range(config.steps), desc="train " + "+".join(p.name for p in pools), disable=not progress,
+               leave=False)
+    net.train()
+    for _ in bar:
+        parts = [pool.batch(n, config.crop, gen) for pool, n in zip(pools, shares) if n > 0]
+        x = torch.cat([p[0] for p in parts]).to(device)
+        y = seg_targets(torch.cat([p[1] for p in parts])).to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss = F.cross_entropy(net(x).float(), y, weight=weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    return net.eval()
+
+
+def instances(logits: torch.Tensor, min_area: int = 40) -> np.ndarray:
+    """Instance labels ``[H, W]`` from ``[3, H, W]`` logits: interior components, grown over the foreground.
+
+    Example:
+        >>> logits = torch.zeros(3, 16, 16); logits[1, 4:12, 4:12] = 5
+        >>> int(instances(logits, min_area=4).max())
+        1
+    """
+    cls = logits.argmax(0).cpu().numpy()
+    seeds, _ = ndimage.label(cls == INTERIOR)
+    areas = np.bincount(seeds.ravel())
+    seeds[(areas < min_area // 4)[seeds]] = 0
+    if not seeds.any():
+        return np.zeros(cls.shape, np.int32)
+    # Every foreground pixel joins its nearest seed: boundaries between touching cells are split there.
+    _, (iy, ix) = ndimage.distance_transform_edt(seeds == 0, return_indices=True)
+    labels = np.where(cls != BACKGROUND, seeds[iy, ix], 0)
+    labels[(np.bincount(labels.ravel()) < min_area)[labels]] = 0
+    _, compact = np.unique(labels, return_inverse=True)
+    return compact.reshape(labels.shape).astype(np.int32)
+
+
+@torch.no_grad()
+def segment(net: SegNet, video: torch.Tensor, min_area: int = 40) -> np.ndarray:
+    """Instance masks ``[T, H, W]`` of a video ``[T, 1, H, W]`` in 0..1 (padded to the U-Net's multiple)."""
+    device = next(net.parameters()).device
+    multiple = 2 ** (SegNet.levels - 1)
+    h, w = video.shape[-2:]
+    pad = (0, -w % multiple, 0, -h % multiple)
+    out = []
+    for frame in video:
+        logits = net(F.pad(frame[None].float().to(device), pad, mode="reflect"))[0, :, :h, :w]
+        out.append(instances(logits.float(), min_area))
+    return np.stack(out)
+
+
+def _centroids(frame: np.ndarray, ids: list[int]) -> np.ndarray:
+    return np.asarray(ndimage.center_of_mass(np.ones(frame.shape), frame, ids)).reshape(-1, 2)
+
+
+def _link(frame: np.ndarray, previous: np.ndarray, min_cover: float, max_jump: float) -> dict[int, int]:
+    """Object of ``frame`` -> the track (id in ``previous``) it continues, by overlap, then by proximity."""
+    ids = [int(i) for i in np.unique(frame) if i > 0]
+    both = (frame > 0) & (previous > 0)
+    pairs, counts = np.unique(np.stack([frame[both], previous[both]]), axis=1, return_counts=True)
+    area = np.bincount(frame.ravel())
+    link: dict[int, int] = {}
+    for obj in ids:
+        hit = pairs[0] == obj
+        if hit.any():
+            best = int(np.argmax(np.where(hit, counts, -1)))
+            if counts[best] >= min_cover * area[obj]:
+                link[obj] = int(pairs[1, best])
+    # Objects overlapping nothing: a daughter thrown clear of its mother, or a fast cell. Join the nearest
+    # previous cell within max_jump that has at most one follower so far (two followers = a division).
+    loose = [obj for obj in ids if obj not in link]
+    before = [int(i) for i in np.unique(previous) if i > 0]
+    if loose and before:
+        dist = np.linalg.norm(_centroids(frame, loose)[:, None] - _centroids(previous, before)[None], axis=-1)
+        for flat in np.argsort(dist, axis=None):
+            i, j = np.unravel_index(flat, dist.shape)
+            if dist[i, j] > max_jump:
+                break
+            obj, track = loose[i], before[j]
+            if obj not in link and sum(v == track for v in link.values()) <= 1:
+                link[obj] = track
+    return link
+
+
+def track_by_overlap(masks: np.ndarray, min_cover: float = 0.3, max_jump: float = 30.0
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Link per-frame instances ``[T, H, W]`` into tracks; returns (track-id masks, ``[L, B, E, P]`` rows).
+
+    An object continues the track of the previous object covering most of it
+    (at least ``min_cover`` of its area); an object overlapping nothing joins
+    the nearest previous cell within ``max_jump`` px that has at most one
+    follower. When two or more objects continue the same track, it ends and
+    each starts a daughter track with it as parent (a division); objects
+    continuing nothing start a new root track.
+
+    Example:
+        >>> m = np.zeros((2, 8, 8), np.int32); m[0, 2:6, 1:7] = 1; m[1, 2:6, 1:4] = 1; m[1, 2:6, 4:7] = 2
+        >>> track_by_overlap(m)[1].tolist()
+        [[1, 0, 0, 0], [2, 1, 1, 1], [3, 1, 1, 1]]
+    """
+    masks = np.asarray(masks)
+    out = np.zeros(masks.shape, np.int32)
+    rows: list[list[int]] = []
+
+    def start(t: int, parent: int) -> int:
+        rows.append([len(rows) + 1, t, t, parent])
+        return len(rows)
+
+    for t, frame in enumerate(masks):
+        link = _link(frame, out[t - 1], min_cover, max_jump) if t > 0 else {}
+        followers: dict[int, int] = {}
+        for track in link.values():
+            followers[track] = followers.get(track, 0) + 1
+        for obj in (int(i) for i in np.unique(frame) if i > 0):
+            track = link.get(obj)
+            if track is None:
+                new = start(t, 0)
+            elif followers[track] == 1:
+                new = track
+                rows[track - 1][2] = t
+            else:
+                new = start(t, track)
+            out[t][frame == obj] = new
+    return out, np.asarray(rows, dtype=np.int64).reshape(-1, 4)
+
+
+def score_on_real(net: SegNet, test: Clip, min_area: int = 40, metrics: Sequence[str] = ("SEG", "DET")
+                  ) -> dict[str, float]:
+    """SEG/DET (and TRA when ``test`` has real lineage) of segmenter + tracker on a real clip, via py-ctcmetrics."""
+    check_clip(test)
+    predicted, tracks = track_by_overlap(segment(net, test["video"], min_area))
+    with tempfile.TemporaryDirectory() as tmp:
+        write_ctc_sequence(test, tmp, "01")
+        write_ctc_result(predicted, tracks, Path(tmp) / "01_RES")
+        return evaluate_ctc(Path(tmp) / "01_RES", Path(tmp) / "01_GT", metrics)
+
+
+def per_frame_clip(video: torch.Tensor, labels: np.ndarray, meta: dict[str, Any]) -> Clip:
+    """A contract clip from frames whose labels are per-frame ids (a segmentation without lineage)."""
+    masks, tracks = relabel_per_frame(labels)
+    return {"video": video.float(), "masks": torch.from_numpy(masks), "tracks": torch.from_numpy(tracks),
+            "meta": meta}
+
+
+def run_protocol(arms: dict[str, Sequence[FramePool]], test: Clip, config: ProtocolConfig,
+                 metrics: Sequence[str] = ("SEG", "DET"), progress: bool = True) -> list[dict[str, Any]]:
+    """Train one segmenter per arm with the same budget and score each on the real ``test`` clip.
+
+    Returns one row per arm: the scores, training seconds and frames seen.
+    """
+    rows = []
+    for name, pools in arms.items():
+        t0 = time.perf_counter()
+        net = train_segmenter(pools, config, progress)
+        seconds = time.perf_counter() - t0
+        scores = score_on_real(net, test, config.min_area, metrics)
+        rows.append({"arm": name, **scores, "train_s": seconds, "frames": sum(len(p) for p in pools)})
+        if progress:
+            tqdm.write(f"{name}: " + ", ".join(f"{m} {v:.3f}" for m, v in scores.items()))
+    return rows
+
+
+__all__ = ["FramePool", "ProtocolConfig", "SegNet", "instances", "per_frame_clip", "run_protocol", "score_on_real",
+           "seg_targets", "segment", "track_by_overlap", "train_segmenter"]

@@ -1,0 +1,91 @@
+"""The train-on-synthetic / test-on-real protocol: targets, instances, tracker, and a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bvdm_data.clip import check_clip, relabel_per_frame
+from bvdm_data.ctc import open_sequence, write_ctc_result, write_ctc_sequence
+from bvdm_data.errors import BVDMDataError
+from bvdm_data.evaluate import evaluate_ctc
+from bvdm_data.evaluate.downstream import (BOUNDARY, INTERIOR, FramePool, ProtocolConfig, SegNet, instances,
+                                           per_frame_clip, run_protocol, seg_targets, track_by_overlap,
+                                           train_segmenter)
+
+
+def two_touching_cells() -> torch.Tensor:
+    m = torch.zeros(1, 12, 12, dtype=torch.int32)
+    m[0, 2:10, 1:6] = 1
+    m[0, 2:10, 6:11] = 2
+    return m
+
+
+def test_targets_mark_the_border_between_touching_cells():
+    target = seg_targets(two_touching_cells())[0]
+    assert (target[4:8, 5] == BOUNDARY).all() and (target[4:8, 6] == BOUNDARY).all()
+    assert (target[4:8, 3] == INTERIOR).all() and target[0, 0] == 0
+
+
+def test_instances_split_touching_cells_at_the_predicted_boundary():
+    target = seg_targets(two_touching_cells())[0]
+    logits = torch.nn.functional.one_hot(target, 3).permute(2, 0, 1).float()
+    labels = instances(logits, min_area=4)
+    assert labels.max() == 2
+    assert len(np.unique(labels[two_touching_cells()[0].numpy() == 1])) == 1  # the split follows the true border
+
+
+def test_tracker_recovers_real_lineage_from_per_frame_ids(tmp_path, real_clip):
+    per_frame, _ = relabel_per_frame(real_clip["masks"].numpy())
+    masks, tracks = track_by_overlap(per_frame)
+    check_clip({**real_clip, "masks": torch.from_numpy(masks), "tracks": torch.from_numpy(tracks)})
+    assert (tracks[:, 3] > 0).sum() >= 2  # the clip has a division; daughters get their mother as parent
+    write_ctc_sequence(real_clip, tmp_path, "01")
+    write_ctc_result(masks, tracks, tmp_path / "01_RES")
+    assert evaluate_ctc(tmp_path / "01_RES", tmp_path / "01_GT", ["TRA"])["TRA"] > 0.95
+    one_frame_tracks = relabel_per_frame(per_frame)[1]
+    write_ctc_result(per_frame, one_frame_tracks, tmp_path / "01_RES", overwrite=True)
+    assert evaluate_ctc(tmp_path / "01_RES", tmp_path / "01_GT", ["TRA"])["TRA"] < 0.95  # linking matters
+
+
+def test_training_learns_the_task_and_is_deterministic(real_clip):
+    pool = FramePool([real_clip], "clip")
+    config = ProtocolConfig(steps=40, batch_size=4, crop=64, width=8, lr=5e-3)
+    net = train_segmenter([pool], config, progress=False)
+    again = train_segmenter([pool], config, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), again.state_dict().values()))
+    with torch.no_grad():
+        pred = net(real_clip["video"][:2]).argmax(1)
+    truth = seg_targets(real_clip["masks"][:2])
+    fg_accuracy = ((pred > 0) == (truth > 0)).float().mean()
+    assert fg_accuracy > 0.9  # the rendering is easy: 40 steps are enough
+
+
+def test_protocol_runs_end_to_end_on_real_frames(hela_root):
+    seq = open_sequence(hela_root, "02", labels="ERR_SEG")
+    frames = seq.images.frames
+    lo, hi = np.percentile(np.stack([seq.images.read(f) for f in frames]), (1, 99.9))
+    video = torch.from_numpy(np.stack([np.clip((seq.images.read(f) - lo) / (hi - lo), 0, 1) for f in frames])
+                             ).float()[:, None]
+    labels = np.stack([seq.labels.read(f) for f in frames])
+    train = per_frame_clip(video[:-2], labels[:-2], {"source": "real"})
+    test = per_frame_clip(video[-2:], labels[-2:], {"source": "real"})
+    rows = run_protocol({"real": [FramePool([train], "real")]}, test,
+                        ProtocolConfig(steps=2, batch_size=2, crop=64, width=8), progress=False)
+    assert rows[0]["arm"] == "real" and 0 <= rows[0]["SEG"] <= 1 and 0 <= rows[0]["DET"] <= 1
+
+
+def test_pools_refuse_what_they_cannot_serve():
+    with pytest.raises(BVDMDataError, match="no frames"):
+        FramePool([], "empty")
+    clip = {"video": torch.rand(1, 1, 16, 16), "masks": torch.zeros(1, 16, 16, dtype=torch.int32)}
+    with pytest.raises(BVDMDataError, match="smaller than the 32 px crop"):
+        FramePool([clip], "small").batch(1, 32, torch.Generator())
+
+
+def test_segnet_accepts_any_frame_size_after_padding():
+    from bvdm_data.evaluate.downstream import segment
+
+    out = segment(SegNet(width=8).eval(), torch.rand(2, 1, 37, 53))
+    assert out.shape == (2, 37, 53) and out.dtype == np.int32
