@@ -104,3 +104,21 @@ def test_transform_is_applied(hela_root):
                   transform=lambda clip: clip["video"].mean())
     assert isinstance(ds[0], torch.Tensor)
     assert np.isfinite(float(ds[0]))
+
+
+def test_a_frame_range_keeps_other_frames_out(hela_root):
+    from bvdm_data.ctc import open_sequence
+
+    all_frames = open_sequence(hela_root, "02", labels="ERR_SEG").images.frames
+    keep = all_frames[:-1]
+    ds = CTCClips(hela_root, ["02"], labels="ERR_SEG", clip_len=2, size=(64, 64), per_frame_ids=True, frames=keep,
+                  stride=1)
+    starts = {ds[i]["meta"]["start_frame"] for i in range(len(ds))}
+    assert starts == set(keep[:-1])  # no window reaches the held-out last frame
+    random = CTCClips(hela_root, ["02"], labels="ERR_SEG", clip_len=2, size=(64, 64), per_frame_ids=True,
+                      frames=keep, mode="random", num_clips=20)
+    assert all(random[i]["meta"]["start_frame"] + 1 in keep for i in range(20))
+    with pytest.raises(ValueError, match="consecutive"):
+        CTCClips(hela_root, ["02"], labels="ERR_SEG", per_frame_ids=True, frames=[all_frames[0], all_frames[2]])
+    with pytest.raises(CTCFormatError, match="no image for frames"):
+        CTCClips(hela_root, ["02"], labels="ERR_SEG", per_frame_ids=True, frames=range(900, 902))

@@ -36,9 +36,11 @@ def _grid(extent: int, size: int) -> list[int]:
     return corners
 
 
-def intensity_range(seq: CTCSequence, percentiles: tuple[float, float], max_frames: int = 8) -> tuple[float, float]:
-    """Low/high intensity of a sequence at the given percentiles, from up to ``max_frames`` evenly spaced frames."""
-    frames = seq.images.frames
+def intensity_range(seq: CTCSequence, percentiles: tuple[float, float], max_frames: int = 8,
+                    frames: Sequence[int] | None = None) -> tuple[float, float]:
+    """Low/high intensity of a sequence at the given percentiles, from up to ``max_frames`` evenly spaced frames
+    (of ``frames`` when given)."""
+    frames = list(seq.images.frames if frames is None else frames)
     picks = np.unique(np.linspace(0, len(frames) - 1, min(max_frames, len(frames))).round().astype(int))
     sample = np.stack([seq.images.read(frames[i]).astype(np.float32) for i in picks])
     lo, hi = np.percentile(sample, percentiles)
@@ -64,6 +66,8 @@ class CTCClips(Dataset):
         per_frame_ids: treat each frame's labels as independent one-frame
             tracks (for segmentations without lineage, such as ``ERR_SEG``).
         percentiles: intensities at these percentiles of each sequence map to 0 and 1.
+        frames: use only these consecutive frame numbers of every sequence (e.g.
+            ``range(0, 11)`` to keep later frames for testing); default all.
         transform: called on each clip before it is returned.
 
     Tracks are relabelled per clip: a track cut by the window or crop is
@@ -90,6 +94,7 @@ class CTCClips(Dataset):
         percentiles: tuple[float, float] = (1.0, 99.9),
         seed: int = 0,
         transform: Callable[[Clip], Any] | None = None,
+        frames: Sequence[int] | None = None,
     ) -> None:
         if isinstance(sequences, str):
             sequences = [sequences]
@@ -109,11 +114,12 @@ class CTCClips(Dataset):
                     f"{seq.labels.folder}: has no lineage file, so its ids are not track ids; "
                     "pass per_frame_ids=True to treat each frame's labels as one-frame tracks"
                 )
-            missing = sorted(set(seq.images.frames) - set(seq.labels.frames))
+            missing = sorted(set(self._frames_of(seq, frames)) - set(seq.labels.frames))
             if missing:
                 raise CTCFormatError(f"{seq.labels.folder}: no label frame for image frames {missing[:8]}")
-            if len(seq) < clip_len:
-                raise ValueError(f"{seq.images.folder}: {len(seq)} frames, fewer than clip_len={clip_len}")
+            if len(self._frames_of(seq, frames)) < clip_len:
+                raise ValueError(f"{seq.images.folder}: {len(self._frames_of(seq, frames))} frames, "
+                                 f"fewer than clip_len={clip_len}")
             frame_shape = seq.images.shape
             if size is not None and (size[0] > frame_shape[0] or size[1] > frame_shape[1]):
                 raise ValueError(f"size {tuple(size)} is larger than the frames {frame_shape} of {seq.images.folder}")
@@ -127,8 +133,21 @@ class CTCClips(Dataset):
         self.seed = seed
         self.epoch = 0
         self.transform = transform
-        self.ranges = [intensity_range(s, self.percentiles) for s in self.sequences]
+        self.frames = [self._frames_of(s, frames) for s in self.sequences]
+        self.ranges = [intensity_range(s, self.percentiles, frames=f) for s, f in zip(self.sequences, self.frames)]
         self._windows = self._tile() if mode == "sequential" else []
+
+    @staticmethod
+    def _frames_of(seq: CTCSequence, frames: Sequence[int] | None) -> list[int]:
+        if frames is None:
+            return list(seq.images.frames)
+        chosen = sorted(int(f) for f in frames)
+        if not chosen or chosen != list(range(chosen[0], chosen[0] + len(chosen))):
+            raise ValueError(f"frames must be consecutive frame numbers, got {list(frames)[:8]}")
+        absent = sorted(set(chosen) - set(seq.images.frames))
+        if absent:
+            raise CTCFormatError(f"{seq.images.folder}: no image for frames {absent[:8]}")
+        return chosen
 
     def _crop_size(self, seq: CTCSequence) -> tuple[int, int]:
         h, w = seq.images.shape[:2]
@@ -139,7 +158,7 @@ class CTCClips(Dataset):
         for k, seq in enumerate(self.sequences):
             h, w = seq.images.shape[:2]
             ch, cw = self._crop_size(seq)
-            for start in range(0, len(seq) - self.clip_len + 1, self.stride):
+            for start in range(0, len(self.frames[k]) - self.clip_len + 1, self.stride):
                 windows += [Window(k, start, y, x) for y in _grid(h, ch) for x in _grid(w, cw)]
         return windows
 
@@ -157,7 +176,7 @@ class CTCClips(Dataset):
         if self.mode == "sequential":
             return self._windows[index]
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.epoch, index]))
-        starts = np.array([len(s) - self.clip_len + 1 for s in self.sequences], dtype=float)
+        starts = np.array([len(f) - self.clip_len + 1 for f in self.frames], dtype=float)
         k = int(rng.choice(len(self.sequences), p=starts / starts.sum()))
         seq = self.sequences[k]
         h, w = seq.images.shape[:2]
@@ -168,7 +187,7 @@ class CTCClips(Dataset):
         win = self.window(index)
         seq = self.sequences[win.seq]
         ch, cw = self._crop_size(seq)
-        frames = seq.images.frames[win.start : win.start + self.clip_len]
+        frames = self.frames[win.seq][win.start : win.start + self.clip_len]
         crop = (slice(win.y, win.y + ch), slice(win.x, win.x + cw))
         raw = np.stack([seq.images.read(f)[crop] for f in frames]).astype(np.float32)
         labels = np.stack([seq.labels.read(f)[crop] for f in frames]).astype(np.int64)
