@@ -217,7 +217,8 @@ def _stream(args: argparse.Namespace, num_clips: int):
 
     return BVDMStream(args.bundle, clip_len=args.frames, size=tuple(args.size), seed=args.seed, num_clips=num_clips,
                       t_s=args.t_s, t_f=args.t_f, sampler=args.sampler, stride=args.stride, density=args.density,
-                      device=args.device, bf16=args.bf16, gen_batch=_gen_batch(args), texture=args.texture)
+                      device=args.device, bf16=args.bf16, gen_batch=_gen_batch(args), texture=args.texture,
+                      cell_batch=args.cell_batch)
 
 
 def run_generate(args: argparse.Namespace) -> int:
@@ -268,13 +269,13 @@ def run_cache(args: argparse.Namespace) -> int:
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     try:
         settings = SynthesisSettings(args.t_s, args.t_f, args.sampler, args.stride, args.density, args.bf16,
-                                     texture=args.texture)
+                                     texture=args.texture, cell_batch=args.cell_batch)
         synth = Synthesizer(args.bundle, device, settings)
         size = tuple(args.size)
         meta = {"bundle": synth.bundle.name, "bundle_sha256": bundle_hash(synth.bundle.root), "seed": args.seed,
                 "frames": args.frames, "size": list(size), "num_clips": args.clips, "t_s": args.t_s, "t_f": args.t_f,
                 "sampler": args.sampler, "stride": args.stride, "density": args.density, "bf16": args.bf16,
-                "texture": args.texture}
+                "texture": args.texture, "cell_batch": args.cell_batch}
 
         def generate(indices):
             clips, step = [], _gen_batch(args)
@@ -312,6 +313,8 @@ def _generation_options(p: argparse.ArgumentParser, frames: int, size: tuple[int
     p.add_argument("--density", type=float, help="cells per px^2 in the first frame (default: fitted)")
     p.add_argument("--texture", default="ddpm", choices=["ddpm", "flat"],
                    help="ddpm, or flat: CellCycleGAN-style flat cells, the baseline for ablations (default ddpm)")
+    p.add_argument("--cell-batch", type=int, help="at most this many cells of one clip per network call, "
+                   "to cap GPU memory (default: all cells in flight)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for the networks")
     p.add_argument("--gen-batch", type=int, help="clips painted together (default: 1 on cpu, where batching "

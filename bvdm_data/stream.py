@@ -55,6 +55,9 @@ class BVDMStream(IterableDataset):
         tv_tensors: wrap ``video``/``masks`` as ``torchvision.tv_tensors.Video``/``Mask`` so
             ``torchvision.transforms.v2`` transforms both consistently.
         independent_frames: paint every frame from scratch, without flow (an ablation: it flickers).
+        texture: ``"ddpm"``, or ``"flat"`` for CellCycleGAN-style flat cells (the baseline of ablations).
+        cell_batch: at most this many cells of one clip per network call (caps GPU memory); ``None``:
+            every cell of every clip in flight in one call.
 
     Example:
         >>> from torch.utils.data import DataLoader
@@ -67,7 +70,7 @@ class BVDMStream(IterableDataset):
                  num_clips: int | None = None, t_s: int = 200, t_f: int = 10, sampler: str = "ddpm", stride: int = 1,
                  density: float | None = None, device: str | torch.device = "cpu", bf16: bool = False,
                  gen_batch: int = 1, tv_tensors: bool = False, independent_frames: bool = False,
-                 texture: str = "ddpm") -> None:
+                 texture: str = "ddpm", cell_batch: int | None = None) -> None:
         super().__init__()
         if clip_len < 1:
             raise BVDMDataError(f"clip_len must be at least 1, got {clip_len}")
@@ -78,7 +81,8 @@ class BVDMStream(IterableDataset):
         if len(size) != 2 or min(size) < 1:
             raise BVDMDataError(f"size must be (H, W) of positive ints, got {size}")
         self.bundle = str(Bundle.load(bundle).root)  # fails now, naming the problem, if the bundle is bad
-        self.settings = SynthesisSettings(t_s, t_f, sampler, stride, density, bf16, independent_frames, texture)
+        self.settings = SynthesisSettings(t_s, t_f, sampler, stride, density, bf16, independent_frames, texture,
+                                          cell_batch)
         self.clip_len, self.size, self.seed = int(clip_len), (int(size[0]), int(size[1])), int(seed)
         self.num_clips, self.device, self.gen_batch, self.tv_tensors = num_clips, device, int(gen_batch), tv_tensors
         self.epoch = 0

@@ -59,6 +59,10 @@ class SynthesisSettings:
     bf16: bool = False
     independent_frames: bool = False  # paint every frame from scratch (the paper's flickering ablation)
     texture: str = "ddpm"
+    # At most this many cells of one clip per network call: caps memory, and 1 is the reference-style
+    # one-cell-at-a-time loop. None: every cell of every clip in flight in one call. Clips depend on
+    # cell_batch (the noise is drawn in another order), never on what else is in flight.
+    cell_batch: int | None = None
 
     def check(self, num_steps: int) -> None:
         if self.texture not in TEXTURES:
@@ -71,6 +75,8 @@ class SynthesisSettings:
             raise BVDMDataError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
         if self.stride < 1:
             raise BVDMDataError(f"stride must be at least 1, got {self.stride}")
+        if self.cell_batch is not None and self.cell_batch < 1:
+            raise BVDMDataError(f"cell_batch must be at least 1 or None, got {self.cell_batch}")
         if self.density is not None and self.density < 0:
             raise BVDMDataError(f"density must be non-negative, got {self.density}")
 
@@ -97,6 +103,20 @@ def _cell_crops(frame: np.ndarray, size: int) -> dict[int, _Cell]:
         crop = padded[y0 + half:y0 + half + size, x0 + half:x0 + half + size] == label
         out[label] = _Cell(torch.from_numpy(crop), (y0, x0))
     return out
+
+
+def _calls(cells: list[tuple], cell_batch: int | None) -> list[list[tuple]]:
+    """The network calls for ``cells`` (``(clip, ...)`` tuples, grouped by clip): one for all, or pieces of
+    at most ``cell_batch`` cells of a single clip, so that a clip never depends on what else is in flight."""
+    if not cells:
+        return []
+    if cell_batch is None:
+        return [cells]
+    calls = []
+    for k in dict.fromkeys(c[0] for c in cells):
+        mine = [c for c in cells if c[0] == k]
+        calls += [mine[i:i + cell_batch] for i in range(0, len(mine), cell_batch)]
+    return calls
 
 
 def child_seed(seed: np.random.SeedSequence, i: int) -> np.random.SeedSequence:
@@ -167,24 +187,24 @@ class Synthesizer:
                         new.append((k, cid))
             painted: dict[tuple[int, int], torch.Tensor] = {}
             stats = self.texture.statistics
-            if new:
-                groups = [sum(1 for k, _ in new if k == j) for j in range(len(seeds))]
-                masks = torch.stack([crops[k][t][cid].mask for k, cid in new]).to(self.device)
+            for part in _calls(new, s.cell_batch):
+                groups = [sum(1 for k, _ in part if k == j) for j in range(len(seeds))]
+                masks = torch.stack([crops[k][t][cid].mask for k, cid in part]).to(self.device)
                 if s.texture == "flat":
                     out = paint_flat(stats, masks, groups, gens)
                 else:
                     out = paint_first_frame(self.texture.denoiser, stats, masks, groups, gens, s.t_s, s.sampler,
                                             s.stride)
-                painted.update({key: out[i] for i, key in enumerate(new)})
-            if carried:
-                groups = [sum(1 for k, _, _ in carried if k == j) for j in range(len(seeds))]
-                moving = torch.stack([crops[k][t - 1][src].mask for k, _, src in carried]).to(self.device)
-                fixed = torch.stack([crops[k][t][cid].mask for k, cid, _ in carried]).to(self.device)
-                previous = torch.stack([textures[k][src] for k, _, src in carried])
+                painted.update({key: out[i] for i, key in enumerate(part)})
+            for part in _calls(carried, s.cell_batch):
+                groups = [sum(1 for k, _, _ in part if k == j) for j in range(len(seeds))]
+                moving = torch.stack([crops[k][t - 1][src].mask for k, _, src in part]).to(self.device)
+                fixed = torch.stack([crops[k][t][cid].mask for k, cid, _ in part]).to(self.device)
+                previous = torch.stack([textures[k][src] for k, _, src in part])
                 out = carry_over(self.texture.denoiser, self.flow, previous, moving, fixed, self.scene.alpha,
                                  stats["background_mean"], groups, gens, 0 if s.texture == "flat" else s.t_f,
                                  s.sampler, s.stride)
-                painted.update({(k, cid): out[i] for i, (k, cid, _) in enumerate(carried)})
+                painted.update({(k, cid): out[i] for i, (k, cid, _) in enumerate(part)})
             for k in range(len(seeds)):
                 keys = [key for key in painted if key[0] == k]
                 textures[k] = {cid: painted[(kk, cid)] for kk, cid in keys}

@@ -1,0 +1,131 @@
+"""Train on synthetic, test on real (the paper's Table 1, at CPU size).
+
+    .venv/bin/python benchmarks/downstream.py [--steps 1500] [--quick]
+
+One small U-Net segmenter (background / interior / boundary, instances by
+seeded growth) plus an overlap tracker, trained with the same budget (steps,
+batch, crop, seed) on four sources, then scored with py-ctcmetrics on real
+frames that no model of the shipped bundle saw:
+
+  (a) real:       sequence 02 frames 0-10 with 02_ERR_SEG (CTCClips, frames=range(0, 11))
+  (b) BVDM:       clips of the shipped `hela` bundle (an LMDB cache)
+  (c) flat:       the same masks with flat textures (`--texture flat`)
+  (d) real+BVDM:  half of every batch from (a), half from (b)
+
+Test: sequence 02 frames 11-13 with 02_ERR_SEG as reference (a CTC
+segmentation result, not a human annotation). SEG and DET are measured; TRA
+needs real frames with lineage ground truth, which ../shared/data does not
+have (01_RES has lineage but no images), so TRA is not reported.
+
+The synthetic caches are made first if missing (`bvdm-data cache`, on
+--device); making them on a GPU and passing --bvdm-cache/--flat-cache saves
+most of the time. Writes benchmarks/results/downstream.json and .png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from bvdm_data import CTCClips, LMDBClips
+from bvdm_data.cli import main as cli
+from bvdm_data.evaluate.downstream import FramePool, ProtocolConfig, run_protocol
+from bvdm_data.evaluate.realism import markdown
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN, TEST = range(0, 11), range(11, 14)
+
+
+def cache(path: Path, texture: str, args: argparse.Namespace) -> LMDBClips:
+    if not path.exists():
+        cli(["cache", "--bundle", args.bundle, "--out", str(path), "--clips", str(args.clips), "--frames",
+             str(args.frames), "--size", str(args.size), str(args.size), "--seed", "11", "--texture", texture,
+             "--device", args.device])
+    return LMDBClips(path)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = [m for m in ("SEG", "DET") if m in rows[0]]
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    width = 0.8 / len(metrics)
+    for i, m in enumerate(metrics):
+        xs = [k + i * width for k in range(len(rows))]
+        bars = ax.bar(xs, [r[m] for r in rows], width, label=m)
+        ax.bar_label(bars, fmt="%.3f", fontsize=7)
+    ax.set_xticks([k + width * (len(metrics) - 1) / 2 for k in range(len(rows))], [r["arm"] for r in rows])
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("score on real 02 frames 11-13")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "Fluo-N2DL-HeLa"))
+    parser.add_argument("--bundle", default="hela")
+    parser.add_argument("--bvdm-cache", default=str(ROOT / "runs" / "downstream_ddpm.lmdb"))
+    parser.add_argument("--flat-cache", default=str(ROOT / "runs" / "downstream_flat.lmdb"))
+    parser.add_argument("--clips", type=int, default=64, help="synthetic clips to cache if missing")
+    parser.add_argument("--frames", type=int, default=2)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--crop", type=int, default=128)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds; scores are averaged")
+    parser.add_argument("--quick", action="store_true", help="200 steps, to check the set-up")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="for training and, if caches are missing, generation")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "downstream.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    steps = 200 if args.quick else args.steps
+
+    real = CTCClips(args.data, ["02"], labels="ERR_SEG", clip_len=1, per_frame_ids=True, frames=TRAIN)
+    test = CTCClips(args.data, ["02"], labels="ERR_SEG", clip_len=len(TEST), per_frame_ids=True, frames=TEST)[0]
+    pools = {"real": FramePool((real[i] for i in range(len(real))), "real"),
+             "BVDM": FramePool(cache(Path(args.bvdm_cache), "ddpm", args), "BVDM"),
+             "flat": FramePool(cache(Path(args.flat_cache), "flat", args), "flat")}
+    arms = {"(a) real": [pools["real"]], "(b) BVDM": [pools["BVDM"]], "(c) flat texture": [pools["flat"]],
+            "(d) real + BVDM": [pools["real"], pools["BVDM"]]}
+    t0 = time.perf_counter()
+    runs = []
+    for seed in args.seeds:
+        config = ProtocolConfig(steps=steps, batch_size=args.batch_size, crop=args.crop, seed=seed,
+                                device=args.device)
+        runs.append(run_protocol(arms, test, config))
+    rows = []
+    for k, name in enumerate(arms):
+        per_seed = [r[k] for r in runs]
+        rows.append({"arm": name, **{m: sum(r[m] for r in per_seed) / len(per_seed) for m in ("SEG", "DET")},
+                     **({"SEG_min": min(r["SEG"] for r in per_seed), "SEG_max": max(r["SEG"] for r in per_seed)}
+                        if len(per_seed) > 1 else {}),
+                     "train_s": sum(r["train_s"] for r in per_seed) / len(per_seed), "frames": per_seed[0]["frames"]})
+    columns = ["arm", "SEG", "DET"] + (["SEG_min", "SEG_max"] if len(args.seeds) > 1 else []) + ["train_s", "frames"]
+    table = markdown(rows, columns)
+    print(f"\n{steps} steps x batch {args.batch_size} x {args.crop} px, seeds {args.seeds}, {args.device}, "
+          f"{args.threads} threads, {time.perf_counter() - t0:.0f} s\n\n{table}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"steps": steps, "batch_size": args.batch_size, "crop": args.crop, "seeds": args.seeds,
+                               "device": args.device, "threads": args.threads, "test": "02 frames 11-13 vs ERR_SEG",
+                               "train_real": "02 frames 0-10", "synthetic": {"clips": len(pools["BVDM"]),
+                                                                            "bundle": args.bundle},
+                               "rows": rows}, indent=2) + "\n")
+    try:
+        plot(rows, out.with_suffix(".png"))
+    except ImportError:
+        print("matplotlib is not installed: no plot (pip install matplotlib)")
+
+
+if __name__ == "__main__":
+    main()
