@@ -62,7 +62,9 @@ def test_training_learns_the_task_and_is_deterministic(real_clip):
     assert fg_accuracy > 0.9  # the rendering is easy: 40 steps are enough
 
 
-def test_protocol_runs_end_to_end_on_real_frames(hela_root):
+def test_protocol_runs_end_to_end_on_real_frames(hela_root, tiny_bundle):
+    from bvdm_data import BVDMStream
+
     seq = open_sequence(hela_root, "02", labels="ERR_SEG")
     frames = seq.images.frames
     lo, hi = np.percentile(np.stack([seq.images.read(f) for f in frames]), (1, 99.9))
@@ -71,9 +73,14 @@ def test_protocol_runs_end_to_end_on_real_frames(hela_root):
     labels = np.stack([seq.labels.read(f) for f in frames])
     train = per_frame_clip(video[:-2], labels[:-2], {"source": "real"})
     test = per_frame_clip(video[-2:], labels[-2:], {"source": "real"})
-    rows = run_protocol({"real": [FramePool([train], "real")]}, test,
+    real = FramePool([train], "real")
+    synthetic = FramePool(BVDMStream(str(tiny_bundle), clip_len=2, size=(64, 64), num_clips=2, t_s=5, t_f=1),
+                          "bvdm")
+    assert len(synthetic) == 4
+    rows = run_protocol({"real": [real], "bvdm": [synthetic], "mix": [real, synthetic]}, test,
                         ProtocolConfig(steps=2, batch_size=2, crop=64, width=8), progress=False)
-    assert rows[0]["arm"] == "real" and 0 <= rows[0]["SEG"] <= 1 and 0 <= rows[0]["DET"] <= 1
+    assert [r["arm"] for r in rows] == ["real", "bvdm", "mix"] and rows[2]["frames"] == len(real) + 4
+    assert all(0 <= r["SEG"] <= 1 and 0 <= r["DET"] <= 1 for r in rows)
 
 
 def test_pools_refuse_what_they_cannot_serve():
