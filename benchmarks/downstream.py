@@ -17,9 +17,13 @@ segmentation result, not a human annotation). SEG and DET are measured; TRA
 needs real frames with lineage ground truth, which ../shared/data does not
 have (01_RES has lineage but no images), so TRA is not reported.
 
+Synthetic cell density: `--density match` (default) uses the density of the
+real training frames (02 is about 3x denser than the first frame of 01, from
+which the bundle's density was fitted), `--density fitted` the bundle's own.
 The synthetic caches are made first if missing (`bvdm-data cache`, on
---device); making them on a GPU and passing --bvdm-cache/--flat-cache saves
-most of the time. Writes benchmarks/results/downstream.json and .png.
+--device, with --sampler/--stride); making them on a GPU and passing
+--bvdm-cache/--flat-cache saves most of the time. Writes
+benchmarks/results/downstream.json and .png (or --out).
 """
 
 from __future__ import annotations
@@ -40,12 +44,23 @@ ROOT = Path(__file__).resolve().parents[1]
 TRAIN, TEST = range(0, 11), range(11, 14)
 
 
-def cache(path: Path, texture: str, args: argparse.Namespace) -> LMDBClips:
-    if not path.exists():
+def cache(path: str | None, texture: str, density: float | None, args: argparse.Namespace) -> LMDBClips:
+    """The given cache, or one made (once) for these settings under runs/."""
+    if path is None:
+        tag = "fitted" if density is None else f"{density:.2e}"
+        path = ROOT / "runs" / f"downstream_{texture}_{tag}_{args.sampler}{args.stride}_{args.clips}x{args.frames}.lmdb"
+    if not Path(path).exists():
         cli(["cache", "--bundle", args.bundle, "--out", str(path), "--clips", str(args.clips), "--frames",
              str(args.frames), "--size", str(args.size), str(args.size), "--seed", "11", "--texture", texture,
-             "--device", args.device])
+             "--sampler", args.sampler, "--stride", str(args.stride), "--device", args.device,
+             *([] if density is None else ["--density", str(density)])])
     return LMDBClips(path)
+
+
+def labelled_density(pool: FramePool) -> float:
+    """Cells per px^2 over the frames of a pool."""
+    cells = sum(int((torch.unique(m) > 0).sum()) for m in pool.masks)
+    return cells / sum(m.numel() for m in pool.masks)
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -73,8 +88,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "Fluo-N2DL-HeLa"))
     parser.add_argument("--bundle", default="hela")
-    parser.add_argument("--bvdm-cache", default=str(ROOT / "runs" / "downstream_ddpm.lmdb"))
-    parser.add_argument("--flat-cache", default=str(ROOT / "runs" / "downstream_flat.lmdb"))
+    parser.add_argument("--bvdm-cache", help="an LMDB cache of BVDM clips (default: made under runs/)")
+    parser.add_argument("--flat-cache", help="an LMDB cache of flat-texture clips (default: made under runs/)")
+    parser.add_argument("--density", default="match", help="match (the real training frames), fitted, or a number")
+    parser.add_argument("--sampler", default="ddpm", choices=["ddpm", "ddim"], help="for caches made here")
+    parser.add_argument("--stride", type=int, default=1, help="DDIM stride for caches made here")
     parser.add_argument("--clips", type=int, default=64, help="synthetic clips to cache if missing")
     parser.add_argument("--frames", type=int, default=2)
     parser.add_argument("--size", type=int, default=256)
@@ -92,9 +110,13 @@ def main() -> None:
 
     real = CTCClips(args.data, ["02"], labels="ERR_SEG", clip_len=1, per_frame_ids=True, frames=TRAIN)
     test = CTCClips(args.data, ["02"], labels="ERR_SEG", clip_len=len(TEST), per_frame_ids=True, frames=TEST)[0]
-    pools = {"real": FramePool((real[i] for i in range(len(real))), "real"),
-             "BVDM": FramePool(cache(Path(args.bvdm_cache), "ddpm", args), "BVDM"),
-             "flat": FramePool(cache(Path(args.flat_cache), "flat", args), "flat")}
+    real_pool = FramePool((real[i] for i in range(len(real))), "real")
+    density = {"match": labelled_density(real_pool), "fitted": None}.get(args.density)
+    if args.density not in ("match", "fitted"):
+        density = float(args.density)
+    pools = {"real": real_pool,
+             "BVDM": FramePool(cache(args.bvdm_cache, "ddpm", density, args), "BVDM"),
+             "flat": FramePool(cache(args.flat_cache, "flat", density, args), "flat")}
     arms = {"(a) real": [pools["real"]], "(b) BVDM": [pools["BVDM"]], "(c) flat texture": [pools["flat"]],
             "(d) real + BVDM": [pools["real"], pools["BVDM"]]}
     t0 = time.perf_counter()
@@ -112,14 +134,20 @@ def main() -> None:
                      "train_s": sum(r["train_s"] for r in per_seed) / len(per_seed), "frames": per_seed[0]["frames"]})
     columns = ["arm", "SEG", "DET"] + (["SEG_min", "SEG_max"] if len(args.seeds) > 1 else []) + ["train_s", "frames"]
     table = markdown(rows, columns)
+    print(f"\nsynthetic density {density if density is not None else 'fitted'} cells/px^2 "
+          f"(real training frames: {labelled_density(real_pool):.2e})")
     print(f"\n{steps} steps x batch {args.batch_size} x {args.crop} px, seeds {args.seeds}, {args.device}, "
           f"{args.threads} threads, {time.perf_counter() - t0:.0f} s\n\n{table}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"steps": steps, "batch_size": args.batch_size, "crop": args.crop, "seeds": args.seeds,
                                "device": args.device, "threads": args.threads, "test": "02 frames 11-13 vs ERR_SEG",
-                               "train_real": "02 frames 0-10", "synthetic": {"clips": len(pools["BVDM"]),
-                                                                            "bundle": args.bundle},
+                               "train_real": "02 frames 0-10",
+                               "synthetic": {"frames": len(pools["BVDM"]), "bundle": args.bundle,
+                                             "density": density, "density_real_training_frames":
+                                             labelled_density(real_pool), "sampler": args.sampler,
+                                             "stride": args.stride, "clip_frames": args.frames,
+                                             "size": args.size},
                                "rows": rows}, indent=2) + "\n")
     try:
         plot(rows, out.with_suffix(".png"))

@@ -144,3 +144,27 @@ def test_cell_batch_caps_each_call_and_keeps_clips_independent_of_the_batch(tiny
     assert (default["video"] - alone["video"]).abs().mean() < 0.1  # another noise order, the same kind of clip
     with pytest.raises(BVDMDataError, match="cell_batch"):
         Synthesizer(str(tiny_bundle), settings=SynthesisSettings(cell_batch=0))
+
+
+def test_scene_background_ignores_cells_the_segmentation_missed(tmp_path, hela_root):
+    import shutil
+
+    import tifffile
+
+    from bvdm_data.ctc import open_sequence
+    from bvdm_data.synth.scene import SceneModel
+
+    seq = open_sequence(hela_root, "02", labels="ERR_SEG")
+    lo_hi = (float(np.percentile(seq.images.read(0), 1)), float(np.percentile(seq.images.read(0), 99.9)))
+    full = SceneModel.fit(seq, lo_hi)
+    # The same frames with every third cell unlabelled, as a segmentation that misses cells would leave them.
+    shutil.copytree(hela_root / "02", tmp_path / "02")
+    (tmp_path / "02_ERR_SEG").mkdir()
+    for f in seq.labels.frames:
+        labels = seq.labels.read(f)
+        tifffile.imwrite(tmp_path / "02_ERR_SEG" / f"mask{f:03d}.tif", np.where(labels % 3 == 0, 0, labels))
+    missed = SceneModel.fit(open_sequence(tmp_path, "02", labels="ERR_SEG"), lo_hi)
+    assert abs(missed.background_mean - full.background_mean) < 0.01
+    assert missed.noise_std < 1.5 * full.noise_std and missed.background_smooth_std < 2 * full.background_smooth_std + 0.005
+    # The background is far flatter than the cells are bright: no cell-sized blobs are invented.
+    assert full.background_smooth_std < 0.02 and full.noise_std < 0.03

@@ -1,8 +1,12 @@
 """The scene: a background learnt from real frames, and cell textures composed onto it.
 
-Statistics are measured on real frames in the texture model's -1..1 scale:
-the background level, its slow variation (a smooth random field) and its
-pixel noise (what a 4-px Gaussian high-pass leaves). Cells are pasted with a
+Statistics are measured on real frames in the texture model's -1..1 scale,
+on pixels at least 5 px from any labelled cell, robustly (median, MAD):
+a segmentation misses dim cells, and those are outliers of the background,
+not its texture. The level is the median; the slow variation is the spread
+of the background alone smoothed at ``SMOOTH_SIGMA`` (normalised convolution
+over background pixels, outliers clipped, so cells' light does not leak in);
+the pixel noise is the spread of what a 4-px Gaussian high-pass leaves. Cells are pasted with a
 soft alpha (their mask, dilated and blurred), so the generated halo around
 each nucleus blends into the background without seams; where halos overlap,
 textures are averaged by alpha.
@@ -29,6 +33,11 @@ SMOOTH_SIGMA = 16.0   # px, scale of the slow background variation
 HIGHPASS_SIGMA = 4.0  # px, what is finer than this counts as pixel noise
 
 
+def _mad(values: np.ndarray) -> float:
+    """Median absolute deviation scaled to a Gaussian's standard deviation."""
+    return float(1.4826 * np.median(np.abs(values - np.median(values))))
+
+
 @dataclass(frozen=True)
 class SceneModel:
     """Background level, slow variation and pixel noise (all -1..1 scale), and the alpha softness."""
@@ -51,10 +60,14 @@ class SceneModel:
             background = ~ndimage.binary_dilation(seq.labels.read(f) > 0, iterations=5)
             if background.sum() < 100:
                 continue
-            low = ndimage.gaussian_filter(x, HIGHPASS_SIGMA)
-            level.append(x[background].mean())
-            smooth.append(low[background].std())
-            noise.append((x - low)[background].std())
+            values = x[background]
+            median = float(np.median(values))
+            clipped = np.where(background, np.minimum(x, median + 3 * _mad(values)), 0.0)
+            weight = ndimage.gaussian_filter(background.astype(np.float64), SMOOTH_SIGMA)
+            field = ndimage.gaussian_filter(clipped, SMOOTH_SIGMA) / np.maximum(weight, 1e-3)
+            level.append(median)
+            smooth.append(_mad(field[background & (weight > 0.3)]))
+            noise.append(_mad((x - ndimage.gaussian_filter(x, HIGHPASS_SIGMA))[background]))
         if not level:
             raise BVDMDataError(f"{seq.labels.folder}: no frame with enough background to measure")
         return cls(float(np.mean(level)), float(np.mean(smooth)), float(np.mean(noise)))
