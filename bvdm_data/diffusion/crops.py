@@ -16,6 +16,7 @@ from scipy import ndimage
 
 from bvdm_data.ctc.sequence import CTCSequence
 from bvdm_data.errors import BVDMDataError
+from bvdm_data.robust import robust_std
 
 
 @dataclass
@@ -61,7 +62,7 @@ class CellCrops:
         quantiles = np.percentile(cell_means.numpy(), np.arange(101))
         return {"cell_mean": float(cell_means.mean()), "cell_std": float(cell_means.std()),
                 "cell_mean_quantiles": [float(q) for q in quantiles],
-                "background_mean": median, "background_std": float(1.4826 * np.median(np.abs(background - median)))}
+                "background_mean": median, "background_std": robust_std(background)}
 
 
 def sample_brightness(statistics: dict[str, Any], count: int, generator: torch.Generator) -> torch.Tensor:

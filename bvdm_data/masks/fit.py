@@ -10,6 +10,7 @@ from bvdm_data.masks.contours import Instances, measure_instances
 from bvdm_data.masks.fidelity import label_video_statistics, summarize
 from bvdm_data.masks.lineage import cell_cycles, lineage_roles
 from bvdm_data.masks.model import PHASES, MaskModel
+from bvdm_data.robust import robust_std
 
 MIN_SHAPES_PER_PHASE = 24
 
@@ -66,11 +67,6 @@ def _shape_persistence(inst: Instances, mean: np.ndarray, comps: np.ndarray, std
     return float(np.clip((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()), 0.0, 0.99))
 
 
-def _robust_std(values: np.ndarray) -> float:
-    """Standard deviation of the Gaussian core, from the median absolute deviation."""
-    return float(1.4826 * np.median(np.abs(values - np.median(values, axis=0))))
-
-
 def cycle_length_distribution(tracks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Kaplan-Meier estimate of the cell-cycle length, in frames.
 
@@ -111,10 +107,10 @@ def _motion(inst: Instances, interphase: np.ndarray) -> tuple[float, float, floa
     # Robust (median-based) estimates: tracking and segmentation errors give heavy tails.
     if both.sum() >= 10:
         rho = float(np.clip(np.median((prev[both] * cur[both]).sum(1)) / np.median((prev[both] ** 2).sum(1)), 0, 0.95))
-        noise = _robust_std(cur[both] - rho * prev[both])
+        noise = robust_std(cur[both] - rho * prev[both])
     else:
         valid = ~np.isnan(disp).any(1)
-        rho, noise = 0.0, _robust_std(disp[valid]) if valid.sum() >= 2 else 1.0
+        rho, noise = 0.0, robust_std(disp[valid]) if valid.sum() >= 2 else 1.0
     rot_std = float(1.4826 * np.median(np.abs(rot))) if rot.size else 0.1
     return rho, noise, rot_std
 

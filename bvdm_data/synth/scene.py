@@ -26,16 +26,12 @@ from scipy import ndimage
 from bvdm_data.bundle import Bundle, BundleWriter
 from bvdm_data.ctc.sequence import CTCSequence
 from bvdm_data.errors import BVDMDataError
+from bvdm_data.robust import robust_std
 
 PART = "scene"
 PART_VERSION = 1
 SMOOTH_SIGMA = 16.0   # px, scale of the slow background variation
 HIGHPASS_SIGMA = 4.0  # px, what is finer than this counts as pixel noise
-
-
-def _mad(values: np.ndarray) -> float:
-    """Median absolute deviation scaled to a Gaussian's standard deviation."""
-    return float(1.4826 * np.median(np.abs(values - np.median(values))))
 
 
 @dataclass(frozen=True)
@@ -62,12 +58,12 @@ class SceneModel:
                 continue
             values = x[background]
             median = float(np.median(values))
-            clipped = np.where(background, np.minimum(x, median + 3 * _mad(values)), 0.0)
+            clipped = np.where(background, np.minimum(x, median + 3 * robust_std(values)), 0.0)
             weight = ndimage.gaussian_filter(background.astype(np.float64), SMOOTH_SIGMA)
             field = ndimage.gaussian_filter(clipped, SMOOTH_SIGMA) / np.maximum(weight, 1e-3)
             level.append(median)
-            smooth.append(_mad(field[background & (weight > 0.3)]))
-            noise.append(_mad((x - ndimage.gaussian_filter(x, HIGHPASS_SIGMA))[background]))
+            smooth.append(robust_std(field[background & (weight > 0.3)]))
+            noise.append(robust_std((x - ndimage.gaussian_filter(x, HIGHPASS_SIGMA))[background]))
         if not level:
             raise BVDMDataError(f"{seq.labels.folder}: no frame with enough background to measure")
         return cls(float(np.mean(level)), float(np.mean(smooth)), float(np.mean(noise)))
