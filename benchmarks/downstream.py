@@ -111,9 +111,9 @@ def main() -> None:
     real = CTCClips(args.data, ["02"], labels="ERR_SEG", clip_len=1, per_frame_ids=True, frames=TRAIN)
     test = CTCClips(args.data, ["02"], labels="ERR_SEG", clip_len=len(TEST), per_frame_ids=True, frames=TEST)[0]
     real_pool = FramePool((real[i] for i in range(len(real))), "real")
-    density = {"match": labelled_density(real_pool), "fitted": None}.get(args.density)
-    if args.density not in ("match", "fitted"):
-        density = float(args.density)
+    real_density = labelled_density(real_pool)
+    density = {"match": real_density, "fitted": None}[args.density] if args.density in ("match", "fitted") \
+        else float(args.density)
     pools = {"real": real_pool,
              "BVDM": FramePool(cache(args.bvdm_cache, "ddpm", density, args), "BVDM"),
              "flat": FramePool(cache(args.flat_cache, "flat", density, args), "flat")}
@@ -135,7 +135,7 @@ def main() -> None:
     columns = ["arm", "SEG", "DET"] + (["SEG_min", "SEG_max"] if len(args.seeds) > 1 else []) + ["train_s", "frames"]
     table = markdown(rows, columns)
     print(f"\nsynthetic density {density if density is not None else 'fitted'} cells/px^2 "
-          f"(real training frames: {labelled_density(real_pool):.2e})")
+          f"(real training frames: {real_density:.2e})")
     print(f"\n{steps} steps x batch {args.batch_size} x {args.crop} px, seeds {args.seeds}, {args.device}, "
           f"{args.threads} threads, {time.perf_counter() - t0:.0f} s\n\n{table}")
     out = Path(args.out)
@@ -145,7 +145,7 @@ def main() -> None:
                                "train_real": "02 frames 0-10",
                                "synthetic": {"frames": len(pools["BVDM"]), "bundle": args.bundle,
                                              "density": density, "density_real_training_frames":
-                                             labelled_density(real_pool), "sampler": args.sampler,
+                                             real_density, "sampler": args.sampler,
                                              "stride": args.stride, "clip_frames": args.frames,
                                              "size": args.size},
                                "rows": rows}, indent=2) + "\n")
