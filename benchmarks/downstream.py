@@ -1,29 +1,32 @@
-"""Train on synthetic, test on real (the paper's Table 1, at CPU size).
+"""Train on synthetic, test on real (the paper's Table 1, at CPU size), with an ablation of what surrounds texture.
 
-    .venv/bin/python benchmarks/downstream.py [--steps 1500] [--quick]
+    .venv/bin/python benchmarks/downstream.py [--steps 1500] [--seeds 0 1 2] [--ablation] [--quick]
 
 One small U-Net segmenter (background / interior / boundary, instances by
 seeded growth) plus an overlap tracker, trained with the same budget (steps,
-batch, crop, seed) on four sources, then scored with py-ctcmetrics on real
-frames that no model of the shipped bundle saw:
+batch, crop, seed) on each source, then scored with py-ctcmetrics on real
+frames that no model of the bundle saw:
 
-  (a) real:       sequence 02 frames 0-10 with 02_ERR_SEG (CTCClips, frames=range(0, 11))
-  (b) BVDM:       clips of the shipped `hela` bundle (an LMDB cache)
-  (c) flat:       the same masks with flat textures (`--texture flat`)
-  (d) real+BVDM:  half of every batch from (a), half from (b)
+  (a) real:          sequence 02 frames 0-10 with 02_ERR_SEG (CTCClips, frames=range(0, 11))
+  (a1) real, 1 frame: frame 0 only (scarce labels)
+  (b) BVDM:          clips of the bundle (an LMDB cache), every measured law on
+  (c) flat:          the same masks with flat textures (`--texture flat`)
+  (d) real + BVDM:   half of every batch from (a), half from (b); (d1) the same with (a1)
 
-Test: sequence 02 frames 11-13 with 02_ERR_SEG as reference (a CTC
-segmentation result, not a human annotation). SEG and DET are measured; TRA
-needs real frames with lineage ground truth, which ../shared/data does not
-have (01_RES has lineage but no images), so TRA is not reported.
+`--ablation` adds BVDM arms that switch the measured laws on one at a time
+from a baseline without them (`--base-bundle`: the mask model fitted on
+01_RES alone, a 1-px blurred edge, every painted cell labelled): shapes and
+sizes from 02_ERR_SEG (`--bundle`'s mask part), the edge profile, and the
+unlabelled nuclei (`--unlabelled`, off in the default arms). Test: sequence 02 frames 11-13 with 02_ERR_SEG as
+reference (a CTC segmentation result, not a human annotation); SEG and DET.
+It also prints the frame statistics (`bvdm_data.evaluate.frames`) of the
+real training frames next to each synthetic source.
 
-Synthetic cell density: `--density match` (default) uses the density of the
-real training frames (02 is about 3x denser than the first frame of 01, from
-which the bundle's density was fitted), `--density fitted` the bundle's own.
-The synthetic caches are made first if missing (`bvdm-data cache`, on
---device, with --sampler/--stride); making them on a GPU and passing
---bvdm-cache/--flat-cache saves most of the time. Writes
-benchmarks/results/downstream.json and .png (or --out).
+Synthetic cell density: `--density match` (default) uses the labelled density
+of the real training frames, `--density fitted` the bundle's own. Caches are
+made first if missing (`bvdm-data cache` on --device). `--workers N` trains
+the seeds in N processes (on a GPU, where one process leaves it idle).
+Writes benchmarks/results/downstream.json and .png (or --out).
 """
 
 from __future__ import annotations
@@ -38,22 +41,27 @@ import torch
 from bvdm_data import CTCClips, LMDBClips
 from bvdm_data.cli import main as cli
 from bvdm_data.evaluate.downstream import FramePool, ProtocolConfig, run_protocol
+from bvdm_data.evaluate.frames import compare_frames, frame_statistics
 from bvdm_data.evaluate.realism import markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN, TEST = range(0, 11), range(11, 14)
+STATISTICS_FRAMES = 48  # synthetic frames measured per source (about 10x the real frames' area)
 
 
-def cache(path: str | None, texture: str, density: float | None, args: argparse.Namespace) -> LMDBClips:
+def cache(path: str | None, texture: str, density: float | None, args: argparse.Namespace, bundle: str | None = None,
+          flags: tuple[str, ...] = ()) -> LMDBClips:
     """The given cache, or one made (once) for these settings under runs/."""
+    bundle = bundle or args.bundle
     if path is None:
         tag = "fitted" if density is None else f"{density:.2e}"
-        path = ROOT / "runs" / f"downstream_{texture}_{tag}_{args.sampler}{args.stride}_{args.clips}x{args.frames}.lmdb"
+        name = "".join(c if c.isalnum() else "-" for c in Path(bundle).name + "".join(flags))
+        path = ROOT / "runs" / f"downstream_{name}_{texture}_{tag}_{args.sampler}{args.stride}_{args.clips}x{args.frames}.lmdb"
     if not Path(path).exists():
-        cli(["cache", "--bundle", args.bundle, "--out", str(path), "--clips", str(args.clips), "--frames",
+        cli(["cache", "--bundle", bundle, "--out", str(path), "--clips", str(args.clips), "--frames",
              str(args.frames), "--size", str(args.size), str(args.size), "--seed", "11", "--texture", texture,
              "--sampler", args.sampler, "--stride", str(args.stride), "--device", args.device,
-             *([] if density is None else ["--density", str(density)])])
+             "--gen-batch", str(args.gen_batch), *flags, *([] if density is None else ["--density", str(density)])])
     return LMDBClips(path)
 
 
@@ -70,13 +78,14 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     metrics = [m for m in ("SEG", "DET") if m in rows[0]]
-    fig, ax = plt.subplots(figsize=(6, 3.2))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(rows)), 3.6))
     width = 0.8 / len(metrics)
     for i, m in enumerate(metrics):
         xs = [k + i * width for k in range(len(rows))]
         bars = ax.bar(xs, [r[m] for r in rows], width, label=m)
         ax.bar_label(bars, fmt="%.3f", fontsize=7)
-    ax.set_xticks([k + width * (len(metrics) - 1) / 2 for k in range(len(rows))], [r["arm"] for r in rows])
+    ax.set_xticks([k + width * (len(metrics) - 1) / 2 for k in range(len(rows))], [r["arm"] for r in rows],
+                  rotation=30, ha="right", fontsize=7)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("score on real 02 frames 11-13")
     ax.legend(loc="lower right")
@@ -84,10 +93,17 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def _seed_rows(arms: dict, test, config: ProtocolConfig) -> list[dict]:
+    torch.set_num_threads(2)
+    return run_protocol(arms, test, config)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "Fluo-N2DL-HeLa"))
     parser.add_argument("--bundle", default="hela")
+    parser.add_argument("--base-bundle", help="bundle whose mask model is the ablation baseline (fitted on tracks only)")
+    parser.add_argument("--ablation", action="store_true", help="add the one-change-at-a-time BVDM arms")
     parser.add_argument("--bvdm-cache", help="an LMDB cache of BVDM clips (default: made under runs/)")
     parser.add_argument("--flat-cache", help="an LMDB cache of flat-texture clips (default: made under runs/)")
     parser.add_argument("--density", default="match", help="match (the real training frames), fitted, or a number")
@@ -96,10 +112,12 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=64, help="synthetic clips to cache if missing")
     parser.add_argument("--frames", type=int, default=2)
     parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--gen-batch", type=int, default=1, help="clips generated together for caches made here")
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--crop", type=int, default=128)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds; scores are averaged")
+    parser.add_argument("--workers", type=int, default=1, help="processes training the seeds in parallel")
     parser.add_argument("--quick", action="store_true", help="200 steps, to check the set-up")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="for training and, if caches are missing, generation")
@@ -111,26 +129,51 @@ def main() -> None:
     real = CTCClips(args.data, ["02"], labels="ERR_SEG", clip_len=1, per_frame_ids=True, frames=TRAIN)
     test = CTCClips(args.data, ["02"], labels="ERR_SEG", clip_len=len(TEST), per_frame_ids=True, frames=TEST)[0]
     real_pool = FramePool((real[i] for i in range(len(real))), "real")
+    scarce_pool = FramePool([real[0]], "real-1")
     real_density = labelled_density(real_pool)
     density = {"match": real_density, "fitted": None}[args.density] if args.density in ("match", "fitted") \
         else float(args.density)
-    pools = {"real": real_pool,
-             "BVDM": FramePool(cache(args.bvdm_cache, "ddpm", density, args), "BVDM"),
-             "flat": FramePool(cache(args.flat_cache, "flat", density, args), "flat")}
-    arms = {"(a) real": [pools["real"]], "(b) BVDM": [pools["BVDM"]], "(c) flat texture": [pools["flat"]],
-            "(d) real + BVDM": [pools["real"], pools["BVDM"]]}
+    sources = {"BVDM": cache(args.bvdm_cache, "ddpm", density, args),
+               "flat": cache(args.flat_cache, "flat", density, args)}
+    off = ("--no-edge-profile",)
+    if args.ablation:
+        if not args.base_bundle:
+            parser.error("--ablation needs --base-bundle (the mask model fitted on tracks alone)")
+        sources.update({
+            "base": cache(None, "ddpm", density, args, args.base_bundle, off),
+            "base + shapes": cache(None, "ddpm", density, args, args.bundle, off),
+            "base + edge": cache(None, "ddpm", density, args, args.base_bundle),
+            "base + unlabelled": cache(None, "ddpm", density, args, args.base_bundle, off + ("--unlabelled",))})
+    pools = {name: FramePool(clips, name) for name, clips in sources.items()}
+    arms = {"(a) real": [real_pool], "(a1) real, 1 frame": [scarce_pool], "(b) BVDM": [pools["BVDM"]],
+            "(c) flat texture": [pools["flat"]], "(d) real + BVDM": [real_pool, pools["BVDM"]],
+            "(d1) real 1 frame + BVDM": [scarce_pool, pools["BVDM"]]}
+    if args.ablation:
+        arms.update({f"ablation: {name}": [pools[name]] for name in
+                     ("base", "base + shapes", "base + edge", "base + unlabelled")})
+
+    real_video = CTCClips(args.data, ["02"], labels="ERR_SEG", clip_len=len(TRAIN), per_frame_ids=True, frames=TRAIN)
+    real_stats = frame_statistics([real_video[0]])
+    synthetic_stats = {name: frame_statistics(clips, max_frames=STATISTICS_FRAMES) for name, clips in sources.items()}
+    statistics_table = markdown(compare_frames(real_stats, synthetic_stats),
+                                ["statistic", "real"] + [c for n in sources for c in (n, f"{n} rel.")])
+    print(f"\nframe statistics, median (real: 02 frames 0-10 with ERR_SEG)\n\n{statistics_table}")
+
     t0 = time.perf_counter()
-    runs = []
-    for seed in args.seeds:
-        config = ProtocolConfig(steps=steps, batch_size=args.batch_size, crop=args.crop, seed=seed,
-                                device=args.device)
-        runs.append(run_protocol(arms, test, config))
+    configs = [ProtocolConfig(steps=steps, batch_size=args.batch_size, crop=args.crop, seed=seed, device=args.device)
+               for seed in args.seeds]
+    if args.workers > 1:
+        with torch.multiprocessing.get_context("spawn").Pool(args.workers) as pool:
+            runs = pool.starmap(_seed_rows, [(arms, test, c) for c in configs])
+    else:
+        runs = [run_protocol(arms, test, c) for c in configs]
     rows = []
     for k, name in enumerate(arms):
         per_seed = [r[k] for r in runs]
         rows.append({"arm": name, **{m: sum(r[m] for r in per_seed) / len(per_seed) for m in ("SEG", "DET")},
                      **({"SEG_min": min(r["SEG"] for r in per_seed), "SEG_max": max(r["SEG"] for r in per_seed)}
                         if len(per_seed) > 1 else {}),
+                     "SEG_per_seed": [round(r["SEG"], 4) for r in per_seed],
                      "train_s": sum(r["train_s"] for r in per_seed) / len(per_seed), "frames": per_seed[0]["frames"]})
     columns = ["arm", "SEG", "DET"] + (["SEG_min", "SEG_max"] if len(args.seeds) > 1 else []) + ["train_s", "frames"]
     table = markdown(rows, columns)
@@ -142,13 +185,14 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"steps": steps, "batch_size": args.batch_size, "crop": args.crop, "seeds": args.seeds,
                                "device": args.device, "threads": args.threads, "test": "02 frames 11-13 vs ERR_SEG",
-                               "train_real": "02 frames 0-10",
+                               "train_real": "02 frames 0-10", "train_real_scarce": "02 frame 0",
                                "synthetic": {"frames": len(pools["BVDM"]), "bundle": args.bundle,
-                                             "density": density, "density_real_training_frames":
-                                             real_density, "sampler": args.sampler,
-                                             "stride": args.stride, "clip_frames": args.frames,
-                                             "size": args.size},
-                               "rows": rows}, indent=2) + "\n")
+                                             "base_bundle": args.base_bundle, "density": density,
+                                             "density_real_training_frames": real_density,
+                                             "sampler": args.sampler, "stride": args.stride,
+                                             "clip_frames": args.frames, "size": args.size},
+                               "rows": rows, "frame_statistics": compare_frames(real_stats, synthetic_stats)},
+                              indent=2) + "\n")
     try:
         plot(rows, out.with_suffix(".png"))
     except ImportError:

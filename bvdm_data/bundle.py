@@ -236,6 +236,19 @@ class BundleWriter:
         }
         self._write_manifest()
 
+    def update_json(self, part: str, filename: str, obj: Any, provenance: Mapping[str, Any] | None = None) -> None:
+        """Rewrite one JSON file of an existing part (e.g. re-measured statistics), keeping its other files."""
+        entry = self.manifest["parts"].get(part)
+        if entry is None or f"{part}/{filename}" not in entry["files"]:
+            raise BundleError(f"{self.root}: part '{part}' has no file {filename} to update")
+        path = self.root / part / filename
+        with atomic_file(path) as tmp:
+            tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+        entry["files"][f"{part}/{filename}"] = sha256_of(path)
+        entry["provenance"] = {**entry["provenance"], **dict(provenance or {}),
+                               "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+        self._write_manifest()
+
     def _write_manifest(self) -> None:
         with atomic_file(self.root / MANIFEST) as tmp:
             tmp.write_text(json.dumps(self.manifest, indent=2, sort_keys=True) + "\n")

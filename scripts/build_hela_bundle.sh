@@ -6,8 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${BVDM_SHARED_DATA:-../shared/data/Fluo-N2DL-HeLa}
 BVDM=${BVDM:-.venv/bin/bvdm-data}
-"$BVDM" fit-masks --labels "$DATA/01_RES" --out pretrained/hela --seed 0
+#            outlines, sizes and density from 02_ERR_SEG frames 0-10 (the annotation the segmenter is scored on)
+"$BVDM" fit-masks --labels "$DATA/01_RES" --shapes-from "$DATA/02_ERR_SEG" --shapes-frames 0:11 --out pretrained/hela --seed 0
 #   flow:    pairs of 01_RES frames 0-79 (frames 80-91 held out for the Dice report), 2000 steps of batch 32
 "$BVDM" fit-flow --labels "$DATA/01_RES" --frames 0:80 --out pretrained/hela --work training/hela_flow
 #   texture: scripts/train_hela_texture.py (frames 0-10 of 02 + ERR_SEG; resumable, long on CPU)
 .venv/bin/python scripts/train_hela_texture.py --iterations 10000 --export
+#   statistics: brightness law, edge profile, background, unlabelled objects of 02 frames 0-10 (no retraining)
+"$BVDM" fit-statistics --bundle pretrained/hela --ctc "$DATA" --seq 02 --annotation ERR_SEG --frames 0:11

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import kornia
 import torch
 
+from bvdm_data.diffusion.edges import profile_cells
 from bvdm_data.diffusion.schedule import CosineSchedule
 from bvdm_data.diffusion.unet import UNet
 from bvdm_data.errors import BVDMDataError
@@ -54,8 +55,13 @@ def group_noise(groups: Sequence[int], generators: Sequence[torch.Generator], sh
 
 
 def flat_cells(masks: torch.Tensor, cell_value: torch.Tensor | float, background: float,
-               blur_sigma: float = 1.0) -> torch.Tensor:
+               blur_sigma: float = 1.0, edge_profile: Sequence[float] | None = None) -> torch.Tensor:
     """SDEdit start images: each mask ``[N, S, S]`` filled with a constant, edges smoothed, in -1..1.
+
+    With ``edge_profile`` (contrast per ring around the outline, measured from
+    real cells by :func:`~bvdm_data.diffusion.edges.measure_edge_profile`) the
+    edge follows the real one instead of a ``blur_sigma`` blur, and the mean
+    inside each mask is ``cell_value``.
 
     Example:
         >>> m = torch.zeros(1, 16, 16, dtype=torch.bool); m[0, 4:12, 4:12] = True
@@ -66,6 +72,8 @@ def flat_cells(masks: torch.Tensor, cell_value: torch.Tensor | float, background
     if masks.ndim != 3:
         raise BVDMDataError(f"masks must be [N, S, S], got {list(masks.shape)}")
     value = torch.as_tensor(cell_value, dtype=torch.float32, device=masks.device).reshape(-1, 1, 1, 1)
+    if edge_profile is not None:
+        return profile_cells(masks, value.expand(len(masks), 1, 1, 1), background, edge_profile)
     inside = masks[:, None].float()
     image = background + (value - background) * inside
     if blur_sigma > 0:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from bvdm_data.clip import tracks_from_masks
@@ -10,6 +12,7 @@ from bvdm_data.masks.contours import Instances, measure_instances
 from bvdm_data.masks.fidelity import label_video_statistics, summarize
 from bvdm_data.masks.lineage import cell_cycles, lineage_roles
 from bvdm_data.masks.model import PHASES, MaskModel
+from bvdm_data.masks.simulate import simulate_masks
 from bvdm_data.robust import robust_std
 
 MIN_SHAPES_PER_PHASE = 24
@@ -241,3 +244,96 @@ def fit_mask_model(masks: np.ndarray, tracks: np.ndarray | None, num_angles: int
         min_separation=_min_separation(inst),
         real_statistics=summarize(stats),
     )
+
+
+def density_of(masks: np.ndarray) -> float:
+    """Median over frames of labelled cells per px^2 (border cells included: they are in view)."""
+    per_frame = [len(np.unique(f)) - (0 in f) for f in masks]
+    return float(np.median(per_frame) / (masks.shape[1] * masks.shape[2]))
+
+
+def refit_shapes(model: MaskModel, masks: np.ndarray, num_components: int | None = None, min_area: int = 20,
+                 progress: bool = False) -> MaskModel:
+    """Take shapes, sizes, density and spacing from a per-frame segmentation ``[T, H, W]``; keep the rest.
+
+    The lineage, cycle and motion laws need tracks; shapes and sizes need
+    only outlines, and should follow the annotation a segmenter will be
+    scored against (a tracking result and a segmentation draw boundaries
+    differently: on HeLa, 01_RES nuclei have a median area of ~450 px,
+    02_ERR_SEG's ~600 px). Ids may be per frame. Interphase shape and size
+    come from every whole cell of ``masks``; mitosis and newborn keep their
+    own shapes, and their sizes move by the same log-ratio as interphase
+    (the convention offset). ``density`` becomes the median cells per px^2 of
+    these frames. Tracks' measurements stay in ``real_statistics``; the
+    segmentation's go to ``real_statistics["segmentation"]``.
+
+    Example:
+        >>> model = MaskModel.load("hela")  # doctest: +SKIP
+        >>> model = refit_shapes(model, segmentation_frames)  # doctest: +SKIP
+    """
+    masks = np.asarray(masks)
+    if masks.ndim != 3 or not np.issubdtype(masks.dtype, np.integer):
+        raise BVDMDataError(f"refit_shapes needs an integer [T, H, W] label video, got {masks.dtype} "
+                            f"{list(masks.shape)}")
+    inst = measure_instances(masks, num_angles=model.num_angles, progress=progress)
+    good = (~inst.border) & (inst.area >= min_area)
+    if good.sum() < MIN_SHAPES_PER_PHASE:
+        raise BVDMDataError(f"only {int(good.sum())} whole cells of at least {min_area} px in the segmentation; "
+                            f"need {MIN_SHAPES_PER_PHASE} to fit shapes")
+    c = model.shape_components.shape[1] if num_components is None else num_components
+    mean, comp, std = _shape_pca(inst.radii[good], c)
+    c = len(std)
+    # Other phases keep their modes; where the segmentation has more, theirs are padded with null modes.
+    other_comps = np.zeros((len(PHASES) - 1, c, model.num_angles))
+    other_stds = np.full((len(PHASES) - 1, c), 1e-6)
+    k = min(c, model.shape_components.shape[1])
+    other_comps[:, :k] = model.shape_components[1:, :k]
+    other_stds[:, :k] = model.shape_std[1:, :k]
+    log_area = np.log(inst.area[good])
+    # The median, not the mean: small fragments and mitotic cells give log-area a long left tail, and the
+    # mean put HeLa's simulated median area 11 % under the segmentation's.
+    la_mean = model.log_area_mean + float(np.median(log_area) - model.log_area_mean[0])
+    la_std = model.log_area_std.copy()
+    la_std[0] = float(log_area.std())
+    stats = summarize(label_video_statistics(masks, per_frame_tracks(masks), inst=inst))
+    refit = replace(model, shape_mean=np.concatenate([mean[None], model.shape_mean[1:]]),
+                   shape_components=np.concatenate([comp[None], other_comps]),
+                   shape_std=np.maximum(np.concatenate([std[None], other_stds]), 1e-6),
+                   log_area_mean=la_mean, log_area_std=la_std, density=density_of(masks),
+                   min_separation=_min_separation(inst),
+                   real_statistics={**{k: v for k, v in model.real_statistics.items() if k != "segmentation"},
+                                    "segmentation": stats})
+    return calibrate_by_simulation(refit, masks, inst.area[good])
+
+
+def calibrate_by_simulation(model: MaskModel, masks: np.ndarray, areas: np.ndarray, rounds: int = 3,
+                            seed: int = 0) -> MaskModel:
+    """Correct the size law and density so that simulated frames of this size match the real median area and count.
+
+    What a frame shows is not the laws alone: cells that overlap hide each
+    other, mitotic and newborn cells are smaller, outlines lose area when
+    drawn on pixels and border cells count as cells. A few rounds of
+    simulate-and-compare (same frame size as the real frames) move
+    ``log_area_mean`` and ``density`` by the measured log-ratios.
+    """
+    target_area = float(np.median(areas))
+    target_count = float(np.median([len(np.unique(f)) - (0 in f) for f in masks]))
+    for k in range(rounds):
+        sim = simulate_masks(model, 4, masks.shape[1:], seed=seed + 100 + k)["masks"].numpy()
+        inst = measure_instances(sim)
+        whole = ~inst.border
+        if whole.sum() < 10:
+            break
+        count = float(np.median([len(np.unique(f)) - (0 in f) for f in sim]))
+        model = replace(model, log_area_mean=model.log_area_mean + np.log(target_area / np.median(inst.area[whole])),
+                        density=model.density * target_count / max(count, 1.0))
+    return model
+
+
+def per_frame_tracks(masks: np.ndarray) -> np.ndarray:
+    """Lineage rows for a per-frame segmentation: every (frame, label) its own one-frame track."""
+    rows = []
+    for t, frame in enumerate(masks):
+        for label in np.unique(frame[frame > 0]):
+            rows.append((int(label), t, t, 0))
+    return np.asarray(rows, dtype=np.int64).reshape(-1, 4)

@@ -35,7 +35,7 @@ from bvdm_data.errors import BVDMDataError
 from bvdm_data.flow.model import load_flow
 from bvdm_data.masks.model import MaskModel
 from bvdm_data.masks.simulate import simulate_masks
-from bvdm_data.synth.propagation import carry_over, paint_first_frame, paint_flat
+from bvdm_data.synth.propagation import carry_over, draw_brightness, paint_first_frame, paint_flat
 from bvdm_data.synth.scene import SceneModel, compose
 
 
@@ -63,6 +63,12 @@ class SynthesisSettings:
     # one-cell-at-a-time loop. None: every cell of every clip in flight in one call. Clips depend on
     # cell_batch (the noise is drawn in another order), never on what else is in flight.
     cell_batch: int | None = None
+    # Image formation and annotation convention measured from the real data (benchmarks/RESULTS.md, ablation):
+    # SDEdit start images with the real edge profile instead of a 1-px blur (+0.012 SEG downstream on HeLa), and
+    # nuclei the real labels leave out, painted at the measured rate and contrast but left unlabelled (off by
+    # default: it cost 0.044 SEG). Bundles without these laws skip them.
+    edge_profile: bool = True
+    unlabelled: bool = False
 
     def check(self, num_steps: int) -> None:
         if self.texture not in TEXTURES:
@@ -124,6 +130,25 @@ def child_seed(seed: np.random.SeedSequence, i: int) -> np.random.SeedSequence:
     return np.random.SeedSequence(seed.entropy, spawn_key=(*seed.spawn_key, i), pool_size=seed.pool_size)
 
 
+def unlabelled_lineages(tracks: np.ndarray, fraction: float, rng: np.random.Generator) -> dict[int, int]:
+    """Pick whole lineages to paint but not label: ``{track id: index of its lineage's root among the picks}``.
+
+    Each root track (no parent in ``tracks``) is picked with probability
+    ``fraction``; its descendants follow it, as daughters inherit its texture.
+    """
+    parent = {int(r[0]): int(r[3]) for r in tracks}
+    roots = [i for i in parent if parent[i] not in parent]
+    picked = {r: k for k, r in enumerate(r for r, u in zip(roots, rng.random(len(roots))) if u < fraction)}
+    out = {}
+    for i in parent:
+        root = i
+        while parent[root] in parent:
+            root = parent[root]
+        if root in picked:
+            out[i] = picked[root]
+    return out
+
+
 class Synthesizer:
     """Loads a bundle once and turns seeds into annotated clips.
 
@@ -162,10 +187,17 @@ class Synthesizer:
         s = self.settings
         half = self.crop_size // 2
         padded = (h + 2 * half, w + 2 * half)
-        sims, gens, crops = [], [], []
+        # Unlabelled nuclei come on top of the labelled density, so labelled cells keep the fitted density.
+        rate = self.scene.unlabelled_rate if s.unlabelled and len(self.scene.unlabelled_contrast) > 1 else 0.0
+        density = (self.masks.density if s.density is None else s.density) * (1 + rate)
+        sims, gens, crops, hidden, hidden_contrast = [], [], [], [], []
         for seed in seeds:
             mask_seed, texture_seed = child_seed(seed, 0), child_seed(seed, 1)
-            sims.append(simulate_masks(self.masks, num_frames, padded, seed=mask_seed, density=s.density))
+            sims.append(simulate_masks(self.masks, num_frames, padded, seed=mask_seed, density=density))
+            hide_rng = np.random.default_rng(child_seed(seed, 2))
+            hidden.append(unlabelled_lineages(sims[-1]["tracks"].numpy(), rate / (1 + rate), hide_rng))
+            hidden_contrast.append(self.scene.sample_unlabelled_contrast(len(set(hidden[-1].values())), hide_rng)
+                                   if hidden[-1] else np.zeros(0))
             gens.append(torch.Generator().manual_seed(int(texture_seed.generate_state(1, np.uint64)[0] >> 1)))
             labels = sims[-1]["masks"].numpy()
             crops.append([_cell_crops(labels[t], self.crop_size) for t in range(num_frames)])
@@ -187,14 +219,20 @@ class Synthesizer:
                         new.append((k, cid))
             painted: dict[tuple[int, int], torch.Tensor] = {}
             stats = self.texture.statistics
+            if not s.edge_profile:
+                stats = {k: v for k, v in stats.items() if k != "edge_profile"}
             for part in _calls(new, s.cell_batch):
                 groups = [sum(1 for k, _ in part if k == j) for j in range(len(seeds))]
                 masks = torch.stack([crops[k][t][cid].mask for k, cid in part]).to(self.device)
+                values = draw_brightness(stats, groups, gens)
+                for i, (k, cid) in enumerate(part):
+                    if cid in hidden[k]:
+                        values[i] = stats["background_mean"] + float(hidden_contrast[k][hidden[k][cid]])
                 if s.texture == "flat":
-                    out = paint_flat(stats, masks, groups, gens)
+                    out = paint_flat(stats, masks, groups, gens, values)
                 else:
                     out = paint_first_frame(self.texture.denoiser, stats, masks, groups, gens, s.t_s, s.sampler,
-                                            s.stride)
+                                            s.stride, values)
                 painted.update({key: out[i] for i, key in enumerate(part)})
             for part in _calls(carried, s.cell_batch):
                 groups = [sum(1 for k, _, _ in part if k == j) for j in range(len(seeds))]
@@ -220,7 +258,9 @@ class Synthesizer:
         for k, sim in enumerate(sims):
             video = torch.stack(frames[k])[:, :, half:half + h, half:half + w]
             view = sim["masks"][:, half:half + h, half:half + w].numpy()
-            masks, tracks = relabel_tracks(view, parents[k])
+            if hidden[k]:
+                view = np.where(np.isin(view, list(hidden[k])), 0, view)
+            masks, tracks = relabel_tracks(view, {i: p for i, p in parents[k].items() if i not in hidden[k]})
             clip_meta = {"source": "bvdm", "bundle": self.bundle.name, **{f"synth_{n}": v for n, v in
                          asdict(s).items() if v is not None}, **(dict(meta[k]) if meta is not None else {})}
             clips.append({"video": ((video.float().cpu() + 1) / 2).clamp(0, 1).contiguous(),

@@ -17,29 +17,39 @@ from bvdm_data.flow.network import FlowNet
 from bvdm_data.flow.warp import warp
 
 
+def draw_brightness(statistics: dict, groups: Sequence[int], generators: Sequence[torch.Generator]) -> torch.Tensor:
+    """One brightness per cell from the real law, group ``g`` drawn from ``generators[g]``."""
+    return torch.cat([sample_brightness(statistics, n, g) for n, g in zip(groups, generators)])
+
+
 def paint_flat(statistics: dict, masks: torch.Tensor, groups: Sequence[int],
-               generators: Sequence[torch.Generator]) -> torch.Tensor:
+               generators: Sequence[torch.Generator], values: torch.Tensor | None = None) -> torch.Tensor:
     """The CellCycleGAN/MitoGen-style baseline: each mask at a drawn brightness, blurred, plus pixel noise.
 
-    Brightness and noise come from each clip's generator, like :func:`paint_first_frame`.
+    Brightness (unless given as ``values``) and noise come from each clip's
+    generator, like :func:`paint_first_frame`; the edge follows the measured
+    profile where ``statistics`` has one.
     """
-    values = torch.cat([sample_brightness(statistics, n, g) for n, g in zip(groups, generators)]).to(masks.device)
-    image = flat_cells(masks, values, statistics["background_mean"])
+    values = (draw_brightness(statistics, groups, generators) if values is None else values).to(masks.device)
+    image = flat_cells(masks, values, statistics["background_mean"], edge_profile=statistics.get("edge_profile"))
     noise = group_noise(groups, generators, tuple(image.shape[1:]), image.device)
     return (image + statistics["background_std"] * noise).clamp(-1, 1)
 
 
 def paint_first_frame(denoiser: Denoiser, statistics: dict, masks: torch.Tensor, groups: Sequence[int],
                       generators: Sequence[torch.Generator], t_s: int, sampler: str = "ddpm",
-                      stride: int = 1) -> torch.Tensor:
+                      stride: int = 1, values: torch.Tensor | None = None) -> torch.Tensor:
     """SDEdit from flat images of the masks ``[N, S, S]``, each cell at a brightness drawn from the real law.
 
-    The painted cell is then scaled back to its drawn brightness
+    ``values`` overrides the drawn brightness. The start image has the
+    measured edge profile where ``statistics`` has one. The painted cell is
+    then scaled back to its brightness
     (:func:`~bvdm_data.diffusion.sample.calibrate_brightness`).
     """
-    values = torch.cat([sample_brightness(statistics, n, g) for n, g in zip(groups, generators)]).to(masks.device)
+    values = (draw_brightness(statistics, groups, generators) if values is None else values).to(masks.device)
     background = statistics["background_mean"]
-    painted = sdedit(denoiser, flat_cells(masks, values, background), t_s, groups, generators, sampler, stride)
+    start = flat_cells(masks, values, background, edge_profile=statistics.get("edge_profile"))
+    painted = sdedit(denoiser, start, t_s, groups, generators, sampler, stride)
     return calibrate_brightness(painted, masks.to(painted.device), values, background)
 
 

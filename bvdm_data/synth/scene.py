@@ -32,6 +32,49 @@ PART = "scene"
 PART_VERSION = 1
 SMOOTH_SIGMA = 16.0   # px, scale of the slow background variation
 HIGHPASS_SIGMA = 4.0  # px, what is finer than this counts as pixel noise
+BACKGROUND_MARGIN = 5  # px from any labelled cell
+BLOB_SIGMA = 2.0      # px, smoothing before looking for unlabelled objects
+BLOB_SIGMAS = 4.0     # an unlabelled object is this many robust spreads of the smoothed background above its level
+MIN_BLOB_AREA = 80    # px
+
+
+def unlabelled_objects(image: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray] | None:
+    """Bright objects that no label touches: ``(background level, their mean contrast above it)``.
+
+    An object is a connected region of the image smoothed at ``BLOB_SIGMA``
+    that lies ``BLOB_SIGMAS`` robust spreads above the background (pixels
+    ``BACKGROUND_MARGIN`` px from any label) and covers ``MIN_BLOB_AREA`` px
+    without touching a label: a nucleus the annotation left out (dim, out of
+    focus, or just missed). Its contrast is the mean over its half-maximum
+    region. ``None`` when the frame has too little background.
+
+    Example:
+        >>> img = np.zeros((64, 64)); img[10:25, 10:25] = 1.0; img[40:55, 40:55] = 0.5
+        >>> lab = np.zeros((64, 64), np.int32); lab[10:25, 10:25] = 1
+        >>> level, contrast = unlabelled_objects(img + 0.01 * np.random.default_rng(0).standard_normal(img.shape), lab)
+        >>> len(contrast), round(float(contrast[0]), 1)
+        (1, 0.5)
+    """
+    background = ~ndimage.binary_dilation(labels > 0, iterations=BACKGROUND_MARGIN)
+    if background.sum() < 100:
+        return None
+    level = float(np.median(image[background]))
+    smooth = ndimage.gaussian_filter(image, BLOB_SIGMA)
+    threshold = level + BLOB_SIGMAS * max(robust_std(smooth[background]), 1e-6)
+    blobs, n = ndimage.label(smooth > threshold)
+    if n == 0:
+        return level, np.zeros(0)
+    sizes = np.bincount(blobs.ravel(), minlength=n + 1)
+    hit = np.bincount(blobs.ravel(), weights=(labels > 0).ravel(), minlength=n + 1)
+    ids = np.flatnonzero((sizes >= MIN_BLOB_AREA) & (hit == 0))
+    ids = ids[ids > 0]
+    if not ids.size:
+        return level, np.zeros(0)
+    # Mean over each object's half-maximum region, the part an annotator would outline, not its faint skirt.
+    peak = np.zeros(n + 1)
+    peak[ids] = np.asarray(ndimage.maximum(smooth, blobs, ids))
+    core = np.where(smooth >= level + 0.5 * (peak[blobs] - level), blobs, 0)
+    return level, np.asarray(ndimage.mean(image, core, ids)) - level
 
 
 @dataclass(frozen=True)
@@ -43,6 +86,10 @@ class SceneModel:
     noise_std: float
     alpha_dilation: int = 2
     alpha_sigma: float = 1.0
+    # The annotation convention: nuclei the real labels leave out, per labelled cell, and the quantiles
+    # (0, 5, ..., 100 %) of their contrast above the background. Painted, never labelled.
+    unlabelled_rate: float = 0.0
+    unlabelled_contrast: tuple[float, ...] = ()
 
     @classmethod
     def fit(cls, seq: CTCSequence, intensity_range: tuple[float, float], frames: list[int] | None = None) -> SceneModel:
@@ -50,7 +97,7 @@ class SceneModel:
         if seq.labels is None:
             raise BVDMDataError(f"{seq.images.folder}: the scene model needs labels to find the background")
         lo, hi = intensity_range
-        level, smooth, noise = [], [], []
+        level, smooth, noise, contrast, labelled = [], [], [], [], 0
         for f in frames if frames is not None else seq.labels.frames:
             x = np.clip((seq.images.read(f).astype(np.float64) - lo) / (hi - lo), 0, 1) * 2 - 1
             background = ~ndimage.binary_dilation(seq.labels.read(f) > 0, iterations=5)
@@ -64,9 +111,18 @@ class SceneModel:
             level.append(median)
             smooth.append(robust_std(field[background & (weight > 0.3)]))
             noise.append(robust_std((x - ndimage.gaussian_filter(x, HIGHPASS_SIGMA))[background]))
+            labels = seq.labels.read(f)
+            found = unlabelled_objects(x, labels)
+            if found is not None:
+                contrast.append(found[1])
+                labelled += len(np.unique(labels)) - 1
         if not level:
             raise BVDMDataError(f"{seq.labels.folder}: no frame with enough background to measure")
-        return cls(float(np.mean(level)), float(np.mean(smooth)), float(np.mean(noise)))
+        contrast = np.concatenate(contrast) if contrast else np.zeros(0)
+        rate = contrast.size / max(labelled, 1)
+        quantiles = tuple(float(q) for q in np.percentile(contrast, np.arange(0, 101, 5))) if contrast.size else ()
+        return cls(float(np.mean(level)), float(np.mean(smooth)), float(np.mean(noise)),
+                   unlabelled_rate=float(rate), unlabelled_contrast=quantiles)
 
     def save(self, bundle_root: str | os.PathLike, provenance: dict[str, Any] | None = None) -> None:
         BundleWriter(bundle_root).write_part(PART, PART_VERSION, json_files={"scene.json": asdict(self)},
@@ -76,7 +132,16 @@ class SceneModel:
     def load(cls, bundle: Bundle | str) -> SceneModel:
         bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
         bundle.part(PART, version=PART_VERSION)
-        return cls(**bundle.read_json(PART, "scene.json"))
+        values = bundle.read_json(PART, "scene.json")
+        values["unlabelled_contrast"] = tuple(values.get("unlabelled_contrast", ()))
+        return cls(**values)
+
+    def sample_unlabelled_contrast(self, count: int, rng: np.random.Generator) -> np.ndarray:
+        """Contrasts above the background (-1..1 scale) of unlabelled objects, from the stored quantiles."""
+        q = np.asarray(self.unlabelled_contrast, dtype=float)
+        if q.size < 2:
+            raise BVDMDataError("this scene model has no unlabelled-object law (refit the scene)")
+        return np.interp(rng.random(count) * (q.size - 1), np.arange(q.size), q)
 
     def background(self, num_frames: int, size: tuple[int, int], generator: torch.Generator,
                    device: torch.device) -> torch.Tensor:

@@ -1,0 +1,141 @@
+"""The measured laws of issue 12: edge profile, shapes from a segmentation, unlabelled nuclei, frame statistics."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from bvdm_data.clip import check_clip
+from bvdm_data.diffusion.edges import measure_edge_profile, profile_cells, signed_distance
+from bvdm_data.diffusion.sample import flat_cells
+from bvdm_data.evaluate.frames import STATISTICS, compare_frames, frame_statistics
+from bvdm_data.masks import MaskModel, simulate_masks
+from bvdm_data.masks.fit import density_of, refit_shapes
+from bvdm_data.synth.pipeline import SynthesisSettings, Synthesizer, unlabelled_lineages
+from bvdm_data.synth.scene import SceneModel, unlabelled_objects
+
+PROFILE = [1.0, 0.95, 0.9, 0.8, 0.65, 0.4, 0.15, 0.05, 0.02, 0.01, 0.0, 0.0]
+
+
+def disks(radii: list[float], size: int = 48) -> torch.Tensor:
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    c = (size - 1) / 2
+    return torch.stack([(yy - c) ** 2 + (xx - c) ** 2 <= r * r for r in radii])
+
+
+def test_signed_distance_rings_are_ordered_and_symmetric():
+    rings = signed_distance(disks([10.0]))[0]
+    assert rings[24, 24] == -6 and rings[0, 0] == 6
+    row = rings[24].tolist()
+    assert row == row[::-1]
+    inside = disks([10.0])[0]
+    assert (rings[inside] < 0).all() and (rings[~inside] > 0).all()
+
+
+def test_edge_profile_round_trip():
+    masks = disks([9.0, 11.0, 13.0, 15.0])
+    images = profile_cells(masks, torch.tensor([0.2, 0.0, 0.4, -0.1]), -0.9, PROFILE)
+    measured = measure_edge_profile(images, masks, ~masks, -0.9)
+    assert np.allclose(measured, PROFILE, atol=0.02)
+
+
+def test_flat_cells_with_a_profile_keep_the_drawn_mean_inside():
+    masks = disks([8.0, 12.0])
+    values = torch.tensor([0.1, -0.3])
+    image = flat_cells(masks, values, -0.95, edge_profile=PROFILE)
+    means = [float(image[i, 0][masks[i]].mean()) for i in range(2)]
+    assert means == pytest.approx(values.tolist(), abs=1e-4)
+    # The edge is soft like the profile, not a 1-px blur: the outermost ring keeps well under its core.
+    rings = signed_distance(masks)
+    assert float(image[1, 0][rings[1] == -1].mean()) < float(image[1, 0][rings[1] == -6].mean()) - 0.2
+
+
+def round_cells(frames: int, size: int, radius: int, count: int, seed: int = 0) -> np.ndarray:
+    """A per-frame segmentation of non-overlapping disks (ids per frame), known size and density."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    out = np.zeros((frames, size, size), np.int32)
+    for t in range(frames):
+        placed = []
+        while len(placed) < count:
+            c = rng.uniform(radius, size - radius, 2)
+            if all(np.hypot(*(c - p)) > 2.6 * radius for p in placed):
+                placed.append(c)
+                out[t][(yy - c[0]) ** 2 + (xx - c[1]) ** 2 <= radius ** 2] = len(placed)
+    return out
+
+
+def test_refit_shapes_reproduces_the_segmentations_size_and_density():
+    seg = round_cells(frames=3, size=320, radius=13, count=40)
+    model = refit_shapes(MaskModel.load("hela"), seg)
+    areas = np.bincount(seg[0].ravel())[1:]
+    sims = [simulate_masks(model, 2, seg.shape[1:], seed=s)["masks"].numpy() for s in range(5, 9)]
+    sim_areas = np.concatenate([np.bincount(f.ravel())[1:] for sim in sims for f in sim])
+    whole = sim_areas[sim_areas > 0.5 * np.median(sim_areas)]
+    assert np.median(whole) == pytest.approx(np.median(areas), rel=0.08)
+    # ~40 cells a frame: Poisson noise alone is 16 % per frame, so several simulations are averaged.
+    assert np.mean([density_of(sim) for sim in sims]) == pytest.approx(density_of(seg), rel=0.2)
+    assert model.real_statistics["segmentation"]["area"]["median"] == pytest.approx(np.median(areas), rel=0.01)
+    # Lineage and motion stay those of the tracks.
+    base = MaskModel.load("hela")
+    assert np.array_equal(model.cycle_lengths, base.cycle_lengths)
+    assert model.velocity_noise == base.velocity_noise
+
+
+def test_refit_shapes_refuses_too_few_cells():
+    with pytest.raises(Exception, match="whole cells"):
+        refit_shapes(MaskModel.load("hela"), round_cells(frames=1, size=96, radius=13, count=3))
+
+
+def test_unlabelled_lineages_take_whole_lineages():
+    tracks = np.array([[1, 0, 3, 0], [2, 4, 6, 1], [3, 4, 6, 1], [4, 0, 6, 0], [5, 7, 9, 2]])
+    assert unlabelled_lineages(tracks, 0.0, np.random.default_rng(0)) == {}
+    every = unlabelled_lineages(tracks, 1.0, np.random.default_rng(0))
+    assert set(every) == {1, 2, 3, 4, 5}
+    assert every[2] == every[3] == every[5] == every[1] != every[4]
+
+
+def test_unlabelled_objects_are_found_and_measured():
+    rng = np.random.default_rng(0)
+    image = 0.02 * rng.standard_normal((96, 96))
+    image[10:30, 10:30] += 0.8
+    image[60:80, 60:80] += 0.3
+    labels = np.zeros((96, 96), np.int32)
+    labels[10:30, 10:30] = 1
+    level, contrast = unlabelled_objects(image, labels)
+    assert abs(level) < 0.01 and len(contrast) == 1 and contrast[0] == pytest.approx(0.3, abs=0.05)
+
+
+def test_unlabelled_nuclei_are_painted_but_not_labelled(tiny_bundle):
+    plain = Synthesizer(tiny_bundle, settings=SynthesisSettings(texture="flat", density=2e-4))
+    hiding = Synthesizer(tiny_bundle, settings=SynthesisSettings(texture="flat", density=2e-4, unlabelled=True))
+    hiding.scene = dataclasses.replace(hiding.scene, unlabelled_rate=1.0,
+                                       unlabelled_contrast=tuple(np.linspace(0.6, 0.8, 21)))
+    seeds = [np.random.SeedSequence(3)]
+    a, b = plain.generate(seeds, 2, (160, 160))[0], hiding.generate(seeds, 2, (160, 160))[0]
+    check_clip(b)
+    # Half of all painted lineages (rate 1 per labelled cell) are hidden: fewer labels, light where none is.
+    assert len(b["tracks"]) < len(a["tracks"]) * 1.5
+    found = unlabelled_objects(b["video"][0, 0].double().numpy(), b["masks"][0].numpy())
+    assert found is not None and len(found[1]) >= 1
+
+
+def test_scene_fit_measures_the_annotation_convention(hela_root):
+    from bvdm_data.ctc import open_sequence
+
+    scene = SceneModel.fit(open_sequence(hela_root, "02", labels="ERR_SEG"), (32980.0, 36860.0))
+    assert 0.0 <= scene.unlabelled_rate < 1.0
+    q = np.asarray(scene.unlabelled_contrast)
+    assert q.size in (0, 21) and (np.diff(q) >= 0).all()
+
+
+def test_frame_statistics_compare_like_with_like(real_clip):
+    stats = frame_statistics([real_clip])
+    assert set(STATISTICS) <= set(stats)
+    rows = compare_frames(stats, {"same": stats})
+    for row in rows:
+        if row["same rel."] != "n/a":
+            assert row["same rel."] in ("+0%", "-0%")
