@@ -29,7 +29,7 @@ import torch
 from bvdm_data.ctc import open_sequence
 from bvdm_data.diffusion import TextureModel, export_texture, train_texture
 from bvdm_data.diffusion.crops import CellCrops, extract_cell_crops
-from bvdm_data.diffusion.quality import ENCODER_NAME, texture_distances
+from bvdm_data.evaluate.quality import ENCODER_NAME, texture_distances
 from bvdm_data.evaluate.realism import cell_region, markdown, paint_masks
 from bvdm_data.training import TrainConfig
 

@@ -104,6 +104,12 @@ def main() -> None:
     parser.add_argument("--bundle", default="hela")
     parser.add_argument("--base-bundle", help="bundle whose mask model is the ablation baseline (fitted on tracks only)")
     parser.add_argument("--ablation", action="store_true", help="add the one-change-at-a-time BVDM arms")
+    parser.add_argument("--texture-ablation", action="store_true", help="add a BVDM arm that keeps only the "
+                        "DDPM's fine texture on the measured envelope (--texture detail)")
+    parser.add_argument("--synthetic-only", action="store_true", help="train only the synthetic arms (b), (c) and "
+                        "the ablations (a CPU-sized run)")
+    parser.add_argument("--edge-ablation", action="store_true", help="add a BVDM arm with one mean edge profile "
+                        "instead of profiles by brightness")
     parser.add_argument("--bvdm-cache", help="an LMDB cache of BVDM clips (default: made under runs/)")
     parser.add_argument("--flat-cache", help="an LMDB cache of flat-texture clips (default: made under runs/)")
     parser.add_argument("--density", default="match", help="match (the real training frames), fitted, or a number")
@@ -135,7 +141,7 @@ def main() -> None:
         else float(args.density)
     sources = {"BVDM": cache(args.bvdm_cache, "ddpm", density, args),
                "flat": cache(args.flat_cache, "flat", density, args)}
-    off = ("--no-edge-profile",)
+    off = ("--edge", "blur")
     if args.ablation:
         if not args.base_bundle:
             parser.error("--ablation needs --base-bundle (the mask model fitted on tracks alone)")
@@ -144,10 +150,21 @@ def main() -> None:
             "base + shapes": cache(None, "ddpm", density, args, args.bundle, off),
             "base + edge": cache(None, "ddpm", density, args, args.base_bundle),
             "base + unlabelled": cache(None, "ddpm", density, args, args.base_bundle, off + ("--unlabelled",))})
+    if args.texture_ablation:
+        sources["BVDM, detail only"] = cache(None, "detail", density, args)
+    if args.edge_ablation:
+        sources["BVDM, mean edge"] = cache(None, "ddpm", density, args, args.bundle, ("--edge", "mean"))
     pools = {name: FramePool(clips, name) for name, clips in sources.items()}
     arms = {"(a) real": [real_pool], "(a1) real, 1 frame": [scarce_pool], "(b) BVDM": [pools["BVDM"]],
             "(c) flat texture": [pools["flat"]], "(d) real + BVDM": [real_pool, pools["BVDM"]],
             "(d1) real 1 frame + BVDM": [scarce_pool, pools["BVDM"]]}
+    if args.edge_ablation:
+        arms["(b') BVDM, one mean edge profile"] = [pools["BVDM, mean edge"]]
+    if args.texture_ablation:
+        arms["(b'') BVDM, detail only"] = [pools["BVDM, detail only"]]
+    if args.synthetic_only:
+        arms = {name: pools_ for name, pools_ in arms.items() if all(p is not real_pool and p is not scarce_pool
+                                                                    for p in pools_)}
     if args.ablation:
         arms.update({f"ablation: {name}": [pools[name]] for name in
                      ("base", "base + shapes", "base + edge", "base + unlabelled")})

@@ -17,6 +17,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import pickle  # only for the exception type weights_only loading raises; nothing is unpickled
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -33,9 +34,13 @@ MANIFEST = "manifest.json"
 
 
 def _package_version() -> str:
-    from bvdm_data import __version__
+    """The installed bvdm-data version, read from the package metadata (importing the package here would loop)."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    return __version__
+    try:
+        return version("bvdm-data")
+    except PackageNotFoundError:  # a source checkout on sys.path, not installed
+        return "unknown"
 
 
 def sha256_of(path: Path) -> str:
@@ -78,6 +83,22 @@ def resolve_bundle(name_or_path: str | os.PathLike) -> Path:
     raise BundleError(f"unknown bundle {str(name_or_path)!r}; known bundles: {known_bundles() or 'none'}")
 
 
+def _check_manifest_layout(root: Path, manifest: dict[str, Any]) -> None:
+    """Refuse a manifest whose parts are not objects or whose files leave the bundle folder."""
+    where = root / MANIFEST
+    parts = manifest.get("parts", {})
+    if not isinstance(parts, dict):
+        raise BundleError(f"{where}: 'parts' must map part names to entries, got {type(parts).__name__}")
+    inside = root.resolve()
+    for part, entry in parts.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("files", {}), dict):
+            raise BundleError(f"{where}: part {part!r} must be an object with a 'files' map")
+        for rel in entry.get("files", {}):
+            target = (root / str(rel)).resolve()
+            if Path(str(rel)).is_absolute() or (target != inside and inside not in target.parents):
+                raise BundleError(f"{where}: part {part!r} names file {rel!r} outside the bundle folder")
+
+
 class Bundle:
     """A loaded, verified bundle.
 
@@ -106,6 +127,7 @@ class Bundle:
             raise BundleError(
                 f"{root}: bundle format version {version}, this bvdm-data reads version {BUNDLE_FORMAT_VERSION}"
             )
+        _check_manifest_layout(root, manifest)
         bundle = cls(root, manifest)
         if verify:
             bundle.verify()
@@ -150,19 +172,34 @@ class Bundle:
         return self.root / rel
 
     def read_json(self, part: str, filename: str) -> Any:
-        return json.loads(self._file(part, filename).read_text())
+        path = self._file(part, filename)
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise BundleError(f"{path}: unreadable JSON ({err})") from err
 
     def read_arrays(self, part: str, filename: str) -> dict[str, np.ndarray]:
-        with np.load(self._file(part, filename), allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
+        path = self._file(part, filename)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return {k: data[k] for k in data.files}
+        except ValueError as err:  # object arrays need pickle, which is never allowed
+            raise BundleError(f"{path}: holds an array that only pickle could read; bundles store plain "
+                              "numeric arrays") from err
+        except (OSError, EOFError) as err:
+            raise BundleError(f"{path}: unreadable array file ({err})") from err
 
     def read_state_dict(self, part: str, filename: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
         """Load weights without unpickling arbitrary objects (``weights_only=True``)."""
         path = self._file(part, filename)
         try:
             return torch.load(path, map_location=map_location, weights_only=True)
-        except Exception as err:  # UnpicklingError, RuntimeError on truncated zip ...
-            raise BundleError(f"{path}: not a plain weights file ({type(err).__name__}: {err})") from err
+        except pickle.UnpicklingError as err:
+            raise BundleError(f"{path}: holds Python objects besides tensors; refused (bundles carry plain "
+                              "weights only)") from err
+        except Exception as err:  # RuntimeError on a truncated zip ...
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            raise BundleError(f"{path}: not a plain weights file ({type(err).__name__}: {first})") from err
 
 
 class BundleWriter:

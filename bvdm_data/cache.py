@@ -34,6 +34,9 @@ MAGIC = b"BVDMCLIP"
 META_KEY = b"__meta__"
 INITIAL_MAP_SIZE = 1 << 30
 ENCODINGS = ("zlib", "raw")
+HEADER_KEYS = ("compression", "meta", "arrays")
+ARRAY_NAMES = ("video", "masks", "tracks")
+GROWABLE = ("num_clips",)  # meta keys that may change between runs on one cache
 
 
 def clip_key(index: int) -> bytes:
@@ -50,8 +53,10 @@ def encode_clip(clip: Clip, compression: str = "zlib") -> bytes:
     payload = b"".join(a.tobytes() for a in arrays.values())
     if compression == "zlib":
         payload = zlib.compress(payload, 1)
+    # crc32 of the stored payload: raw records have no other check, and a flipped byte would pass as pixels.
     header = {"format_version": CACHE_FORMAT_VERSION, "compression": compression, "meta": dict(clip["meta"]),
-              "arrays": {k: {"shape": list(a.shape), "dtype": a.dtype.str} for k, a in arrays.items()}}
+              "arrays": {k: {"shape": list(a.shape), "dtype": a.dtype.str} for k, a in arrays.items()},
+              "crc32": zlib.crc32(payload)}
     head = json.dumps(header).encode()
     return MAGIC + struct.pack("<I", len(head)) + head + payload
 
@@ -66,26 +71,102 @@ def decode_clip(value: bytes, where: str = "record") -> Clip:
         header = json.loads(value[start:start + length])
     except ValueError as err:
         raise BVDMDataError(f"{where}: corrupt record header ({err})") from err
+    if not isinstance(header, dict):
+        raise BVDMDataError(f"{where}: corrupt record header (not a JSON object)")
     version = header.get("format_version")
     if version != CACHE_FORMAT_VERSION:
         raise BVDMDataError(f"{where}: record format version {version}, this bvdm-data reads {CACHE_FORMAT_VERSION}")
-    payload = value[start + length:]
+    missing = [k for k in HEADER_KEYS if k not in header]
+    missing += [f"arrays.{k}" for k in ARRAY_NAMES if k not in header.get("arrays", {})]
+    if missing:
+        raise BVDMDataError(f"{where}: record header lacks {missing}")
     try:
-        if header["compression"] == "zlib":
-            payload = zlib.decompress(payload)
-    except zlib.error as err:
-        raise BVDMDataError(f"{where}: truncated or corrupt record ({err})") from err
+        specs = {k: (np.dtype(header["arrays"][k]["dtype"]), [int(n) for n in header["arrays"][k]["shape"]])
+                 for k in ARRAY_NAMES}
+    except (KeyError, TypeError, ValueError) as err:
+        raise BVDMDataError(f"{where}: corrupt array description in the record header ({err})") from err
+    expected = sum(int(np.prod(shape)) * dtype.itemsize for dtype, shape in specs.values())
+    payload = value[start + length:]
+    if "crc32" in header and zlib.crc32(payload) != header["crc32"]:
+        raise BVDMDataError(f"{where}: checksum mismatch: the record is corrupt")
+    if header["compression"] == "zlib":
+        # Never inflate past what the header declares (a small corrupt record must not become gigabytes).
+        inflater = zlib.decompressobj()
+        try:
+            payload = inflater.decompress(payload, expected)
+        except zlib.error as err:
+            raise BVDMDataError(f"{where}: truncated or corrupt record ({err})") from err
+        if inflater.unconsumed_tail:
+            raise BVDMDataError(f"{where}: record inflates past the {expected} bytes its header declares")
+    elif header["compression"] != "raw":
+        raise BVDMDataError(f"{where}: unknown record encoding {header['compression']!r}")
+    if len(payload) != expected:
+        raise BVDMDataError(f"{where}: truncated record ({len(payload)} bytes, its arrays need {expected})")
     arrays, offset = {}, 0
-    for name, spec in header["arrays"].items():
-        dtype = np.dtype(spec["dtype"])
-        size = int(np.prod(spec["shape"])) * dtype.itemsize
-        if offset + size > len(payload):
-            raise BVDMDataError(f"{where}: truncated record ({len(payload)} bytes, array '{name}' needs more)")
-        arrays[name] = np.frombuffer(payload, dtype, int(np.prod(spec["shape"])), offset).reshape(spec["shape"])
-        offset += size
+    for name, (dtype, shape) in specs.items():
+        count = int(np.prod(shape))
+        arrays[name] = np.frombuffer(payload, dtype, count, offset).reshape(shape)
+        offset += count * dtype.itemsize
     return {"video": torch.from_numpy(arrays["video"].astype(np.float32) / 65535.0),
             "masks": torch.from_numpy(arrays["masks"].astype(np.int32)),
             "tracks": torch.from_numpy(arrays["tracks"].astype(np.int64)), "meta": header["meta"]}
+
+
+LMDB_MAGIC = 0xBEEFC0DE
+
+
+def check_lmdb_file(folder: Path) -> None:
+    """Refuse a ``data.mdb`` shorter than its own newest meta page says (mapping it would die of SIGBUS).
+
+    LMDB keeps two meta pages at the start of the file; the one with the
+    larger transaction id records the last page in use and, in the free
+    list's descriptor, the page size.
+    """
+    data = folder / "data.mdb"
+    size = data.stat().st_size
+    with open(data, "rb") as handle:
+        head = handle.read(16 + 152)
+        if len(head) < 16 + 152 or struct.unpack_from("<I", head, 16)[0] != LMDB_MAGIC:
+            raise BVDMDataError(f"{data}: not an LMDB file, or truncated ({size} bytes)")
+        page = struct.unpack_from("<I", head, 40)[0]
+        handle.seek(page)
+        second = handle.read(16 + 152)
+    metas = [struct.unpack_from("<QQ", head, 136)]
+    if len(second) == 16 + 152 and struct.unpack_from("<I", second, 16)[0] == LMDB_MAGIC:
+        metas.append(struct.unpack_from("<QQ", second, 136))
+    last_page, _ = max(metas, key=lambda m: m[1])
+    needed = (last_page + 1) * page
+    if size < needed:
+        raise BVDMDataError(f"{data}: truncated: {size} bytes, but its last committed page ends at byte {needed}; "
+                            "the cache was cut short (copy it again, or regenerate it)")
+
+
+_SHARED_ENVS: dict[tuple[int, str], list] = {}
+
+
+def _open_shared(path: Path) -> lmdb.Environment:
+    """One read-only environment per file and process, shared by every reader (LMDB allows one per process)."""
+    key = (os.getpid(), str(path.resolve()))
+    entry = _SHARED_ENVS.get(key)
+    if entry is None:
+        check_lmdb_file(path)
+        try:
+            env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, subdir=True, max_dbs=0)
+        except lmdb.Error as err:
+            raise BVDMDataError(f"{path}: cannot open the LMDB cache ({err})") from err
+        entry = _SHARED_ENVS[key] = [env, 0]
+    entry[1] += 1
+    return entry[0]
+
+
+def _release_shared(path: Path) -> None:
+    key = (os.getpid(), str(path.resolve()))
+    entry = _SHARED_ENVS.get(key)
+    if entry is not None:
+        entry[1] -= 1
+        if entry[1] <= 0:
+            entry[0].close()
+            del _SHARED_ENVS[key]
 
 
 def bundle_hash(bundle_root: str | os.PathLike) -> str:
@@ -93,6 +174,8 @@ def bundle_hash(bundle_root: str | os.PathLike) -> str:
 
 
 def _open_writer(path: Path) -> lmdb.Environment:
+    if (path / "data.mdb").is_file():
+        check_lmdb_file(path)  # resuming a cut-short file would die of SIGBUS
     path.mkdir(parents=True, exist_ok=True)
     env = lmdb.open(str(path), map_size=INITIAL_MAP_SIZE, subdir=True, max_dbs=0)
     if env.info()["map_size"] < INITIAL_MAP_SIZE:
@@ -133,12 +216,17 @@ def write_cache(path: str | os.PathLike, meta: dict[str, Any], indices: Iterable
     try:
         with env.begin() as txn:
             stored = txn.get(META_KEY)
-        meta = {**meta, "format_version": CACHE_FORMAT_VERSION}
-        if stored is None:
+        meta = json.loads(json.dumps({**meta, "format_version": CACHE_FORMAT_VERSION}, sort_keys=True))
+        if stored is not None:
+            stored = json.loads(stored)
+            differ = sorted(k for k in set(stored) | set(meta) if k not in GROWABLE and stored.get(k) != meta.get(k))
+            if differ:
+                changes = ", ".join(f"{k}: {stored.get(k)!r} -> {meta.get(k)!r}" for k in differ)
+                raise BVDMDataError(f"{path}: holds clips made with other settings ({changes}); use another path")
+            # Only the clip count may change: asking for more clips grows the cache, the clips made stay.
+            meta = {**stored, **{k: max(stored.get(k) or 0, meta.get(k) or 0) for k in GROWABLE if k in meta}}
+        if stored != meta:
             _put_all(env, [(META_KEY, json.dumps(meta, sort_keys=True).encode())])
-        elif json.loads(stored) != json.loads(json.dumps(meta, sort_keys=True)):
-            raise BVDMDataError(f"{path}: holds clips made with other parameters {json.loads(stored)}; "
-                                f"asked for {meta}. Use another path.")
         done = committed_indices(env)
         todo = [k for k in indices if k not in done]
         bar = tqdm(total=len(todo), desc=f"cache {path.name}", unit="clip", disable=not progress)
@@ -209,13 +297,15 @@ class LMDBClips(Dataset):
         for s, shard in enumerate(self.shards):
             if not (shard / "data.mdb").is_file():
                 raise BVDMDataError(f"{shard}: shard named in {SHARDS} is missing")
-            env = self._open(shard)
+            env = _open_shared(shard)
             try:
                 metas.append(self._read_meta(env, shard))
                 for index in committed_indices(env):
                     where[index] = s
+            except lmdb.Error as err:
+                raise BVDMDataError(f"{shard / 'data.mdb'}: corrupt LMDB file ({type(err).__name__}: {err})") from err
             finally:
-                env.close()
+                _release_shared(shard)
         if any(m != metas[0] for m in metas[1:]):
             raise BVDMDataError(f"{self.path}: shards were made with different parameters")
         self.meta = metas[0]
@@ -223,13 +313,6 @@ class LMDBClips(Dataset):
         self._shard_of = where
         self._envs: dict[int, lmdb.Environment] = {}
         self._pid = -1
-
-    @staticmethod
-    def _open(path: Path) -> lmdb.Environment:
-        try:
-            return lmdb.open(str(path), readonly=True, lock=False, readahead=False, subdir=True, max_dbs=0)
-        except lmdb.Error as err:
-            raise BVDMDataError(f"{path}: cannot open the LMDB cache ({err})") from err
 
     @staticmethod
     def _read_meta(env: lmdb.Environment, path: Path) -> dict[str, Any]:
@@ -250,10 +333,17 @@ class LMDBClips(Dataset):
         return {**self.__dict__, "_envs": {}, "_pid": -1}
 
     def close(self) -> None:
-        """Close the environments this process opened (they reopen on the next read)."""
-        for env in self._envs.values():
-            env.close()
+        """Let go of the environments this reader opened (they reopen on the next read)."""
+        if self._pid == os.getpid():
+            for s in self._envs:
+                _release_shared(self.shards[s])
         self._envs = {}
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: nothing left to release
+            pass
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -266,12 +356,17 @@ class LMDBClips(Dataset):
         index = self.indices[i]
         s = self._shard_of[index]
         if s not in self._envs:
-            self._envs[s] = self._open(self.shards[s])
-        with self._envs[s].begin() as txn:
-            value = txn.get(clip_key(index))
+            self._envs[s] = _open_shared(self.shards[s])
+        try:
+            with self._envs[s].begin() as txn:
+                value = txn.get(clip_key(index))
+                value = None if value is None else bytes(value)
+        except lmdb.Error as err:
+            raise BVDMDataError(f"{self.shards[s] / 'data.mdb'}: corrupt LMDB file "
+                                f"({type(err).__name__}: {err})") from err
         if value is None:
             raise BVDMDataError(f"{self.shards[s]}: clip {index} is listed but missing")
-        clip = decode_clip(bytes(value), f"{self.shards[s]} clip {index}")
+        clip = decode_clip(value, f"{self.shards[s]} clip {index}")
         clip["meta"] = {**clip["meta"], "origin": clip["meta"].get("source", ""), "source": "lmdb",
                         "cache_index": index}
         return self.transform(clip) if self.transform is not None else clip

@@ -13,10 +13,38 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bvdm_data import __version__
+from bvdm_data.arguments import as_device
 from bvdm_data.errors import BVDMDataError
 
 EXIT_PROBLEMS = 1
 EXIT_BAD_INPUT = 2
+
+
+def _count(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``minimum`` (argparse prints the one-line error and exits 2)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def _density(text: str) -> float:
+    """An argparse type: a finite, non-negative number of cells per px^2."""
+    from bvdm_data.arguments import as_density
+
+    try:
+        return as_density(float(text))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+POSITIVE, NON_NEGATIVE = _count(1), _count(0)
 
 
 def _verb(sub: argparse._SubParsersAction, name: str, help_text: str, example: str,
@@ -165,11 +193,11 @@ def run_fit_texture(args: argparse.Namespace) -> int:
     from bvdm_data.diffusion import TrainConfig, UNetConfig, export_texture, extract_cell_crops, train_texture
     from bvdm_data.synth.scene import SceneModel
 
+    device = as_device(args.device)
     seq = open_sequence(args.ctc, args.seq, labels=args.annotation)
     crops = extract_cell_crops(seq, size=args.crop_size, frames=_frame_range(args.frames))
     print(f"{len(crops)} cell crops of {args.crop_size} px from {seq.name}")
     work = Path(args.work or f"{args.out.rstrip('/')}.texture-work")
-    device = torch.device(args.device)
     config = TrainConfig(iterations=args.iterations, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                          bf16=args.bf16)
     result = train_texture(crops, work, config, UNetConfig(), device=device,
@@ -225,6 +253,7 @@ def run_fit_flow(args: argparse.Namespace) -> int:
     from bvdm_data.flow.train import flow_model
     from bvdm_data.training import TrainConfig, load_checkpoint
 
+    as_device(args.device)
     labels = _label_source(args)
     if labels.tracks is None:
         raise BVDMDataError(f"{labels.folder}: the flow model learns from tracks; no lineage file found")
@@ -239,7 +268,7 @@ def run_fit_flow(args: argparse.Namespace) -> int:
     config = TrainConfig(iterations=args.iterations, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                          checkpoint_every=100)
     result = train_flow(train_pairs, work, config, FlowConfig(diffeomorphic=args.diffeomorphic),
-                        args.smoothness, device=torch.device(args.device),
+                        args.smoothness, device=as_device(args.device),
                         time_budget_s=None if args.hours is None else args.hours * 3600)
     print(f"step {result.step}/{args.iterations}, {result.seconds / 3600:.2f} h in all; checkpoint {result.checkpoint}")
     if result.step < args.iterations:
@@ -268,7 +297,7 @@ def _stream(args: argparse.Namespace, num_clips: int):
     return BVDMStream(args.bundle, clip_len=args.frames, size=tuple(args.size), seed=args.seed, num_clips=num_clips,
                       t_s=args.t_s, t_f=args.t_f, sampler=args.sampler, stride=args.stride, density=args.density,
                       device=args.device, bf16=args.bf16, gen_batch=_gen_batch(args), texture=args.texture,
-                      cell_batch=args.cell_batch, edge_profile=not args.no_edge_profile,
+                      cell_batch=args.cell_batch, edge=args.edge,
                       unlabelled=args.unlabelled)
 
 
@@ -306,13 +335,16 @@ def run_cache(args: argparse.Namespace) -> int:
 
     import torch.distributed as dist
 
-    from bvdm_data.cache import bundle_hash, shard_path, write_cache, write_shard_manifest
+    from bvdm_data.cache import SHARDS, bundle_hash, shard_path, write_cache, write_shard_manifest
     from bvdm_data.stream import clip_seed
     from bvdm_data.synth import SynthesisSettings, Synthesizer
 
     if args.clips < 1:
         raise BVDMDataError(f"--clips must be at least 1, got {args.clips}")
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    if world == 1 and ((Path(args.out) / SHARDS).is_file() or any(Path(args.out).glob("shard-*-of-*"))):
+        raise BVDMDataError(f"{args.out} is a sharded cache ({SHARDS}, shard-*); resume it with torchrun and the "
+                            "same --nproc_per_node, or write to another path")
     device = args.device
     if world > 1:  # under torchrun: each rank writes its own shard of the same index partition as BVDMStream
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
@@ -321,13 +353,13 @@ def run_cache(args: argparse.Namespace) -> int:
     try:
         settings = SynthesisSettings(args.t_s, args.t_f, args.sampler, args.stride, args.density, args.bf16,
                                      texture=args.texture, cell_batch=args.cell_batch,
-                                     edge_profile=not args.no_edge_profile, unlabelled=args.unlabelled)
+                                     edge=args.edge, unlabelled=args.unlabelled)
         synth = Synthesizer(args.bundle, device, settings)
-        size = tuple(args.size)
+        size = synth.check_size(tuple(args.size))  # before the cache is created
         meta = {"bundle": synth.bundle.name, "bundle_sha256": bundle_hash(synth.bundle.root), "seed": args.seed,
                 "frames": args.frames, "size": list(size), "num_clips": args.clips, "t_s": args.t_s, "t_f": args.t_f,
                 "sampler": args.sampler, "stride": args.stride, "density": args.density, "bf16": args.bf16,
-                "texture": args.texture, "cell_batch": args.cell_batch, "edge_profile": not args.no_edge_profile,
+                "texture": args.texture, "cell_batch": args.cell_batch, "edge": args.edge,
                 "unlabelled": args.unlabelled}
 
         def generate(indices):
@@ -355,26 +387,28 @@ def run_cache(args: argparse.Namespace) -> int:
 
 def _generation_options(p: argparse.ArgumentParser, frames: int, size: tuple[int, int]) -> None:
     p.add_argument("--bundle", default="hela", help="shipped bundle name or bundle folder (default hela)")
-    p.add_argument("--frames", type=int, default=frames, help=f"frames per clip (default {frames})")
-    p.add_argument("--size", type=int, nargs=2, default=list(size), metavar=("H", "W"),
+    p.add_argument("--frames", type=POSITIVE, default=frames, help=f"frames per clip (default {frames})")
+    p.add_argument("--size", type=POSITIVE, nargs=2, default=list(size), metavar=("H", "W"),
                    help=f"frame size (default {size[0]} {size[1]})")
-    p.add_argument("--seed", type=int, default=0, help="clip k depends on (seed, k) only (default 0)")
+    p.add_argument("--seed", type=NON_NEGATIVE, default=0, help="clip k depends on (seed, k) only (default 0)")
     p.add_argument("--t-s", type=int, default=200, help="SDEdit noise step of a cell's first frame (default 200)")
     p.add_argument("--t-f", type=int, default=10, help="refinement steps after warping (default 10)")
     p.add_argument("--sampler", default="ddpm", choices=["ddpm", "ddim"], help="denoising sampler (default ddpm)")
     p.add_argument("--stride", type=int, default=1, help="DDIM step stride (default 1)")
-    p.add_argument("--density", type=float, help="cells per px^2 in the first frame (default: fitted)")
-    p.add_argument("--texture", default="ddpm", choices=["ddpm", "flat"],
-                   help="ddpm, or flat: CellCycleGAN-style flat cells, the baseline for ablations (default ddpm)")
+    p.add_argument("--density", type=_density, help="cells per px^2 in the first frame (default: fitted)")
+    p.add_argument("--texture", default="ddpm", choices=["ddpm", "flat", "detail"],
+                   help="ddpm; flat: CellCycleGAN-style flat cells, the baseline for ablations; detail: the DDPM's "
+                   "fine texture on the flat cell's measured envelope (default ddpm)")
     p.add_argument("--cell-batch", type=int, help="at most this many cells of one clip per network call, "
                    "to cap GPU memory (default: all cells in flight)")
-    p.add_argument("--no-edge-profile", action="store_true", help="start cells from a 1-px blur, not the edge "
-                   "profile measured from the real annotation (ablation)")
+    p.add_argument("--edge", default="by_brightness", choices=["by_brightness", "mean", "blur"],
+                   help="a new cell's edge: the profile measured on the real annotation per brightness (default), "
+                   "one mean profile, or a flat mask blurred 1 px (ablations)")
     p.add_argument("--unlabelled", action="store_true", help="also paint, unlabelled, the nuclei the real "
                    "annotation leaves out, at its measured rate (an ablation: it lowered SEG on HeLa)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for the networks")
-    p.add_argument("--gen-batch", type=int, help="clips painted together (default: 1 on cpu, where batching "
+    p.add_argument("--gen-batch", type=POSITIVE, help="clips painted together (default: 1 on cpu, where batching "
                    "measured no gain, 16 on cuda)")
 
 
@@ -397,7 +431,13 @@ def run_fit(args: argparse.Namespace) -> int:
 def run_evaluate(args: argparse.Namespace) -> int:
     from bvdm_data.evaluate import evaluate_ctc
 
-    scores = evaluate_ctc(args.res, args.gt, args.metrics)
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        scores = evaluate_ctc(args.res, args.gt, args.metrics)
+    for warning in caught:
+        print(f"bvdm-data evaluate: note: {warning.message}", file=sys.stderr)
     print(" ".join(f"{name} {value:.4f}" for name, value in scores.items()))
     return 0
 
@@ -464,7 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
               "bvdm-data validate synth/", run_validate)
     p.add_argument("path", help="folder to check")
     p.add_argument("--notes", action="store_true", help="also list legal oddities (empty frames, gaps before children)")
-    p.add_argument("--max-problems", type=int, default=200, help="print at most this many (default 200)")
+    p.add_argument("--max-problems", type=NON_NEGATIVE, default=200, help="print at most this many (default 200)")
 
     p = _verb(sub, "info", "Show what a bundle, an LMDB cache or a CTC dataset folder holds.",
               "bvdm-data info hela", run_info)
@@ -473,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _verb(sub, "generate", "Write synthetic annotated clips as CTC sequences (NN/, NN_GT/TRA, NN_GT/SEG).",
               "bvdm-data generate --bundle hela --out synth/ --clips 4 --frames 20", run_generate)
     p.add_argument("--out", required=True, help="dataset folder to write")
-    p.add_argument("--clips", type=int, default=1, help="sequences to write (default 1)")
+    p.add_argument("--clips", type=POSITIVE, default=1, help="sequences to write (default 1)")
     p.add_argument("--overwrite", action="store_true", help="replace sequences that exist")
     _generation_options(p, 20, (256, 256))
 
@@ -488,8 +528,8 @@ def build_parser() -> argparse.ArgumentParser:
               "bvdm-data cache --bundle hela --out synth.lmdb --clips 100000   "
               "(many GPUs: torchrun --nproc_per_node=8 -m bvdm_data cache ... --device cuda)", run_cache)
     p.add_argument("--out", required=True, help="cache folder to write or resume")
-    p.add_argument("--clips", type=int, required=True, help="clips in the finished cache")
-    p.add_argument("--commit-every", type=int, default=16, help="clips per transaction (default 16)")
+    p.add_argument("--clips", type=POSITIVE, required=True, help="clips in the finished cache")
+    p.add_argument("--commit-every", type=POSITIVE, default=16, help="clips per transaction (default 16)")
     p.add_argument("--compression", default="zlib", choices=["zlib", "raw"], help="record encoding (default zlib)")
     _generation_options(p, 8, (256, 256))
 

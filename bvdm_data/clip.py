@@ -126,6 +126,8 @@ def check_clip(clip: Mapping[str, Any]) -> None:
         )
     if video.shape[0] < 1:
         _fail("video shape", "a clip has at least one frame")
+    if video.shape[2] < 1 or video.shape[3] < 1:
+        _fail("video shape", f"frames must have at least one pixel, got {video.shape[2]}x{video.shape[3]}")
     if not bool(torch.isfinite(video).all()):
         _fail("video range", "video holds NaN or infinite values")
     if video.numel() and (float(video.min()) < 0.0 or float(video.max()) > 1.0):

@@ -12,6 +12,10 @@ class BVDMDataError(Exception):
     """Base class of every error raised deliberately by bvdm-data."""
 
 
+class ArgumentError(BVDMDataError, ValueError):
+    """An argument of the API or the command line breaks its rule (see :mod:`bvdm_data.arguments`)."""
+
+
 class ClipError(BVDMDataError, ValueError):
     """A clip violates the data contract (see :func:`bvdm_data.clip.check_clip`)."""
 

@@ -7,8 +7,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+import torch
 from torch.utils.data import Dataset, IterableDataset
 
+from bvdm_data.arguments import as_int
 from bvdm_data.clip import Clip
 from bvdm_data.stream import shard
 
@@ -37,15 +39,23 @@ class MixedStream(IterableDataset):
         if num_clips is not None and num_clips < 0:
             raise ValueError(f"num_clips must be non-negative or None, got {num_clips}")
         for name, source in (("real", real), ("synthetic", synthetic)):
+            if not isinstance(source, IterableDataset) and not (hasattr(source, "__len__")
+                                                                and hasattr(source, "__getitem__")):
+                raise ValueError(f"the {name} source must be a dataset (map-style, e.g. CTCClips, LMDBClips, a "
+                                 f"list of clips; or iterable, e.g. BVDMStream), got {type(source).__name__}")
             if not isinstance(source, IterableDataset) and len(source) == 0:  # type: ignore[arg-type]
                 raise ValueError(f"the {name} source is empty")
         self.sources = {"real": real, "synthetic": synthetic}
-        self.p_real, self.seed, self.num_clips = float(p_real), int(seed), num_clips
-        self.epoch = 0
+        self.p_real, self.seed, self.num_clips = float(p_real), as_int("seed", seed, 0), num_clips
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()  # reaches persistent workers
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
 
     def set_epoch(self, epoch: int) -> None:
-        """New draws, and new epochs for the sources that have one."""
-        self.epoch = int(epoch)
+        """New draws, and new epochs for the sources that have one (persistent DataLoader workers included)."""
+        self._epoch.fill_(as_int("epoch", epoch, 0))
         for source in self.sources.values():
             if hasattr(source, "set_epoch"):
                 source.set_epoch(epoch)
@@ -60,8 +70,9 @@ class MixedStream(IterableDataset):
         position, count = shard()
         draws = range(position, self.num_clips, count) if self.num_clips is not None else itertools.count(position, count)
         streams: dict[str, Iterator[Any]] = {}
+        epoch = self.epoch
         for k in draws:
-            rng = np.random.default_rng([self.seed, self.epoch, k])
+            rng = np.random.default_rng([self.seed, epoch, k])
             name = "real" if rng.random() < self.p_real else "synthetic"
             source = self.sources[name]
             if isinstance(source, IterableDataset):

@@ -18,9 +18,10 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import IterableDataset, get_worker_info
 
+from bvdm_data.arguments import as_density, as_int, as_size
 from bvdm_data.bundle import Bundle
 from bvdm_data.clip import Clip
-from bvdm_data.errors import BVDMDataError
+from bvdm_data.errors import ArgumentError, BVDMDataError
 from bvdm_data.synth.pipeline import SynthesisSettings, Synthesizer
 
 
@@ -55,11 +56,13 @@ class BVDMStream(IterableDataset):
         tv_tensors: wrap ``video``/``masks`` as ``torchvision.tv_tensors.Video``/``Mask`` so
             ``torchvision.transforms.v2`` transforms both consistently.
         independent_frames: paint every frame from scratch, without flow (an ablation: it flickers).
-        texture: ``"ddpm"``, or ``"flat"`` for CellCycleGAN-style flat cells (the baseline of ablations).
+        texture: ``"ddpm"``, ``"flat"`` for CellCycleGAN-style flat cells (the baseline of ablations), or
+            ``"detail"``: only the DDPM's fine texture, on the flat cell's measured envelope (an experiment).
         cell_batch: at most this many cells of one clip per network call (caps GPU memory); ``None``:
             every cell of every clip in flight in one call.
-        edge_profile: start each cell from the edge profile measured on the real annotation (default);
-            ``False`` uses a 1-px blur (an ablation).
+        edge: how a new cell's start image meets the background: ``"by_brightness"`` (default: the edge
+            profile measured on the real annotation, per cell brightness), ``"mean"`` (one profile) or
+            ``"blur"`` (a flat mask blurred 1 px; an ablation).
         unlabelled: also paint the nuclei the real annotation leaves out, at its measured rate and
             contrast, without labelling them (off by default: on HeLa it lowered SEG downstream).
 
@@ -74,31 +77,24 @@ class BVDMStream(IterableDataset):
                  num_clips: int | None = None, t_s: int = 200, t_f: int = 10, sampler: str = "ddpm", stride: int = 1,
                  density: float | None = None, device: str | torch.device = "cpu", bf16: bool = False,
                  gen_batch: int = 1, tv_tensors: bool = False, independent_frames: bool = False,
-                 texture: str = "ddpm", cell_batch: int | None = None, edge_profile: bool = True,
+                 texture: str = "ddpm", cell_batch: int | None = None, edge: str = "by_brightness",
                  unlabelled: bool = False) -> None:
         super().__init__()
-        if clip_len < 1:
-            raise BVDMDataError(f"clip_len must be at least 1, got {clip_len}")
-        if num_clips is not None and num_clips < 0:
-            raise BVDMDataError(f"num_clips must be non-negative or None, got {num_clips}")
-        if gen_batch < 1:
-            raise BVDMDataError(f"gen_batch must be at least 1, got {gen_batch}")
-        if len(size) != 2 or min(size) < 1:
-            raise BVDMDataError(f"size must be (H, W) of positive ints, got {size}")
+        clip_len, seed = as_int("clip_len", clip_len, 1), as_int("seed", seed, 0)
+        num_clips = None if num_clips is None else as_int("num_clips", num_clips, 0)
+        gen_batch, size = as_int("gen_batch", gen_batch, 1), as_size(size)
         self.bundle = str(Bundle.load(bundle).root)  # fails now, naming the problem, if the bundle is bad
-        self.settings = SynthesisSettings(t_s, t_f, sampler, stride, density, bf16, independent_frames, texture,
-                                          cell_batch, edge_profile, unlabelled)
-        self.clip_len, self.size, self.seed = int(clip_len), (int(size[0]), int(size[1])), int(seed)
-        self.num_clips, self.device, self.gen_batch, self.tv_tensors = num_clips, device, int(gen_batch), tv_tensors
-        self.epoch = 0
+        self.settings = SynthesisSettings(t_s, t_f, sampler, stride, as_density(density), bf16, independent_frames,
+                                          texture, cell_batch, edge, unlabelled)
+        self.clip_len, self.size, self.seed = clip_len, size, seed
+        self.num_clips, self.device, self.gen_batch, self.tv_tensors = num_clips, device, gen_batch, tv_tensors
+        # In shared memory, so that set_epoch reaches DataLoader workers that persist across epochs.
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self._skip = 0
         self._yielded = 0
         self._synth: Synthesizer | None = None
-        # Settings and sizes are checked against the models before any clip is made.
-        probe = self._synthesizer()
-        if min(self.size) < 2 * probe.masks.median_radius():
-            raise BVDMDataError(f"size {self.size} is smaller than one cell "
-                                f"(median diameter {2 * probe.masks.median_radius():.0f} px)")
+        # Device, settings and sizes are checked against the models before any clip is made.
+        self._synthesizer().check_size(self.size)
 
     def _synthesizer(self) -> Synthesizer:
         if self._synth is None:
@@ -109,9 +105,20 @@ class BVDMStream(IterableDataset):
         # Workers rebuild the models themselves (cheap), instead of receiving pickled copies.
         return {**self.__dict__, "_synth": None}
 
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
+
+    @epoch.setter
+    def epoch(self, value: int) -> None:
+        self._epoch.fill_(as_int("epoch", value, 0))
+
     def set_epoch(self, epoch: int) -> None:
-        """Draw a new set of clips; call at the start of every epoch (as with ``DistributedSampler``)."""
-        self.epoch = int(epoch)
+        """Draw a new set of clips; call at the start of every epoch (as with ``DistributedSampler``).
+
+        Reaches workers of a ``DataLoader(..., persistent_workers=True)`` too (the epoch lives in shared memory).
+        """
+        self.epoch = epoch
 
     def __len__(self) -> int:
         if self.num_clips is None:
@@ -124,8 +131,12 @@ class BVDMStream(IterableDataset):
         return {"epoch": self.epoch, "yielded": self._yielded}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        self.epoch = int(state["epoch"])
-        self._skip = int(state["yielded"])
+        missing = [k for k in ("epoch", "yielded") if k not in state]
+        if missing:
+            raise ArgumentError(f"BVDMStream state lacks {missing}; it holds 'epoch' and 'yielded' "
+                                f"(from state_dict()), got keys {sorted(state)}")
+        self.epoch = state["epoch"]
+        self._skip = as_int("yielded", state["yielded"], 0)
 
     def indices(self) -> Iterator[int]:
         """The clip indices this worker/rank yields, in order."""
@@ -135,6 +146,7 @@ class BVDMStream(IterableDataset):
 
     def __iter__(self) -> Iterator[Clip]:
         synth = self._synthesizer()
+        epoch = self.epoch
         indices = self.indices()
         self._yielded = self._skip
         for _ in range(self._skip):
@@ -144,8 +156,8 @@ class BVDMStream(IterableDataset):
             chunk = list(itertools.islice(indices, self.gen_batch))
             if not chunk:
                 return
-            seeds = [clip_seed(self.seed, self.epoch, k) for k in chunk]
-            metas = [{"index": k, "epoch": self.epoch, "seed": self.seed} for k in chunk]
+            seeds = [clip_seed(self.seed, epoch, k) for k in chunk]
+            metas = [{"index": k, "epoch": epoch, "seed": self.seed} for k in chunk]
             for clip in synth.generate(seeds, self.clip_len, self.size, metas):
                 self._yielded += 1
                 yield self._wrap(clip)

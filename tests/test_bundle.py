@@ -90,11 +90,37 @@ class Payload:
 def test_weights_never_unpickle_objects(bundle_dir):
     torch.save({"w": Payload()}, bundle_dir / "texture" / "ema.pt")
     bundle = Bundle.load(bundle_dir, verify=False)
-    with pytest.raises(BundleError, match="not a plain weights file"):
+    with pytest.raises(BundleError, match="ema.pt: holds Python objects besides tensors; refused") as info:
         bundle.read_state_dict("texture", "ema.pt")
+    assert "\n" not in str(info.value) and "weights_only=False" not in str(info.value)
 
 
 def test_cli_info_on_a_bundle(bundle_dir, capsys):
     assert main(["info", str(bundle_dir)]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["bundle"] == "demo" and set(info["parts"]) == {"masks", "texture"}
+
+
+def _edit_manifest(root, change):
+    manifest = json.loads((root / "manifest.json").read_text())
+    change(manifest)
+    (root / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_parts_that_are_not_objects_are_refused(bundle_dir):
+    _edit_manifest(bundle_dir, lambda m: m.__setitem__("parts", [1, 2]))
+    with pytest.raises(BundleError, match="manifest.json: 'parts' must map part names"):
+        Bundle.load(bundle_dir)
+
+
+def test_files_outside_the_bundle_are_refused(bundle_dir):
+    _edit_manifest(bundle_dir, lambda m: m["parts"]["masks"]["files"].__setitem__("../../etc/hostname", "0" * 64))
+    with pytest.raises(BundleError, match="names file '../../etc/hostname' outside the bundle folder"):
+        Bundle.load(bundle_dir, verify=False)
+
+
+def test_object_arrays_are_refused_naming_the_file(bundle_dir):
+    np.savez(bundle_dir / "masks" / "shapes.npz", mean=np.array([{"a": 1}], dtype=object))
+    bundle = Bundle.load(bundle_dir, verify=False)
+    with pytest.raises(BundleError, match="shapes.npz: holds an array that only pickle could read"):
+        bundle.read_arrays("masks", "shapes.npz")

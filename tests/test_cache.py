@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import shutil
 import signal
 import subprocess
@@ -48,8 +49,18 @@ def test_encoding_round_trip_and_errors(real_clip):
         back = decode_clip(encode_clip(real_clip, compression))
         assert torch.equal(back["masks"], real_clip["masks"]) and back["meta"] == real_clip["meta"]
     value = encode_clip(real_clip)
-    with pytest.raises(BVDMDataError, match="truncated"):
+    with pytest.raises(BVDMDataError, match="checksum mismatch"):
         decode_clip(value[:-100])
+    unchecked = encode_clip(real_clip, "raw")  # records written before checksums: the length still guards
+    start = len(b"BVDMCLIP") + 4
+    (length,) = struct.unpack("<I", unchecked[8:12])
+    header = json.loads(unchecked[start:start + length])
+    del header["crc32"]
+    head = json.dumps(header).encode()
+    old = b"BVDMCLIP" + struct.pack("<I", len(head)) + head + unchecked[start + length:]
+    assert torch.equal(decode_clip(old)["masks"], real_clip["masks"])
+    with pytest.raises(BVDMDataError, match="truncated record"):
+        decode_clip(old[:-100])
     with pytest.raises(BVDMDataError, match="not a bvdm-data clip record"):
         decode_clip(b"hello")
     future = value.replace(b'"format_version": 1', b'"format_version": 9')
@@ -91,7 +102,7 @@ def test_sigkill_leaves_whole_clips_and_resume_completes(tmp_path, tiny_bundle):
 def test_resume_with_other_parameters_is_refused(tmp_path, tiny_bundle, capsys):
     assert main(cache_cmd(tiny_bundle, tmp_path / "p.lmdb", 1)) == 0
     assert main([*cache_cmd(tiny_bundle, tmp_path / "p.lmdb", 1)[:-2], "--seed", "6"]) == 2
-    assert "other parameters" in capsys.readouterr().err
+    assert "other settings (seed: 5 -> 6)" in capsys.readouterr().err
 
 
 def test_torchrun_shards_equal_a_single_process_cache(tmp_path, tiny_bundle):
@@ -132,7 +143,7 @@ def test_bad_databases_are_named(tmp_path):
         LMDBClips(tmp_path / "future")
     (tmp_path / "corrupt").mkdir()
     (tmp_path / "corrupt" / "data.mdb").write_bytes(b"\0" * 100)
-    with pytest.raises(BVDMDataError, match="cannot open|not a bvdm-data cache"):
+    with pytest.raises(BVDMDataError, match="data.mdb: not an LMDB file, or truncated"):
         LMDBClips(tmp_path / "corrupt")
 
 

@@ -199,7 +199,7 @@ def test_texture_part_round_trip(tmp_path, crops, denoiser):
 
 
 def test_quality_distances_order_real_flat_and_identical(crops):
-    from bvdm_data.diffusion.quality import flat_baseline, texture_distances
+    from bvdm_data.evaluate.quality import flat_baseline, texture_distances
     from bvdm_data.evaluate.realism import cell_region
 
     half = len(crops) // 2
@@ -217,7 +217,7 @@ def test_quality_distances_order_real_flat_and_identical(crops):
 
 
 def test_frechet_features_see_texture_not_only_brightness():
-    from bvdm_data.diffusion.quality import texture_distances
+    from bvdm_data.evaluate.quality import texture_distances
 
     gen = torch.Generator().manual_seed(0)
     yy, xx = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")

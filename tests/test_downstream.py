@@ -74,7 +74,8 @@ def test_protocol_runs_end_to_end_on_real_frames(hela_root, tiny_bundle):
     train = per_frame_clip(video[:-2], labels[:-2], {"source": "real"})
     test = per_frame_clip(video[-2:], labels[-2:], {"source": "real"})
     real = FramePool([train], "real")
-    synthetic = FramePool(BVDMStream(str(tiny_bundle), clip_len=2, size=(64, 64), num_clips=2, t_s=5, t_f=1),
+    synthetic = FramePool(BVDMStream(str(tiny_bundle), clip_len=2, size=(64, 64), num_clips=2, t_s=5, t_f=1,
+                                     density=4e-4),
                           "bvdm")
     assert len(synthetic) == 4
     rows = run_protocol({"real": [real], "bvdm": [synthetic], "mix": [real, synthetic]}, test,

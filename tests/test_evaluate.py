@@ -42,7 +42,7 @@ def test_invalid_result_is_named(gt, real_clip):
     masks = real_clip["masks"].numpy().copy()
     masks[3][masks[3] == int(real_clip["tracks"][0, 0])] = 0  # a hole in a track: not a valid CTC result
     write_ctc_result(masks, real_clip["tracks"], gt / "01_RES")
-    with pytest.raises(BVDMDataError, match="invalid.*bvdm-data validate"):
+    with pytest.raises(BVDMDataError, match="01_RES: frame 3: label 1: \\[present from begin to end\\]"):
         evaluate_ctc(gt / "01_RES", gt / "01_GT")
 
 
@@ -71,3 +71,48 @@ def test_cli_and_errors(gt, real_clip, capsys, monkeypatch):
     with pytest.raises(BVDMDataError, match=r"\[eval\] extra"):
         evaluate_ctc(gt / "01_RES", gt / "01_GT")
 
+
+
+def test_gt_without_seg_scores_what_it_can(gt, real_clip):
+    import shutil
+
+    write_ctc_result(real_clip["masks"], real_clip["tracks"], gt / "01_RES")
+    shutil.rmtree(gt / "01_GT" / "SEG")
+    with pytest.warns(UserWarning, match="no SEG folder, SEG skipped"):
+        scores = evaluate_ctc(gt / "01_RES", gt / "01_GT")
+    assert set(scores) == {"DET", "TRA"} and scores["TRA"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("drop_mask", "frames 4 are missing"),
+    ("drop_last", "no mask for ground-truth frame"),
+    ("empty", "01_RES"),
+    ("no_track_file", "res_track.txt"),
+    ("bad_line", "res_track.txt"),
+    ("float_mask", "mask001.tif"),
+])
+def test_damaged_results_are_named_before_scoring(gt, real_clip, damage, message, capsys):
+    import tifffile
+
+    res = gt / "01_RES"
+    write_ctc_result(real_clip["masks"], real_clip["tracks"], res)
+    if damage == "drop_mask":
+        (res / "mask004.tif").unlink()
+    elif damage == "drop_last":
+        (res / "mask009.tif").unlink()
+        rows = [r for r in real_clip["tracks"].tolist() if r[1] <= 8]
+        (res / "res_track.txt").write_text("".join(f"{l} {b} {min(e, 8)} {p}\n" for l, b, e, p in rows))
+    elif damage == "empty":
+        for f in res.iterdir():
+            f.unlink()
+    elif damage == "no_track_file":
+        (res / "res_track.txt").unlink()
+    elif damage == "bad_line":
+        (res / "res_track.txt").write_text("1 0 x 0\n")
+    elif damage == "float_mask":
+        tifffile.imwrite(res / "mask001.tif", real_clip["masks"][1].numpy().astype(np.float32))
+    with pytest.raises(BVDMDataError, match=message):
+        evaluate_ctc(res, gt / "01_GT")
+    assert main(["evaluate", "--res", str(res), "--gt", str(gt / "01_GT")]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err

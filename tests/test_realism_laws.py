@@ -139,3 +139,49 @@ def test_frame_statistics_compare_like_with_like(real_clip):
     for row in rows:
         if row["same rel."] != "n/a":
             assert row["same rel."] in ("+0%", "-0%")
+
+
+def test_edge_profiles_by_brightness_round_trip():
+    dim_profile = [1.0, 0.96, 0.92, 0.85, 0.75, 0.55, 0.2, 0.05, 0.01, 0.0, 0.0, 0.0]
+    masks = disks([10.0, 11.0, 12.0, 13.0] * 6)
+    values = torch.tensor([-0.7] * 12 + [0.1] * 12)  # contrast 0.2 (dim) and 1.0 (bright) over -0.9
+    profiles = {"contrast": [0.2, 1.0], "profiles": [dim_profile, PROFILE]}
+    images = profile_cells(masks, values, -0.9, profiles)
+    from bvdm_data.diffusion.edges import measure_edge_profiles
+
+    measured = measure_edge_profiles(images, masks, ~masks, -0.9, bins=2)
+    assert measured["contrast"] == pytest.approx([0.2, 1.0], abs=1e-3)
+    assert np.allclose(measured["profiles"][0], dim_profile, atol=0.02)
+    assert np.allclose(measured["profiles"][1], PROFILE, atol=0.02)
+    # Between the bins the profile is interpolated; outside them the nearest bin holds.
+    mid = profile_cells(masks[:1], torch.tensor([-0.3]), -0.9, profiles)
+    one = profile_cells(masks[:1], torch.tensor([-0.3]), -0.9, [(a + b) / 2 for a, b in zip(dim_profile, PROFILE)])
+    assert torch.allclose(mid, one, atol=1e-5)
+
+
+def test_edge_setting_is_checked():
+    with pytest.raises(Exception, match="edge must be one of"):
+        SynthesisSettings(edge="sharp").check(1000)
+
+
+def test_keep_envelope_keeps_the_measured_edge_and_adds_fine_texture_inside():
+    from bvdm_data.synth.propagation import keep_envelope
+
+    masks = disks([12.0, 14.0])
+    start = flat_cells(masks, torch.tensor([0.1, 0.3]), -0.95, edge_profile=PROFILE)
+    texture = 0.1 * torch.randn(2, 1, 48, 48, generator=torch.Generator().manual_seed(0))
+    crisp = flat_cells(masks, torch.tensor([0.1, 0.3]), -0.95, blur_sigma=0.5)  # SDEdit's crisper edge
+    out = keep_envelope(start, crisp + texture, masks)
+    rings = signed_distance(masks)[:, None]
+    edge = rings >= -1
+    assert torch.allclose(out[edge], start[edge].clamp(-1, 1))  # rim and outside: exactly the measured envelope
+    deep = rings <= -4
+    assert (out - start)[deep].std() > 0.05  # the texture is there inside
+    assert abs(float((out - start)[deep].mean())) < 0.02  # and adds no brightness
+
+
+def test_detail_texture_paints_valid_clips(tiny_bundle):
+    synth = Synthesizer(tiny_bundle, settings=SynthesisSettings(texture="detail", t_s=10, t_f=2, density=4e-4))
+    clip = synth.generate([np.random.SeedSequence(1)], 2, (96, 96))[0]
+    check_clip(clip)
+    assert clip["meta"]["synth_texture"] == "detail"

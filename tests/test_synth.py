@@ -121,7 +121,7 @@ def test_frames_keep_the_scene_background_away_from_cells(tiny_bundle):
 def test_flat_texture_uses_the_same_masks_and_paints_flat_cells(tiny_bundle):
     ddpm = Synthesizer(str(tiny_bundle), settings=FAST).generate(seeds(3), num_frames=3, size=(96, 96))[0]
     # The 1-px blurred start (no measured edge profile), whose inside is flat up to the rim.
-    flat_settings = SynthesisSettings(t_s=20, t_f=3, density=4e-4, texture="flat", edge_profile=False)
+    flat_settings = SynthesisSettings(t_s=20, t_f=3, density=4e-4, texture="flat", edge="blur")
     flat = Synthesizer(str(tiny_bundle), settings=flat_settings).generate(seeds(3), num_frames=3, size=(96, 96))[0]
     check_clip(flat)
     assert torch.equal(flat["masks"], ddpm["masks"]) and torch.equal(flat["tracks"], ddpm["tracks"])

@@ -203,3 +203,24 @@ def test_cli_never_shows_a_traceback(tmp_path):
         assert run.returncode in (1, 2), args
         assert "Traceback" not in run.stderr + run.stdout, args
         assert "t000.tif" in run.stdout + run.stderr or "no-such-bundle" in run.stderr
+
+
+def test_a_cut_short_tiff_is_one_unreadable_line(tmp_path, hela_root, capsys):
+    import shutil
+
+    from bvdm_data import CTCClips
+    from bvdm_data.cli import main
+    from bvdm_data.errors import CTCFormatError
+
+    for folder in ("02", "02_ERR_SEG"):
+        shutil.copytree(hela_root / folder, tmp_path / folder)
+    frame = tmp_path / "02" / "t001.tif"
+    frame.write_bytes(frame.read_bytes()[:8])  # tifffile only logs about this one and returns an empty array
+    assert main(["validate", str(tmp_path)]) != 0
+    out = capsys.readouterr()
+    lines = [line for line in (out.out + out.err).splitlines() if line.strip()]
+    assert any("t001.tif" in line and "unreadable TIFF" in line for line in lines)
+    assert not any("shape [0]" in line or "tifffile" in line.split(":")[0] for line in lines)
+    with pytest.raises(CTCFormatError, match="t001.tif: unreadable TIFF"):  # when it normalises, or at the latest
+        clips = CTCClips(tmp_path, ["02"], labels="ERR_SEG", per_frame_ids=True, clip_len=1)
+        clips[1]

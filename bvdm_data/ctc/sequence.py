@@ -8,6 +8,7 @@ listing to open.
 from __future__ import annotations
 
 import os
+import logging
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -21,12 +22,38 @@ from bvdm_data.ctc.tracks import read_track_file
 from bvdm_data.errors import CTCFormatError
 
 
+class _Collect(logging.Handler):
+    """Keeps what tifffile logs while one file is read (it logs, rather than raises, on some damaged files)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
 def read_tiff(path: Path) -> np.ndarray:
-    """Read one TIFF frame, turning any failure into a :class:`CTCFormatError`."""
+    """Read one TIFF frame, turning any failure into a :class:`CTCFormatError`.
+
+    A file that tifffile only complains about in its log (a header cut short
+    reads as an empty array) is refused the same way, and nothing is printed.
+    """
+    logger = logging.getLogger("tifffile")
+    collect, propagate = _Collect(), logger.propagate
+    logger.addHandler(collect)
+    logger.propagate = False
     try:
-        return tifffile.imread(path)
+        array = tifffile.imread(path)
     except Exception as err:  # tifffile raises many types on corrupt files
         raise CTCFormatError(f"{path}: unreadable TIFF ({type(err).__name__}: {err})") from err
+    finally:
+        logger.removeHandler(collect)
+        logger.propagate = propagate
+    if array.size == 0 or collect.messages:
+        reason = collect.messages[0] if collect.messages else "no image data"
+        raise CTCFormatError(f"{path}: unreadable TIFF ({reason})")
+    return array
 
 
 class FrameFolder:

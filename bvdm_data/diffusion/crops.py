@@ -15,7 +15,7 @@ import torch
 from scipy import ndimage
 
 from bvdm_data.ctc.sequence import CTCSequence
-from bvdm_data.diffusion.edges import measure_edge_profile
+from bvdm_data.diffusion.edges import measure_edge_profile, measure_edge_profiles
 from bvdm_data.errors import BVDMDataError
 from bvdm_data.robust import robust_std
 
@@ -65,7 +65,8 @@ class CellCrops:
         return {"cell_mean": float(cell_means.mean()), "cell_std": float(cell_means.std()),
                 "cell_mean_quantiles": [float(q) for q in quantiles],
                 "background_mean": median, "background_std": robust_std(background),
-                "edge_profile": measure_edge_profile(self.images, self.masks, usable, median)}
+                "edge_profile": measure_edge_profile(self.images, self.masks, usable, median),
+                "edge_profiles": measure_edge_profiles(self.images, self.masks, usable, median)}
 
 
 def sample_brightness(statistics: dict[str, Any], count: int, generator: torch.Generator) -> torch.Tensor:

@@ -12,7 +12,7 @@ step of the schedule and denoises through 200 steps (DDPM) or
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import kornia
@@ -55,13 +55,15 @@ def group_noise(groups: Sequence[int], generators: Sequence[torch.Generator], sh
 
 
 def flat_cells(masks: torch.Tensor, cell_value: torch.Tensor | float, background: float,
-               blur_sigma: float = 1.0, edge_profile: Sequence[float] | None = None) -> torch.Tensor:
+               blur_sigma: float = 1.0, edge_profile: Sequence[float] | Mapping[str, list] | None = None
+               ) -> torch.Tensor:
     """SDEdit start images: each mask ``[N, S, S]`` filled with a constant, edges smoothed, in -1..1.
 
     With ``edge_profile`` (contrast per ring around the outline, measured from
-    real cells by :func:`~bvdm_data.diffusion.edges.measure_edge_profile`) the
-    edge follows the real one instead of a ``blur_sigma`` blur, and the mean
-    inside each mask is ``cell_value``.
+    real cells by :func:`~bvdm_data.diffusion.edges.measure_edge_profile`, or
+    per brightness by :func:`~bvdm_data.diffusion.edges.measure_edge_profiles`)
+    the edge follows the real one instead of a ``blur_sigma`` blur, and the
+    mean inside each mask is ``cell_value``.
 
     Example:
         >>> m = torch.zeros(1, 16, 16, dtype=torch.bool); m[0, 4:12, 4:12] = True

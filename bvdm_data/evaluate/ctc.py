@@ -9,9 +9,30 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from bvdm_data.ctc.naming import RES, TRA, list_frames
+from bvdm_data.ctc.validate import errors_only, validate_frames
 from bvdm_data.errors import BVDMDataError
 
 METRICS = ("SEG", "DET", "TRA")
+
+
+def check_result(res: Path, gt: Path) -> None:
+    """Our own format check of a result folder before py-ctcmetrics reads it (its errors name no file).
+
+    The result must pass :func:`~bvdm_data.ctc.validate.validate_frames` as a
+    ``RES`` folder (mask files, integer labels, ``res_track.txt`` lines that
+    match the masks), and hold a mask for every frame of the ground truth.
+    """
+    problems: list = []
+    validate_frames(res, RES, problems)
+    problems = errors_only(problems)
+    if problems:
+        more = f" (and {len(problems) - 1} more; 'bvdm-data validate {res}' lists them)" if len(problems) > 1 else ""
+        raise BVDMDataError(f"{problems[0]}{more}")
+    missing = sorted(set(list_frames(gt / "TRA", TRA)) - set(list_frames(res, RES)))
+    if missing:
+        raise BVDMDataError(f"{res}: no mask for ground-truth frame(s) {missing[:8]}"
+                            f"{' ...' if len(missing) > 8 else ''} (mask{missing[0]:03d}.tif)")
 
 
 def evaluate_ctc(res: str | os.PathLike, gt: str | os.PathLike, metrics: Sequence[str] = METRICS,
@@ -36,9 +57,16 @@ def evaluate_ctc(res: str | os.PathLike, gt: str | os.PathLike, metrics: Sequenc
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise BVDMDataError(f"unknown metrics {unknown}; choose from {list(METRICS)}")
+    metrics = list(metrics)
+    if "SEG" in metrics and not (gt / "SEG").is_dir():
+        metrics.remove("SEG")
+        warnings.warn(f"{gt}: no SEG folder, SEG skipped; scoring {metrics}", stacklevel=2)
+        if not metrics:
+            raise BVDMDataError(f"{gt}: no SEG folder, and SEG was the only metric asked for")
+    check_result(res, gt)
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # it prints and warns per frame
         warnings.simplefilter("ignore")
-        results = evaluate_sequence(str(res), str(gt), list(metrics), threads)
+        results = evaluate_sequence(str(res), str(gt), metrics, threads)
     if not results.get("Valid", 1):
         raise BVDMDataError(f"{res}: py-ctcmetrics judged the result invalid and scored nothing; "
                             f"'bvdm-data validate {res}' names the problems")

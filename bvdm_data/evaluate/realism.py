@@ -2,7 +2,7 @@
 
 Texture: SDEdit paints held-out real masks; each cell and a 3-px margin are
 compared with the same region of the real crops of those cells (intensity
-W1, log-spectrum RMS, random-feature Fréchet: :mod:`bvdm_data.diffusion.quality`),
+W1, log-spectrum RMS, random-feature Fréchet: :mod:`bvdm_data.evaluate.quality`),
 next to real-vs-real (cells of other frames: the floor) and the flat baseline. Temporal: flicker
 (:mod:`bvdm_data.evaluate.temporal`) of the real sequence and of synthetic
 clips with flow + ``t_f`` refinement and with independently painted frames.
@@ -18,7 +18,7 @@ import torch
 
 from bvdm_data.ctc.sequence import CTCSequence
 from bvdm_data.diffusion.crops import CellCrops, extract_cell_crops
-from bvdm_data.diffusion.quality import ENCODER_NAME, texture_distances
+from bvdm_data.evaluate.quality import ENCODER_NAME, texture_distances
 from bvdm_data.diffusion.texture import TextureModel
 from bvdm_data.errors import BVDMDataError
 from bvdm_data.evaluate.temporal import flicker

@@ -19,6 +19,7 @@ whatever other clips share its batch.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from bvdm_data.arguments import as_density, as_device, as_size, check_density_fits
 from bvdm_data.bundle import Bundle
 from bvdm_data.clip import Clip, relabel_tracks
 from bvdm_data.diffusion.sample import SAMPLERS
@@ -39,13 +41,17 @@ from bvdm_data.synth.propagation import carry_over, draw_brightness, paint_first
 from bvdm_data.synth.scene import SceneModel, compose
 
 
-TEXTURES = ("ddpm", "flat")
+TEXTURES = ("ddpm", "flat", "detail")
+EDGES = ("by_brightness", "mean", "blur")
+MOSTLY_EMPTY_CELLS = 1.0  # expected cells per frame under which a request warns (over a third start empty)
 
 
 @dataclass(frozen=True)
 class SynthesisSettings:
     """How clips are painted. Paper optimum: ``t_s=200``, ``t_f=10``, full DDPM.
 
+    ``texture="detail"`` keeps only the DDPM's fine texture on the flat start
+    image (measured edge and brightness), an experiment (RESULTS.md §1).
     ``texture="flat"`` paints new cells as the flat baseline (drawn brightness,
     blur, noise; no network) and carries them along the flow without
     refinement: the same masks and scene with CellCycleGAN-style textures, for ablations.
@@ -63,14 +69,18 @@ class SynthesisSettings:
     # one-cell-at-a-time loop. None: every cell of every clip in flight in one call. Clips depend on
     # cell_batch (the noise is drawn in another order), never on what else is in flight.
     cell_batch: int | None = None
-    # Image formation and annotation convention measured from the real data (benchmarks/RESULTS.md, ablation):
-    # SDEdit start images with the real edge profile instead of a 1-px blur (+0.012 SEG downstream on HeLa), and
-    # nuclei the real labels leave out, painted at the measured rate and contrast but left unlabelled (off by
-    # default: it cost 0.044 SEG). Bundles without these laws skip them.
-    edge_profile: bool = True
+    # Image formation and annotation convention measured from the real data (benchmarks/RESULTS.md, ablation).
+    # edge: how a new cell's start image meets the background: "by_brightness" (the edge profile measured on the
+    # real annotation, per brightness: bright cells are drawn more generously), "mean" (one measured profile;
+    # +0.012 SEG over "blur" on HeLa), "blur" (a flat mask blurred 1 px, before 2026-11-26). unlabelled: paint the
+    # nuclei the real labels leave out, at the measured rate and contrast, without labels (off: it cost 0.044
+    # SEG). Bundles without these laws fall back to "blur" and no unlabelled nuclei.
+    edge: str = "by_brightness"
     unlabelled: bool = False
 
     def check(self, num_steps: int) -> None:
+        if self.edge not in EDGES:
+            raise BVDMDataError(f"edge must be one of {EDGES}, got {self.edge!r}")
         if self.texture not in TEXTURES:
             raise BVDMDataError(f"texture must be one of {TEXTURES}, got {self.texture!r}")
         if not 1 <= self.t_s <= num_steps:
@@ -83,8 +93,7 @@ class SynthesisSettings:
             raise BVDMDataError(f"stride must be at least 1, got {self.stride}")
         if self.cell_batch is not None and self.cell_batch < 1:
             raise BVDMDataError(f"cell_batch must be at least 1 or None, got {self.cell_batch}")
-        if self.density is not None and self.density < 0:
-            raise BVDMDataError(f"density must be non-negative, got {self.density}")
+        as_density(self.density)
 
 
 @dataclass
@@ -130,6 +139,16 @@ def child_seed(seed: np.random.SeedSequence, i: int) -> np.random.SeedSequence:
     return np.random.SeedSequence(seed.entropy, spawn_key=(*seed.spawn_key, i), pool_size=seed.pool_size)
 
 
+def edge_statistics(statistics: dict, edge: str) -> dict:
+    """The texture statistics with the one ``edge_profile`` that ``edge`` asks for (none for ``"blur"``)."""
+    out = {k: v for k, v in statistics.items() if k not in ("edge_profile", "edge_profiles")}
+    if edge == "by_brightness" and statistics.get("edge_profiles", {}).get("contrast"):
+        out["edge_profile"] = statistics["edge_profiles"]
+    elif edge in ("by_brightness", "mean") and "edge_profile" in statistics:
+        out["edge_profile"] = statistics["edge_profile"]
+    return out
+
+
 def unlabelled_lineages(tracks: np.ndarray, fraction: float, rng: np.random.Generator) -> dict[int, int]:
     """Pick whole lineages to paint but not label: ``{track id: index of its lineage's root among the picks}``.
 
@@ -161,7 +180,7 @@ class Synthesizer:
                  settings: SynthesisSettings = SynthesisSettings()) -> None:
         bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
         self.bundle = bundle
-        self.device = torch.device(device)
+        self.device = as_device(device)
         self.settings = settings
         self.masks = MaskModel.load(bundle)
         self.texture = TextureModel.load(bundle, self.device, settings.bf16)
@@ -171,6 +190,22 @@ class Synthesizer:
             raise BVDMDataError(f"{bundle.root}: flow crops are {flow_crop} px but texture crops "
                                 f"{self.texture.crop_size} px; refit one of them")
         settings.check(self.texture.denoiser.schedule.num_steps)
+        if settings.density is not None:
+            check_density_fits(settings.density, float(np.exp(self.masks.log_area_mean[0])))
+
+    def check_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        """``(H, W)`` if a frame of that size holds at least one cell of median size, else a one-line error."""
+        h, w = as_size(size)
+        diameter = 2 * self.masks.median_radius()
+        if min(h, w) < diameter:
+            raise BVDMDataError(f"size {h}x{w} is smaller than one cell (median diameter {diameter:.0f} px)")
+        density = self.masks.density if self.settings.density is None else self.settings.density
+        expected = density * h * w
+        if expected < MOSTLY_EMPTY_CELLS:
+            warnings.warn(f"frames of {h}x{w} at {density:.3g} cells/px^2 hold {expected:.1f} cells on average; "
+                          f"about {np.exp(-expected):.0%} of clips will start empty (raise size or density)",
+                          stacklevel=3)
+        return h, w
 
     @property
     def crop_size(self) -> int:
@@ -181,7 +216,7 @@ class Synthesizer:
     def generate(self, seeds: Sequence[np.random.SeedSequence], num_frames: int, size: tuple[int, int],
                  meta: Sequence[dict[str, Any]] | None = None) -> list[Clip]:
         """One clip per seed, all painted together. ``meta`` entries are merged into each clip's meta."""
-        h, w = (int(v) for v in size)
+        h, w = self.check_size(size)
         if num_frames < 1:
             raise BVDMDataError(f"clips need at least 1 frame, got {num_frames}")
         s = self.settings
@@ -218,9 +253,7 @@ class Synthesizer:
                     else:
                         new.append((k, cid))
             painted: dict[tuple[int, int], torch.Tensor] = {}
-            stats = self.texture.statistics
-            if not s.edge_profile:
-                stats = {k: v for k, v in stats.items() if k != "edge_profile"}
+            stats = edge_statistics(self.texture.statistics, s.edge)
             for part in _calls(new, s.cell_batch):
                 groups = [sum(1 for k, _ in part if k == j) for j in range(len(seeds))]
                 masks = torch.stack([crops[k][t][cid].mask for k, cid in part]).to(self.device)
@@ -232,7 +265,7 @@ class Synthesizer:
                     out = paint_flat(stats, masks, groups, gens, values)
                 else:
                     out = paint_first_frame(self.texture.denoiser, stats, masks, groups, gens, s.t_s, s.sampler,
-                                            s.stride, values)
+                                            s.stride, values, detail_only=s.texture == "detail")
                 painted.update({key: out[i] for i, key in enumerate(part)})
             for part in _calls(carried, s.cell_batch):
                 groups = [sum(1 for k, _, _ in part if k == j) for j in range(len(seeds))]

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import kornia
 import torch
 
 from bvdm_data.diffusion.crops import sample_brightness
+from bvdm_data.diffusion.edges import signed_distance
 from bvdm_data.diffusion.sample import Denoiser, calibrate_brightness, flat_cells, group_noise, refine, sdedit
 from bvdm_data.flow.network import FlowNet
 from bvdm_data.flow.warp import warp
+
+DETAIL_SIGMA = 2.0  # px: what a texture adds is finer than this
+DETAIL_DEPTH = 2    # rings inside the outline where added texture starts
 
 
 def draw_brightness(statistics: dict, groups: Sequence[int], generators: Sequence[torch.Generator]) -> torch.Tensor:
@@ -38,10 +43,11 @@ def paint_flat(statistics: dict, masks: torch.Tensor, groups: Sequence[int],
 
 def paint_first_frame(denoiser: Denoiser, statistics: dict, masks: torch.Tensor, groups: Sequence[int],
                       generators: Sequence[torch.Generator], t_s: int, sampler: str = "ddpm",
-                      stride: int = 1, values: torch.Tensor | None = None) -> torch.Tensor:
+                      stride: int = 1, values: torch.Tensor | None = None, detail_only: bool = False) -> torch.Tensor:
     """SDEdit from flat images of the masks ``[N, S, S]``, each cell at a brightness drawn from the real law.
 
-    ``values`` overrides the drawn brightness. The start image has the
+    ``values`` overrides the drawn brightness. With ``detail_only`` only the
+    painting's fine texture is kept, on the start image (:func:`keep_envelope`). The start image has the
     measured edge profile where ``statistics`` has one. The painted cell is
     then scaled back to its brightness
     (:func:`~bvdm_data.diffusion.sample.calibrate_brightness`).
@@ -50,7 +56,23 @@ def paint_first_frame(denoiser: Denoiser, statistics: dict, masks: torch.Tensor,
     background = statistics["background_mean"]
     start = flat_cells(masks, values, background, edge_profile=statistics.get("edge_profile"))
     painted = sdedit(denoiser, start, t_s, groups, generators, sampler, stride)
-    return calibrate_brightness(painted, masks.to(painted.device), values, background)
+    painted = calibrate_brightness(painted, masks.to(painted.device), values, background)
+    return keep_envelope(start.to(painted.device), painted, masks.to(painted.device)) if detail_only else painted
+
+
+def keep_envelope(start: torch.Tensor, painted: torch.Tensor, masks: torch.Tensor, sigma: float = DETAIL_SIGMA,
+                  depth: int = DETAIL_DEPTH) -> torch.Tensor:
+    """The start image's envelope (brightness, measured edge) plus the painted cell's fine texture.
+
+    Fine texture is what a ``sigma`` px Gaussian low-pass leaves of the
+    painting; it is added only ``depth`` rings or more inside the outline, so
+    the measured edge stays as it was measured (SDEdit pulls it back to a
+    crisp one).
+    """
+    k = 2 * int(3 * sigma) + 1
+    detail = painted - kornia.filters.gaussian_blur2d(painted, (k, k), (sigma, sigma), border_type="replicate")
+    inside = (signed_distance(masks, depth + 1) <= -depth)[:, None].to(painted.dtype)
+    return (start + inside * detail).clamp(-1, 1)
 
 
 def carry_over(denoiser: Denoiser, flow: FlowNet, previous: torch.Tensor, moving: torch.Tensor,

@@ -26,6 +26,8 @@ from scipy import linalg
 from scipy.stats import wasserstein_distance
 from torch import nn
 
+from bvdm_data.synth.propagation import paint_flat
+
 
 ENCODER_NAME = "bvdm-random-cnn-v2"
 MAX_PIXELS = 200_000
@@ -103,6 +105,4 @@ def texture_distances(generated: torch.Tensor, real: torch.Tensor, seed: int = 0
 def flat_baseline(masks: torch.Tensor, statistics: dict, seed: int = 0) -> torch.Tensor:
     """Mask x drawn mean intensity, blurred, plus Gaussian noise of the background's spread
     (:func:`bvdm_data.synth.propagation.paint_flat`, one generator for all cells)."""
-    from bvdm_data.synth.propagation import paint_flat  # synth imports this package
-
     return paint_flat(statistics, masks, [masks.shape[0]], [torch.Generator().manual_seed(seed)])
