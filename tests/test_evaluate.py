@@ -90,6 +90,7 @@ def test_gt_without_seg_scores_what_it_can(gt, real_clip):
     ("no_track_file", "res_track.txt"),
     ("bad_line", "res_track.txt"),
     ("float_mask", "mask001.tif"),
+    ("wrong_shape", "mask002.tif"),
 ])
 def test_damaged_results_are_named_before_scoring(gt, real_clip, damage, message, capsys):
     import tifffile
@@ -109,6 +110,8 @@ def test_damaged_results_are_named_before_scoring(gt, real_clip, damage, message
         (res / "res_track.txt").unlink()
     elif damage == "bad_line":
         (res / "res_track.txt").write_text("1 0 x 0\n")
+    elif damage == "wrong_shape":
+        tifffile.imwrite(res / "mask002.tif", real_clip["masks"][2].numpy()[:20, :20])
     elif damage == "float_mask":
         tifffile.imwrite(res / "mask001.tif", real_clip["masks"][1].numpy().astype(np.float32))
     with pytest.raises(BVDMDataError, match=message):
