@@ -133,6 +133,9 @@ class Bundle:
             bundle.verify()
         return bundle
 
+    def __repr__(self) -> str:
+        return f"Bundle({self.name!r} at {str(self.root)!r}, parts {self.parts})"
+
     @property
     def name(self) -> str:
         return str(self.manifest.get("name", self.root.name))

@@ -332,6 +332,10 @@ class LMDBClips(Dataset):
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_envs": {}, "_pid": -1}
 
+    def __repr__(self) -> str:
+        return (f"LMDBClips({str(self.path)!r}: {len(self)} clips in {len(self.shards)} shard(s), "
+                f"bundle={self.meta.get('bundle')!r}, frames={self.meta.get('frames')}, size={self.meta.get('size')})")
+
     def close(self) -> None:
         """Let go of the environments this reader opened (they reopen on the next read)."""
         if self._pid == os.getpid():

@@ -49,6 +49,11 @@ class MixedStream(IterableDataset):
         self.p_real, self.seed, self.num_clips = float(p_real), as_int("seed", seed, 0), num_clips
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()  # reaches persistent workers
 
+    def __repr__(self) -> str:
+        names = {k: type(v).__name__ for k, v in self.sources.items()}
+        return (f"MixedStream(real={names['real']}, synthetic={names['synthetic']}, p_real={self.p_real}, "
+                f"seed={self.seed}, num_clips={self.num_clips})")
+
     @property
     def epoch(self) -> int:
         return int(self._epoch)

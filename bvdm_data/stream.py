@@ -96,6 +96,12 @@ class BVDMStream(IterableDataset):
         # Device, settings and sizes are checked against the models before any clip is made.
         self._synthesizer().check_size(self.size)
 
+    def __repr__(self) -> str:
+        s = self.settings
+        return (f"BVDMStream(bundle={self.bundle!r}, clip_len={self.clip_len}, size={self.size}, seed={self.seed}, "
+                f"num_clips={self.num_clips}, epoch={self.epoch}, texture={s.texture!r}, t_s={s.t_s}, t_f={s.t_f}, "
+                f"sampler={s.sampler!r}, stride={s.stride}, density={s.density}, device={str(self.device)!r})")
+
     def _synthesizer(self) -> Synthesizer:
         if self._synth is None:
             self._synth = Synthesizer(self.bundle, self.device, self.settings)

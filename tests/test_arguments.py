@@ -134,3 +134,15 @@ def test_cli_device_cuda_without_a_gpu(capsys, tmp_path):
     assert main(["generate", "--out", str(tmp_path / "x"), "--device", "cuda"]) != 0
     err = capsys.readouterr().err.strip()
     assert "no CUDA device is available" in err and len(err.splitlines()) == 1
+
+
+def test_datasets_and_bundles_say_what_they_are(tmp_path, hela_root):
+    from bvdm_data import CTCClips
+    from bvdm_data.bundle import Bundle
+
+    stream = BVDMStream("hela", size=(128, 128), seed=3)
+    assert repr(stream).startswith("BVDMStream(") and "seed=3" in repr(stream) and "size=(128, 128)" in repr(stream)
+    assert "parts ['flow', 'masks', 'scene', 'texture']" in repr(Bundle.load("hela"))
+    real = CTCClips(hela_root, ["02"], labels="ERR_SEG", per_frame_ids=True, clip_len=1)
+    assert "sequences=['Fluo-N2DL-HeLa/02']" in repr(real) and "4 clips" in repr(real)
+    assert "MixedStream(real=CTCClips, synthetic=BVDMStream" in repr(MixedStream(real=real, synthetic=stream))

@@ -74,6 +74,7 @@ def test_corrupt_pages_name_the_file(tmp_path, small_clip):
 def test_two_readers_of_one_cache_in_one_process(tmp_path, small_clip):
     make(tmp_path / "c", small_clip)
     a, b = LMDBClips(tmp_path / "c"), LMDBClips(tmp_path / "c")
+    assert "3 clips in 1 shard(s)" in repr(a)
     assert torch.equal(a[0]["video"], b[1]["video"])
     a.close()
     assert torch.equal(b[2]["masks"], small_clip["masks"])

@@ -166,6 +166,11 @@ class CTCClips(Dataset):
         """Draw other random windows in each epoch (``mode='random'``)."""
         self.epoch = int(epoch)
 
+    def __repr__(self) -> str:
+        names = [s.name for s in self.sequences]
+        return (f"CTCClips(sequences={names}, clip_len={self.clip_len}, size={self.size}, mode={self.mode!r}, "
+                f"{len(self)} clips)")
+
     def __len__(self) -> int:
         return len(self._windows) if self.mode == "sequential" else int(self.num_clips)
 
