@@ -17,7 +17,6 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import pickle  # only for the exception type weights_only loading raises; nothing is unpickled
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -197,12 +196,12 @@ class Bundle:
         path = self._file(part, filename)
         try:
             return torch.load(path, map_location=map_location, weights_only=True)
-        except pickle.UnpicklingError as err:
+        except Exception as err:  # weights_only refuses objects with UnpicklingError; a cut zip is a RuntimeError
+            if type(err).__name__ != "UnpicklingError":
+                first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                raise BundleError(f"{path}: not a plain weights file ({type(err).__name__}: {first})") from err
             raise BundleError(f"{path}: holds Python objects besides tensors; refused (bundles carry plain "
                               "weights only)") from err
-        except Exception as err:  # RuntimeError on a truncated zip ...
-            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-            raise BundleError(f"{path}: not a plain weights file ({type(err).__name__}: {first})") from err
 
 
 class BundleWriter:
