@@ -100,7 +100,8 @@ class SceneModel:
         level, smooth, noise, contrast, labelled = [], [], [], [], 0
         for f in frames if frames is not None else seq.labels.frames:
             x = np.clip((seq.images.read(f).astype(np.float64) - lo) / (hi - lo), 0, 1) * 2 - 1
-            background = ~ndimage.binary_dilation(seq.labels.read(f) > 0, iterations=5)
+            labels = seq.labels.read(f)
+            background = ~ndimage.binary_dilation(labels > 0, iterations=BACKGROUND_MARGIN)
             if background.sum() < 100:
                 continue
             values = x[background]
@@ -111,7 +112,6 @@ class SceneModel:
             level.append(median)
             smooth.append(robust_std(field[background & (weight > 0.3)]))
             noise.append(robust_std((x - ndimage.gaussian_filter(x, HIGHPASS_SIGMA))[background]))
-            labels = seq.labels.read(f)
             found = unlabelled_objects(x, labels)
             if found is not None:
                 contrast.append(found[1])
