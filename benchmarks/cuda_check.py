@@ -3,9 +3,11 @@
     python benchmarks/cuda_check.py            # needs torch.cuda.is_available()
 
 Checks that every stage keeps its tensors on the device and agrees with the
-CPU: the U-Net (fp32 and bf16 autocast), training steps, batched SDEdit with
-per-clip CPU generators, and the mask rasteriser. Then prints cells/s of
-SDEdit at t_s=200 for one cell at a time vs batches, measured in one run.
+CPU: the U-Net (fp32 and bf16 autocast), training steps, the keyed noise
+(drawn on the device: the same integers as on the CPU), batched SDEdit, the
+mask rasteriser and whole clips (same masks and tracks on CPU and CUDA). Then
+prints cells/s of SDEdit at t_s=200 for one cell at a time vs batches,
+measured in one run.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ import torch
 
 from bvdm_data.diffusion import CosineSchedule, Denoiser, TrainConfig, UNet, flat_cells, sdedit, train_texture
 from bvdm_data.diffusion.crops import CellCrops
+from bvdm_data.diffusion.noise import derive_key, keyed_normal
 from bvdm_data.masks.contours import rasterize
 
 
-def gens(n: int, seed: int = 0) -> list[torch.Generator]:
-    return [torch.Generator().manual_seed(seed + i) for i in range(n)]
+def keys(n: int, seed: int = 0) -> list[int]:
+    return [derive_key(seed, i) for i in range(n)]
 
 
 def main() -> None:
@@ -47,9 +50,13 @@ def main() -> None:
     masks = torch.zeros(4, 64, 64, dtype=torch.bool)
     masks[:, 20:44, 18:46] = True
     start = flat_cells(masks, torch.tensor([0.1, 0.2, 0.3, 0.4]), -0.9)
-    cpu_out = sdedit(Denoiser(net, CosineSchedule()), start, 50, [1, 3], gens(2))
-    gpu_out = sdedit(gpu, start.to(cuda), 50, [1, 3], gens(2))
-    print(f"SDEdit t=50 cuda vs cpu (same generators): max abs diff {float((gpu_out.cpu() - cpu_out).abs().max()):.2e}")
+    noise_cpu = keyed_normal(torch.tensor(keys(4)), 7, (1, 64, 64))
+    noise_gpu = keyed_normal(torch.tensor(keys(4), device=cuda), 7, (1, 64, 64))
+    assert noise_gpu.device.type == "cuda"
+    print(f"keyed noise cuda vs cpu: max abs diff {float((noise_gpu.cpu() - noise_cpu).abs().max()):.2e}")
+    cpu_out = sdedit(Denoiser(net, CosineSchedule()), start, 50, keys(4))
+    gpu_out = sdedit(gpu, start.to(cuda), 50, keys(4))
+    print(f"SDEdit t=50 cuda vs cpu (same keys): max abs diff {float((gpu_out.cpu() - cpu_out).abs().max()):.2e}")
 
     crops = CellCrops(torch.rand(16, 1, 64, 64) * 2 - 1, torch.ones(16, 64, 64, dtype=torch.bool),
                       np.zeros(16, dtype=int), (0.0, 1.0), torch.zeros(16, 64, 64, dtype=torch.bool))
@@ -84,10 +91,10 @@ def main() -> None:
         rates = {}
         for batch in (1, 64, 512):
             start = flat_cells(torch.ones(batch, 64, 64, dtype=torch.bool), 0.2, -0.9).to(cuda)
-            sdedit(gpu, start, 5, [batch], gens(1))
+            sdedit(gpu, start, 5, keys(batch))
             torch.cuda.synchronize()
             t0 = time.perf_counter()
-            sdedit(gpu, start, 200, [batch], gens(1))
+            sdedit(gpu, start, 200, keys(batch))
             torch.cuda.synchronize()
             rates[batch] = batch / (time.perf_counter() - t0)
         print(f"SDEdit t_s=200, 64 px, bf16={bf16}: " + ", ".join(f"batch {b}: {r:.1f} cells/s" for b, r in rates.items())

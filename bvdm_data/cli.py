@@ -288,7 +288,9 @@ def run_fit_flow(args: argparse.Namespace) -> int:
 
 
 def _gen_batch(args: argparse.Namespace) -> int:
-    return args.gen_batch or (1 if args.device == "cpu" else 16)
+    from bvdm_data.synth.pipeline import default_gen_batch
+
+    return args.gen_batch or default_gen_batch(args.device)
 
 
 def _stream(args: argparse.Namespace, num_clips: int):
@@ -297,7 +299,7 @@ def _stream(args: argparse.Namespace, num_clips: int):
     return BVDMStream(args.bundle, clip_len=args.frames, size=tuple(args.size), seed=args.seed, num_clips=num_clips,
                       t_s=args.t_s, t_f=args.t_f, sampler=args.sampler, stride=args.stride, density=args.density,
                       device=args.device, bf16=args.bf16, gen_batch=_gen_batch(args), texture=args.texture,
-                      cell_batch=args.cell_batch, edge=args.edge,
+                      cell_batch=args.cell_batch, edge=args.edge, edge_shift=args.edge_shift,
                       unlabelled=args.unlabelled)
 
 
@@ -351,16 +353,17 @@ def run_cache(args: argparse.Namespace) -> int:
         if device == "cuda":
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     try:
-        settings = SynthesisSettings(args.t_s, args.t_f, args.sampler, args.stride, args.density, args.bf16,
-                                     texture=args.texture, cell_batch=args.cell_batch,
-                                     edge=args.edge, unlabelled=args.unlabelled)
+        settings = SynthesisSettings(t_s=args.t_s, t_f=args.t_f, sampler=args.sampler, stride=args.stride,
+                                     density=args.density, bf16=args.bf16, texture=args.texture,
+                                     cell_batch=args.cell_batch, edge=args.edge, edge_shift=args.edge_shift,
+                                     unlabelled=args.unlabelled)
         synth = Synthesizer(args.bundle, device, settings)
         size = synth.check_size(tuple(args.size))  # before the cache is created
         meta = {"bundle": synth.bundle.name, "bundle_sha256": bundle_hash(synth.bundle.root), "seed": args.seed,
                 "frames": args.frames, "size": list(size), "num_clips": args.clips, "t_s": args.t_s, "t_f": args.t_f,
                 "sampler": args.sampler, "stride": args.stride, "density": args.density, "bf16": args.bf16,
-                "texture": args.texture, "cell_batch": args.cell_batch, "edge": args.edge,
-                "unlabelled": args.unlabelled}
+                "texture": args.texture, "edge": args.edge, "edge_shift": args.edge_shift,
+                "unlabelled": args.unlabelled}  # not cell_batch: pixels do not depend on it
 
         def generate(indices):
             clips, step = [], _gen_batch(args)
@@ -399,17 +402,20 @@ def _generation_options(p: argparse.ArgumentParser, frames: int, size: tuple[int
     p.add_argument("--texture", default="ddpm", choices=["ddpm", "flat", "detail"],
                    help="ddpm; flat: CellCycleGAN-style flat cells, the baseline for ablations; detail: the DDPM's "
                    "fine texture on the flat cell's measured envelope (default ddpm)")
-    p.add_argument("--cell-batch", type=int, help="at most this many cells of one clip per network call, "
-                   "to cap GPU memory (default: all cells in flight)")
+    p.add_argument("--cell-batch", type=POSITIVE, help="at most this many cells per network call, to cap "
+                   "memory; pixels do not depend on it (default: 256 on cpu, 4096 on cuda)")
     p.add_argument("--edge", default="by_brightness", choices=["by_brightness", "mean", "blur"],
                    help="a new cell's edge: the profile measured on the real annotation per brightness (default), "
                    "one mean profile, or a flat mask blurred 1 px (ablations)")
+    p.add_argument("--edge-shift", type=float, default=0.0, help="px the painted edge sits outside the mask "
+                   "beyond the measured profile, negative inside (default 0; see benchmarks/downstream.py "
+                   "--calibrate-edge)")
     p.add_argument("--unlabelled", action="store_true", help="also paint, unlabelled, the nuclei the real "
                    "annotation leaves out, at its measured rate (an ablation: it lowered SEG on HeLa)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for the networks")
     p.add_argument("--gen-batch", type=POSITIVE, help="clips painted together (default: 1 on cpu, where batching "
-                   "measured no gain, 16 on cuda)")
+                   "measured no gain, 64 on cuda)")
 
 
 def run_fit(args: argparse.Namespace) -> int:

@@ -64,12 +64,19 @@ def track_presence(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     Returns ``(ids, present)``: the sorted non-zero ids of ``masks`` (shape
     ``[T, H, W]``) and a bool matrix ``present[t, k]`` telling whether
-    ``ids[k]`` occurs in frame ``t``. One ``np.unique`` over the video, no
-    per-pixel Python.
+    ``ids[k]`` occurs in frame ``t``. One ``np.bincount`` per frame (or one
+    ``np.unique`` over the video for sparse or negative ids), no per-pixel Python.
     """
     masks = np.asarray(masks)
     num_frames = masks.shape[0]
-    uniq, inverse = np.unique(masks.reshape(num_frames, -1), return_inverse=True)
+    flat = masks.reshape(num_frames, -1)
+    top = int(flat.max()) if flat.size else 0
+    if flat.size and int(flat.min()) >= 0 and top <= 4 * flat.shape[1]:
+        # Dense ids (the usual case): one bincount per frame, linear in the pixels.
+        present = np.stack([np.bincount(f.astype(np.intp, copy=False), minlength=top + 1) > 0 for f in flat])
+        ids = np.flatnonzero(present[:, 1:].any(0)) + 1
+        return ids.astype(flat.dtype), present[:, ids]
+    uniq, inverse = np.unique(flat, return_inverse=True)
     inverse = inverse.reshape(num_frames, -1)
     present = np.zeros((num_frames, uniq.size), dtype=bool)
     present[np.arange(num_frames)[:, None], inverse] = True

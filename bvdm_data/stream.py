@@ -10,7 +10,9 @@ clip and the set of clips does not depend on the number of workers.
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -22,7 +24,10 @@ from bvdm_data.arguments import as_density, as_int, as_size
 from bvdm_data.bundle import Bundle
 from bvdm_data.clip import Clip
 from bvdm_data.errors import ArgumentError, BVDMDataError
-from bvdm_data.synth.pipeline import SynthesisSettings, Synthesizer
+from bvdm_data.synth.pipeline import SynthesisSettings, Synthesizer, default_gen_batch
+
+
+PLANNERS = min(8, os.cpu_count() or 1)  # threads planning clips (masks) while an accelerator paints
 
 
 def shard() -> tuple[int, int]:
@@ -52,17 +57,22 @@ class BVDMStream(IterableDataset):
         device: where the networks run; with ``"cuda"`` generate in the main
             process (``num_workers=0``) or use ``multiprocessing_context="spawn"``.
         bf16: bf16 autocast for the networks (faster on GPUs and AMX CPUs; changes outputs slightly).
-        gen_batch: clips generated together (one network call per denoising step for all their cells).
+        gen_batch: clips generated together (one network call per denoising step for all their cells);
+            ``None``: 1 on the CPU, ``DEVICE_GEN_BATCH`` (64) on an accelerator, where the next batch's
+            masks are planned on the CPU while this one is painted (peak memory and rates:
+            benchmarks/results/gpu_generation_cuda.json).
         tv_tensors: wrap ``video``/``masks`` as ``torchvision.tv_tensors.Video``/``Mask`` so
             ``torchvision.transforms.v2`` transforms both consistently.
         independent_frames: paint every frame from scratch, without flow (an ablation: it flickers).
         texture: ``"ddpm"``, ``"flat"`` for CellCycleGAN-style flat cells (the baseline of ablations), or
             ``"detail"``: only the DDPM's fine texture, on the flat cell's measured envelope (an experiment).
-        cell_batch: at most this many cells of one clip per network call (caps GPU memory); ``None``:
-            every cell of every clip in flight in one call.
+        cell_batch: at most this many cells per network call (caps memory; pixels do not depend
+            on it); ``None``: 256 on the CPU, 4096 on an accelerator.
         edge: how a new cell's start image meets the background: ``"by_brightness"`` (default: the edge
             profile measured on the real annotation, per cell brightness), ``"mean"`` (one profile) or
             ``"blur"`` (a flat mask blurred 1 px; an ablation).
+        edge_shift: px the painted edge sits outside its mask beyond the measured profile (negative:
+            inside), where the annotation convention sits on a cell's soft edge.
         unlabelled: also paint the nuclei the real annotation leaves out, at its measured rate and
             contrast, without labelling them (off by default: on HeLa it lowered SEG downstream).
 
@@ -76,16 +86,20 @@ class BVDMStream(IterableDataset):
     def __init__(self, bundle: str = "hela", clip_len: int = 8, size: tuple[int, int] = (256, 256), seed: int = 0,
                  num_clips: int | None = None, t_s: int = 200, t_f: int = 10, sampler: str = "ddpm", stride: int = 1,
                  density: float | None = None, device: str | torch.device = "cpu", bf16: bool = False,
-                 gen_batch: int = 1, tv_tensors: bool = False, independent_frames: bool = False,
+                 gen_batch: int | None = None, tv_tensors: bool = False, independent_frames: bool = False,
                  texture: str = "ddpm", cell_batch: int | None = None, edge: str = "by_brightness",
-                 unlabelled: bool = False) -> None:
+                 edge_shift: float = 0.0, unlabelled: bool = False) -> None:
         super().__init__()
         clip_len, seed = as_int("clip_len", clip_len, 1), as_int("seed", seed, 0)
         num_clips = None if num_clips is None else as_int("num_clips", num_clips, 0)
-        gen_batch, size = as_int("gen_batch", gen_batch, 1), as_size(size)
+        gen_batch = default_gen_batch(device) if gen_batch is None else as_int("gen_batch", gen_batch, 1)
+        size = as_size(size)
         self.bundle = str(Bundle.load(bundle).root)  # fails now, naming the problem, if the bundle is bad
-        self.settings = SynthesisSettings(t_s, t_f, sampler, stride, as_density(density), bf16, independent_frames,
-                                          texture, cell_batch, edge, unlabelled)
+        self.settings = SynthesisSettings(t_s=t_s, t_f=t_f, sampler=sampler, stride=stride,
+                                          density=as_density(density), bf16=bf16,
+                                          independent_frames=independent_frames, texture=texture,
+                                          cell_batch=cell_batch, edge=edge, edge_shift=float(edge_shift),
+                                          unlabelled=unlabelled)
         self.clip_len, self.size, self.seed = clip_len, size, seed
         self.num_clips, self.device, self.gen_batch, self.tv_tensors = num_clips, device, gen_batch, tv_tensors
         # In shared memory, so that set_epoch reaches DataLoader workers that persist across epochs.
@@ -158,15 +172,28 @@ class BVDMStream(IterableDataset):
         for _ in range(self._skip):
             next(indices, None)
         self._skip = 0
-        while True:
-            chunk = list(itertools.islice(indices, self.gen_batch))
+        # The next batch is planned (masks, on the CPU) while this one is painted; on an accelerator by
+        # several threads, as the CPU work then sets the pace.
+        planners = 1 if synth.device.type == "cpu" else PLANNERS
+
+        def plan(chunk: list[int]) -> Any:
             if not chunk:
-                return
+                return None
             seeds = [clip_seed(self.seed, epoch, k) for k in chunk]
-            metas = [{"index": k, "epoch": epoch, "seed": self.seed} for k in chunk]
-            for clip in synth.generate(seeds, self.clip_len, self.size, metas):
-                self._yielded += 1
-                yield self._wrap(clip)
+            return synth.plan(seeds, self.clip_len, self.size, workers=planners)
+
+        with ThreadPoolExecutor(1) as ahead:
+            chunk = list(itertools.islice(indices, self.gen_batch))
+            planned = plan(chunk)
+            while planned is not None:
+                following = list(itertools.islice(indices, self.gen_batch))
+                pending = ahead.submit(plan, following)
+                metas = [{"index": k, "epoch": epoch, "seed": self.seed} for k in chunk]
+                clips = synth.paint(planned, metas)
+                planned, chunk = pending.result(), following
+                for clip in clips:
+                    self._yielded += 1
+                    yield self._wrap(clip)
 
     def _wrap(self, clip: Clip) -> Clip:
         if not self.tv_tensors:

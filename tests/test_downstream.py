@@ -10,8 +10,8 @@ from bvdm_data.clip import check_clip, relabel_per_frame
 from bvdm_data.ctc import open_sequence, write_ctc_result, write_ctc_sequence
 from bvdm_data.errors import BVDMDataError
 from bvdm_data.evaluate import evaluate_ctc
-from bvdm_data.evaluate.downstream import (BOUNDARY, INTERIOR, FramePool, ProtocolConfig, SegNet, instances,
-                                           per_frame_clip, run_protocol, seg_targets, track_by_overlap,
+from bvdm_data.evaluate.downstream import (BOUNDARY, INTERIOR, FramePool, ProtocolConfig, SegNet, boundary_offset,
+                                           instances, per_frame_clip, run_protocol, seg_targets, track_by_overlap,
                                            train_segmenter)
 
 
@@ -97,3 +97,19 @@ def test_segnet_accepts_any_frame_size_after_padding():
 
     out = segment(SegNet(width=8).eval(), torch.rand(2, 1, 37, 53))
     assert out.shape == (2, 37, 53) and out.dtype == np.int32
+
+
+def test_boundary_offset_measures_how_far_outlines_sit_outside():
+    from scipy import ndimage
+
+    yy, xx = np.mgrid[:64, :64]
+    ref = np.zeros((1, 64, 64), np.int32)
+    ref[0][(yy - 20) ** 2 + (xx - 20) ** 2 < 12 ** 2] = 1
+    ref[0][(yy - 44) ** 2 + (xx - 44) ** 2 < 10 ** 2] = 2
+    grown = np.stack([ndimage.grey_dilation(ref[0], size=3)])
+    shrunk = np.where(ndimage.binary_erosion(ref[0] > 0, iterations=1), ref[0], 0)[None]
+    assert boundary_offset(ref, ref) == {"offset_px": 0.0, "matched_iou": 1.0, "matched": 1.0}
+    assert 0.8 < boundary_offset(grown, ref)["offset_px"] < 1.3
+    assert -1.2 < boundary_offset(shrunk, ref)["offset_px"] < -0.65  # perimeters count 8-connected rims
+    one_missed = np.where(ref == 2, 0, ref)
+    assert boundary_offset(one_missed, ref)["matched"] == 0.5

@@ -162,6 +162,28 @@ def test_edge_profiles_by_brightness_round_trip():
 def test_edge_setting_is_checked():
     with pytest.raises(Exception, match="edge must be one of"):
         SynthesisSettings(edge="sharp").check(1000)
+    with pytest.raises(Exception, match="edge_shift must lie in"):
+        SynthesisSettings(edge_shift=4.0).check(1000)
+    with pytest.raises(Exception, match="edge='blur' has none"):
+        SynthesisSettings(edge="blur", edge_shift=0.5).check(1000)
+
+
+def test_edge_shift_moves_the_painted_edge_not_the_mask():
+    masks = disks([12.0])
+    values = torch.tensor([0.5])
+
+    def half_contrast_area(shift):
+        image = flat_cells(masks, values, -0.9, edge_profile=PROFILE, edge_shift=shift)
+        core = float(image[0, 0][signed_distance(masks)[0] == -6].mean())
+        return int((image[0, 0] > (-0.9 + core) / 2).sum())
+
+    base = half_contrast_area(0.0)
+    perimeter = int((signed_distance(masks)[0] == -1).sum())
+    # One px outward adds about one ring of pixels above half contrast; one px inward takes one off.
+    assert abs(half_contrast_area(1.0) - base - perimeter) < 0.35 * perimeter
+    assert abs(base - half_contrast_area(-1.0) - perimeter) < 0.35 * perimeter
+    shifted = flat_cells(masks, values, -0.9, edge_profile=PROFILE, edge_shift=0.5)
+    assert float(shifted[0, 0][masks[0]].mean()) == pytest.approx(0.5, abs=1e-4)  # brightness kept inside the mask
 
 
 def test_keep_envelope_keeps_the_measured_edge_and_adds_fine_texture_inside():

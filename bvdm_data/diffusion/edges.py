@@ -121,15 +121,45 @@ def _profile_table(profile: Sequence[float] | Mapping[str, list], values: torch.
     return torch.cat([rows[:, :reach], zero, rows[:, reach:]], 1), reach
 
 
+def shift_profile(table: torch.Tensor, reach: int, shift: float) -> torch.Tensor:
+    """Contrast per ring ``[N, 2 * reach + 1]`` moved outward by ``shift`` px (inward if negative).
+
+    Ring ``-k`` sits at ``0.5 - k`` px from the outline, ring ``+k`` at
+    ``k - 0.5``; each ring takes the profile's value ``shift`` px further in,
+    linearly interpolated, the core's value past the innermost ring and the
+    outermost value past the last.
+
+    Example:
+        >>> t = torch.tensor([[1.0, 0.6, 0.0, 0.2, 0.0]])
+        >>> shift_profile(t, 2, 0.5).tolist()
+        [[1.0, 0.800000011920929, 0.0, 0.4000000059604645, 0.10000000149011612]]
+    """
+    if shift == 0:
+        return table
+    where = torch.tensor([k + 0.5 for k in range(-reach, 0)] + [0.0] + [k - 0.5 for k in range(1, reach + 1)],
+                         device=table.device)
+    keep = torch.cat([torch.arange(reach), torch.arange(reach + 1, 2 * reach + 1)]).to(table.device)
+    xs, ys = where[keep], table[:, keep]
+    at = (where - shift).clamp(xs[0], xs[-1])
+    hi = torch.searchsorted(xs, at).clamp(1, len(xs) - 1)
+    w = ((at - xs[hi - 1]) / (xs[hi] - xs[hi - 1])).clamp(0, 1)
+    out = ys[:, hi - 1] * (1 - w) + ys[:, hi] * w
+    out[:, reach] = 0
+    return out
+
+
 def profile_cells(masks: torch.Tensor, values: torch.Tensor, background: float,
-                  profile: Sequence[float] | Mapping[str, list]) -> torch.Tensor:
+                  profile: Sequence[float] | Mapping[str, list], shift: float = 0.0) -> torch.Tensor:
     """Start images ``[N, 1, S, S]``: each mask with the measured edge, scaled so its mean inside is ``values``.
 
     ``profile`` is one profile (:func:`measure_edge_profile`) or profiles by
     brightness (:func:`measure_edge_profiles`), interpolated at each cell's
-    contrast ``values - background``.
+    contrast ``values - background``. ``shift`` moves the painted edge
+    outward (px, :func:`shift_profile`) relative to the mask: where the
+    annotation convention sits on the cell's soft edge.
     """
     table, reach = _profile_table(profile, values, background, masks.device)
+    table = shift_profile(table, reach, shift)
     rings = signed_distance(masks, reach) + reach
     shape = torch.gather(table, 1, rings.flatten(1)).view(rings.shape)
     inside = masks.float()

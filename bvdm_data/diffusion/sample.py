@@ -1,9 +1,9 @@
 """Batched sampling: SDEdit from flat cell images, DDPM (ancestral) or DDIM with a stride.
 
-Every cell of every clip in flight goes through one network call per step.
-Cells are grouped by clip; each clip draws all of its noise from its own
-``torch.Generator`` in a fixed order, so a clip's cells come out the same
-whatever else shares the batch.
+Every cell in flight goes through one network call per step. Each image
+carries a key and its noise at every step is a function of that key
+(:mod:`bvdm_data.diffusion.noise`), drawn on the device: an image comes out
+the same whatever else shares the batch, however the work is chunked.
 
 Steps are counted from 1 as in the paper: ``t_s = 200`` noises to the 200th
 step of the schedule and denoises through 200 steps (DDPM) or
@@ -19,6 +19,7 @@ import kornia
 import torch
 
 from bvdm_data.diffusion.edges import profile_cells
+from bvdm_data.diffusion.noise import keyed_normal
 from bvdm_data.diffusion.schedule import CosineSchedule
 from bvdm_data.diffusion.unet import UNet
 from bvdm_data.errors import BVDMDataError
@@ -45,25 +46,25 @@ class Denoiser:
             return self.model(x, t).float()
 
 
-def group_noise(groups: Sequence[int], generators: Sequence[torch.Generator], shape: tuple[int, ...],
-                device: torch.device) -> torch.Tensor:
-    """Standard normal noise ``[sum(groups), *shape]``, group ``g`` drawn from ``generators[g]``."""
-    if len(groups) != len(generators):
-        raise ValueError(f"{len(groups)} groups but {len(generators)} generators")
-    parts = [torch.randn((n, *shape), generator=g, device=g.device) for n, g in zip(groups, generators)]
-    return torch.cat(parts).to(device) if parts else torch.zeros((0, *shape), device=device)
+def image_keys(keys: Sequence[int] | torch.Tensor, n: int, device: torch.device) -> torch.Tensor:
+    """``keys`` as an int64 tensor of ``n`` keys on ``device``, or a one-line error."""
+    keys = torch.as_tensor(keys, dtype=torch.int64).to(device)
+    if keys.shape != (n,):
+        raise BVDMDataError(f"{n} images need {n} noise keys, got {list(keys.shape)}")
+    return keys
 
 
 def flat_cells(masks: torch.Tensor, cell_value: torch.Tensor | float, background: float,
-               blur_sigma: float = 1.0, edge_profile: Sequence[float] | Mapping[str, list] | None = None
-               ) -> torch.Tensor:
+               blur_sigma: float = 1.0, edge_profile: Sequence[float] | Mapping[str, list] | None = None,
+               edge_shift: float = 0.0) -> torch.Tensor:
     """SDEdit start images: each mask ``[N, S, S]`` filled with a constant, edges smoothed, in -1..1.
 
     With ``edge_profile`` (contrast per ring around the outline, measured from
     real cells by :func:`~bvdm_data.diffusion.edges.measure_edge_profile`, or
     per brightness by :func:`~bvdm_data.diffusion.edges.measure_edge_profiles`)
     the edge follows the real one instead of a ``blur_sigma`` blur, and the
-    mean inside each mask is ``cell_value``.
+    mean inside each mask is ``cell_value``; ``edge_shift`` (px) moves that
+    edge outward relative to the mask (:func:`~bvdm_data.diffusion.edges.shift_profile`).
 
     Example:
         >>> m = torch.zeros(1, 16, 16, dtype=torch.bool); m[0, 4:12, 4:12] = True
@@ -75,7 +76,7 @@ def flat_cells(masks: torch.Tensor, cell_value: torch.Tensor | float, background
         raise BVDMDataError(f"masks must be [N, S, S], got {list(masks.shape)}")
     value = torch.as_tensor(cell_value, dtype=torch.float32, device=masks.device).reshape(-1, 1, 1, 1)
     if edge_profile is not None:
-        return profile_cells(masks, value.expand(len(masks), 1, 1, 1), background, edge_profile)
+        return profile_cells(masks, value.expand(len(masks), 1, 1, 1), background, edge_profile, edge_shift)
     inside = masks[:, None].float()
     image = background + (value - background) * inside
     if blur_sigma > 0:
@@ -118,31 +119,31 @@ def _check(start: torch.Tensor, t_start: int, schedule: CosineSchedule, sampler:
         raise BVDMDataError(f"stride must be at least 1, got {stride}")
 
 
-def sdedit(denoiser: Denoiser, start: torch.Tensor, t_start: int, groups: Sequence[int],
-           generators: Sequence[torch.Generator], sampler: str = "ddpm", stride: int = 1) -> torch.Tensor:
+def sdedit(denoiser: Denoiser, start: torch.Tensor, t_start: int, keys: Sequence[int] | torch.Tensor,
+           sampler: str = "ddpm", stride: int = 1) -> torch.Tensor:
     """Noise ``start`` (``[N, 1, S, S]``, -1..1) to step ``t_start`` and denoise it back.
 
-    ``groups`` splits the ``N`` images by clip (``sum(groups) == N``), one
-    generator per group. ``sampler="ddpm"`` takes every step with fresh noise;
+    ``keys`` (``N`` integers, :func:`~bvdm_data.diffusion.noise.derive_key`)
+    fix each image's noise: counter 0 for the start noise, ``i + 1`` for the
+    step out of ``i``. ``sampler="ddpm"`` takes every step with fresh noise;
     ``"ddim"`` takes every ``stride``-th step deterministically.
     ``t_start = 0`` returns ``start`` unchanged.
     """
     schedule = denoiser.schedule
     _check(start, t_start, schedule, sampler, stride)
-    if sum(groups) != start.shape[0]:
-        raise BVDMDataError(f"groups sum to {sum(groups)} but there are {start.shape[0]} images")
     device = denoiser.device
+    keys = image_keys(keys, start.shape[0], device)
     x = start.to(device, torch.float32)
     if t_start == 0 or x.shape[0] == 0:
         return x
     shape = tuple(x.shape[1:])
     n = x.shape[0]
     index = torch.full((n,), t_start - 1, dtype=torch.long, device=device)
-    x = schedule.add_noise(x, index, group_noise(groups, generators, shape, device))
+    x = schedule.add_noise(x, index, keyed_normal(keys, 0, shape))
     if sampler == "ddpm":
         for i in range(t_start - 1, -1, -1):
             t = torch.full((n,), i, dtype=torch.long, device=device)
-            noise = group_noise(groups, generators, shape, device) if i > 0 else torch.zeros_like(x)
+            noise = keyed_normal(keys, i + 1, shape) if i > 0 else torch.zeros_like(x)
             x = schedule.ancestral_step(x, t, denoiser.eps(x, t), noise)
     else:
         steps = list(range(t_start - 1, -1, -stride))
@@ -152,7 +153,7 @@ def sdedit(denoiser: Denoiser, start: torch.Tensor, t_start: int, groups: Sequen
     return x.clamp(-1, 1)
 
 
-def refine(denoiser: Denoiser, image: torch.Tensor, t: int, groups: Sequence[int],
-           generators: Sequence[torch.Generator], sampler: str = "ddpm", stride: int = 1) -> torch.Tensor:
+def refine(denoiser: Denoiser, image: torch.Tensor, t: int, keys: Sequence[int] | torch.Tensor,
+           sampler: str = "ddpm", stride: int = 1) -> torch.Tensor:
     """Lightly re-noise (to step ``t``, e.g. ``t_f = 10``) and denoise: restores texture after warping."""
-    return sdedit(denoiser, image, t, groups, generators, sampler, stride)
+    return sdedit(denoiser, image, t, keys, sampler, stride)

@@ -274,6 +274,41 @@ def track_by_overlap(masks: np.ndarray, min_cover: float = 0.3, max_jump: float 
     return out, np.asarray(rows, dtype=np.int64).reshape(-1, 4)
 
 
+def boundary_offset(predicted: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """How far predicted outlines sit outside the reference ones, over the cells SEG matches.
+
+    A reference cell is matched by the predicted object covering more than
+    half of it (the SEG rule). ``offset_px`` is the mean of (predicted area -
+    reference area) / reference perimeter: the mean outward shift of the
+    outline in pixels (negative: drawn too tight). SEG is very sensitive to it:
+    on a 600 px nucleus a half-pixel shift alone costs about 0.07 IoU.
+    ``matched_iou`` is the mean IoU over matched cells, ``matched`` their share.
+
+    Example:
+        >>> r = np.zeros((1, 20, 20), np.int32); r[0, 5:15, 5:15] = 1
+        >>> p = np.zeros_like(r); p[0, 4:16, 4:16] = 1
+        >>> round(boundary_offset(p, r)["offset_px"], 2)
+        1.22
+    """
+    predicted, reference = np.asarray(predicted), np.asarray(reference)
+    offsets, ious, total = [], [], 0
+    for pred, ref in zip(predicted.reshape(-1, *predicted.shape[-2:]), reference.reshape(-1, *reference.shape[-2:])):
+        ref_area = np.bincount(ref.ravel())
+        pred_area = np.bincount(pred.ravel())
+        edge = (ref > 0) & (ndimage.grey_erosion(ref, size=3, mode="nearest") != ref)
+        perimeter = np.bincount(ref[edge], minlength=len(ref_area))
+        both = (ref > 0) & (pred > 0)
+        pairs, counts = np.unique(np.stack([ref[both], pred[both]]), axis=1, return_counts=True)
+        total += int((ref_area[1:] > 0).sum())
+        for r, p, n in zip(*pairs, counts):
+            if 2 * n > ref_area[r]:
+                offsets.append((pred_area[p] - ref_area[r]) / max(1, perimeter[r]))
+                ious.append(n / (pred_area[p] + ref_area[r] - n))
+    return {"offset_px": float(np.mean(offsets)) if offsets else float("nan"),
+            "matched_iou": float(np.mean(ious)) if ious else float("nan"),
+            "matched": len(offsets) / max(1, total)}
+
+
 def score_on_real(net: SegNet, test: Clip, min_area: int = 40, metrics: Sequence[str] = ("SEG", "DET")
                   ) -> dict[str, float]:
     """SEG/DET (and TRA when ``test`` has real lineage) of segmenter + tracker on a real clip, via py-ctcmetrics."""
@@ -293,10 +328,13 @@ def per_frame_clip(video: torch.Tensor, labels: np.ndarray, meta: dict[str, Any]
 
 
 def run_protocol(arms: dict[str, Sequence[FramePool]], test: Clip, config: ProtocolConfig,
-                 metrics: Sequence[str] = ("SEG", "DET"), progress: bool = True) -> list[dict[str, Any]]:
+                 metrics: Sequence[str] = ("SEG", "DET"), progress: bool = True,
+                 calibration: Clip | None = None) -> list[dict[str, Any]]:
     """Train one segmenter per arm with the same budget and score each on the real ``test`` clip.
 
-    Returns one row per arm: the scores, training seconds and frames seen.
+    Returns one row per arm: the scores, the outline offset on ``test``
+    (:func:`boundary_offset`; also on ``calibration``, real frames apart from
+    the test, as ``calibration_offset_px``), training seconds and frames seen.
     """
     rows = []
     for name, pools in arms.items():
@@ -304,11 +342,15 @@ def run_protocol(arms: dict[str, Sequence[FramePool]], test: Clip, config: Proto
         net = train_segmenter(pools, config, progress)
         seconds = time.perf_counter() - t0
         scores = score_on_real(net, test, config.min_area, metrics)
-        rows.append({"arm": name, **scores, "train_s": seconds, "frames": sum(len(p) for p in pools)})
+        offset = boundary_offset(segment(net, test["video"], config.min_area), test["masks"].numpy())
+        if calibration is not None:
+            offset["calibration_offset_px"] = boundary_offset(segment(net, calibration["video"], config.min_area),
+                                                              calibration["masks"].numpy())["offset_px"]
+        rows.append({"arm": name, **scores, **offset, "train_s": seconds, "frames": sum(len(p) for p in pools)})
         if progress:
             tqdm.write(f"{name}: " + ", ".join(f"{m} {v:.3f}" for m, v in scores.items()))
     return rows
 
 
-__all__ = ["FramePool", "ProtocolConfig", "SegNet", "instances", "per_frame_clip", "run_protocol", "score_on_real",
+__all__ = ["FramePool", "ProtocolConfig", "SegNet", "boundary_offset", "instances", "per_frame_clip", "run_protocol", "score_on_real",
            "seg_targets", "segment", "track_by_overlap", "train_segmenter"]

@@ -26,7 +26,8 @@ from scipy import linalg
 from scipy.stats import wasserstein_distance
 from torch import nn
 
-from bvdm_data.synth.propagation import paint_flat
+from bvdm_data.diffusion.noise import derive_key
+from bvdm_data.synth.propagation import draw_brightness, paint_flat
 
 
 ENCODER_NAME = "bvdm-random-cnn-v2"
@@ -104,5 +105,6 @@ def texture_distances(generated: torch.Tensor, real: torch.Tensor, seed: int = 0
 
 def flat_baseline(masks: torch.Tensor, statistics: dict, seed: int = 0) -> torch.Tensor:
     """Mask x drawn mean intensity, blurred, plus Gaussian noise of the background's spread
-    (:func:`bvdm_data.synth.propagation.paint_flat`, one generator for all cells)."""
-    return paint_flat(statistics, masks, [masks.shape[0]], [torch.Generator().manual_seed(seed)])
+    (:func:`bvdm_data.synth.propagation.paint_flat`, one generator for all cells' brightness)."""
+    values = draw_brightness(statistics, [masks.shape[0]], [torch.Generator().manual_seed(seed)])
+    return paint_flat(statistics, masks, values, [derive_key(seed, i) for i in range(masks.shape[0])])

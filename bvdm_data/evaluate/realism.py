@@ -18,19 +18,20 @@ import torch
 
 from bvdm_data.ctc.sequence import CTCSequence
 from bvdm_data.diffusion.crops import CellCrops, extract_cell_crops
-from bvdm_data.evaluate.quality import ENCODER_NAME, texture_distances
+from bvdm_data.diffusion.noise import derive_key
 from bvdm_data.diffusion.texture import TextureModel
 from bvdm_data.errors import BVDMDataError
+from bvdm_data.evaluate.quality import ENCODER_NAME, texture_distances
 from bvdm_data.evaluate.temporal import flicker
 from bvdm_data.synth.pipeline import SynthesisSettings, Synthesizer
-from bvdm_data.synth.propagation import paint_first_frame, paint_flat
+from bvdm_data.synth.propagation import draw_brightness, paint_first_frame, paint_flat
 
 
 def paint_masks(texture: TextureModel, masks: torch.Tensor, t_s: int = 200, sampler: str = "ddpm", stride: int = 1,
                 batch: int = 64, seed: int = 0, flat: bool = False) -> tuple[torch.Tensor, float]:
     """Paint every mask ``[N, S, S]`` as the stream paints a new cell (:func:`paint_first_frame`).
 
-    One generator per cell, drawn first for the cell's brightness: the DDPM and
+    One generator per cell for its brightness and one noise key: the DDPM and
     the flat baseline (``flat=True``, :func:`paint_flat`) paint each cell at the
     same brightness, so their distances differ by texture alone. ``batch`` does
     not change the result. Returns the crops and the seconds spent painting.
@@ -38,12 +39,13 @@ def paint_masks(texture: TextureModel, masks: torch.Tensor, t_s: int = 200, samp
     out, t0 = [], time.perf_counter()
     for i in range(0, len(masks), batch):
         chunk = masks[i:i + batch].to(texture.denoiser.device)
-        gens = [torch.Generator().manual_seed(seed * 100_000 + i + j) for j in range(len(chunk))]
-        groups = [1] * len(chunk)
+        ids = range(seed * 100_000 + i, seed * 100_000 + i + len(chunk))
+        values = draw_brightness(texture.statistics, [1] * len(chunk), [torch.Generator().manual_seed(j) for j in ids])
+        keys = [derive_key(seed, j) for j in ids]
         if flat:
-            out.append(paint_flat(texture.statistics, chunk, groups, gens).cpu())
+            out.append(paint_flat(texture.statistics, chunk, values, keys).cpu())
         else:
-            out.append(paint_first_frame(texture.denoiser, texture.statistics, chunk, groups, gens, t_s,
+            out.append(paint_first_frame(texture.denoiser, texture.statistics, chunk, values, keys, t_s,
                                          sampler, stride).cpu())
     return torch.cat(out), time.perf_counter() - t0
 

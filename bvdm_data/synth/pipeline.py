@@ -1,7 +1,7 @@
 """The BVDM pipeline: simulated masks -> cell textures -> scene, for several clips at once.
 
-Per frame, every cell of every clip in flight is painted in at most two
-network passes (paper, section 2):
+Every cell of every clip in flight is painted in one of two kinds of network
+pass (paper, section 2):
 
 * a cell seen for the first time (present in frame 0, entering the view, or
   with no parent texture) is painted by SDEdit from a flat image of its mask,
@@ -11,17 +11,23 @@ network passes (paper, section 2):
   and refined by ``t_f`` denoising steps; a daughter starts from its mother's
   last texture warped onto her own mask.
 
-Clips are simulated on a view padded by half a crop, so that cells at the
-border are textured whole, then cropped and relabelled. Each clip draws all
-its randomness from its own seed, in a fixed order, so a clip is the same
-whatever other clips share its batch.
+First appearances depend only on their own masks, so all of them, in every
+frame of every clip in flight, are painted in one wide pass; carried cells
+then follow frame by frame (``t_s + (T - 1) t_f`` sequential network calls
+per batch instead of ``T (t_s + t_f)``). Clips are simulated on a view padded
+by half a crop, so that cells at the border are textured whole, then cropped
+and relabelled. Masks and brightness come from each clip's seed on the CPU
+(:meth:`Synthesizer.plan`); every painted cell's noise comes from a key
+derived from its clip, frame and id, drawn on the device, so a clip is the
+same whatever else shares its batch and however the work is chunked.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -31,22 +37,31 @@ from scipy import ndimage
 from bvdm_data.arguments import as_density, as_device, as_size, check_density_fits
 from bvdm_data.bundle import Bundle
 from bvdm_data.clip import Clip, relabel_tracks
+from bvdm_data.diffusion.crops import sample_brightness
+from bvdm_data.diffusion.noise import MASK32, derive_key
 from bvdm_data.diffusion.sample import SAMPLERS
 from bvdm_data.diffusion.texture import TextureModel
 from bvdm_data.errors import BVDMDataError
 from bvdm_data.flow.model import load_flow
 from bvdm_data.masks.model import MaskModel
 from bvdm_data.masks.simulate import simulate_masks
-from bvdm_data.synth.propagation import carry_over, draw_brightness, paint_first_frame, paint_flat
+from bvdm_data.synth.propagation import carry_over, paint_first_frame, paint_flat
 from bvdm_data.synth.scene import SceneModel, compose
 
 
 TEXTURES = ("ddpm", "flat", "detail")
 EDGES = ("by_brightness", "mean", "blur")
-MOSTLY_EMPTY_CELLS = 1.0  # expected cells per frame under which a request warns (over a third start empty)
+SCHEDULES = ("wide", "frame")
+FIRST_PAINT, CARRY, BACKGROUND = 1, 2, 3  # purposes in noise keys
+# Work sizes on an accelerator when not given (benchmarks/results/gpu_generation_cuda.json: peak memory and rate).
+DEVICE_GEN_BATCH = 64       # clips in flight
+DEVICE_CELL_BATCH = 4096    # cells per network call
+CPU_CELL_BATCH = 256        # cells per network call on the CPU (bounds memory; pixels do not depend on it)
+MOSTLY_EMPTY_CELLS = 1.0
+MAX_EDGE_SHIFT = 3.0  # px; the measured profile reaches 6 px each side of the outline  # expected cells per frame under which a request warns (over a third start empty)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SynthesisSettings:
     """How clips are painted. Paper optimum: ``t_s=200``, ``t_f=10``, full DDPM.
 
@@ -65,10 +80,12 @@ class SynthesisSettings:
     bf16: bool = False
     independent_frames: bool = False  # paint every frame from scratch (the paper's flickering ablation)
     texture: str = "ddpm"
-    # At most this many cells of one clip per network call: caps memory, and 1 is the reference-style
-    # one-cell-at-a-time loop. None: every cell of every clip in flight in one call. Clips depend on
-    # cell_batch (the noise is drawn in another order), never on what else is in flight.
+    # At most this many cells per network call: caps memory (1 is the reference-style one-cell-at-a-time
+    # loop). None: CPU_CELL_BATCH or DEVICE_CELL_BATCH. Pixels do not depend on it (each cell has its own noise).
     cell_batch: int | None = None
+    # "wide": all first appearances of a batch in one pass, then carried cells frame by frame; "frame": new
+    # cells frame by frame (the reference order, more sequential calls, the same clips).
+    schedule: str = "wide"
     # Image formation and annotation convention measured from the real data (benchmarks/RESULTS.md, ablation).
     # edge: how a new cell's start image meets the background: "by_brightness" (the edge profile measured on the
     # real annotation, per brightness: bright cells are drawn more generously), "mean" (one measured profile;
@@ -76,11 +93,20 @@ class SynthesisSettings:
     # nuclei the real labels leave out, at the measured rate and contrast, without labels (off: it cost 0.044
     # SEG). Bundles without these laws fall back to "blur" and no unlabelled nuclei.
     edge: str = "by_brightness"
+    # px the painted edge sits outside the mask beyond the measured profile (negative: inside); where the annotation
+    # convention sits on the soft edge, calibrated downstream (benchmarks/downstream.py --calibrate-edge).
+    edge_shift: float = 0.0
     unlabelled: bool = False
 
     def check(self, num_steps: int) -> None:
         if self.edge not in EDGES:
             raise BVDMDataError(f"edge must be one of {EDGES}, got {self.edge!r}")
+        if not -MAX_EDGE_SHIFT <= self.edge_shift <= MAX_EDGE_SHIFT:
+            raise BVDMDataError(f"edge_shift must lie in -{MAX_EDGE_SHIFT}..{MAX_EDGE_SHIFT} px, got {self.edge_shift}")
+        if self.edge_shift and self.edge == "blur":
+            raise BVDMDataError("edge_shift moves the measured edge profile; edge='blur' has none")
+        if self.schedule not in SCHEDULES:
+            raise BVDMDataError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.texture not in TEXTURES:
             raise BVDMDataError(f"texture must be one of {TEXTURES}, got {self.texture!r}")
         if not 1 <= self.t_s <= num_steps:
@@ -94,6 +120,29 @@ class SynthesisSettings:
         if self.cell_batch is not None and self.cell_batch < 1:
             raise BVDMDataError(f"cell_batch must be at least 1 or None, got {self.cell_batch}")
         as_density(self.density)
+
+
+@dataclass
+class ClipPlan:
+    """A batch of clips before painting (:meth:`Synthesizer.plan`): CPU work that depends on each seed alone.
+
+    ``new`` lists first appearances ``(clip, frame, id)``, ``carried`` the
+    cells carried over ``(clip, frame, id, source id in frame - 1)``,
+    ``values`` the drawn brightness of each new cell, ``keys`` each clip's
+    noise key (:mod:`bvdm_data.diffusion.noise`).
+    """
+
+    size: tuple[int, int]
+    padded: tuple[int, int]
+    num_frames: int
+    sims: list[dict] = field(default_factory=list)
+    crops: list[list[dict[int, _Cell]]] = field(default_factory=list)
+    parents: list[dict[int, int]] = field(default_factory=list)
+    hidden: list[dict[int, int]] = field(default_factory=list)
+    keys: list[int] = field(default_factory=list)
+    new: list[tuple[int, int, int]] = field(default_factory=list)
+    carried: list[tuple[int, int, int, int]] = field(default_factory=list)
+    values: dict[tuple[int, int, int], float] = field(default_factory=dict)
 
 
 @dataclass
@@ -120,18 +169,9 @@ def _cell_crops(frame: np.ndarray, size: int) -> dict[int, _Cell]:
     return out
 
 
-def _calls(cells: list[tuple], cell_batch: int | None) -> list[list[tuple]]:
-    """The network calls for ``cells`` (``(clip, ...)`` tuples, grouped by clip): one for all, or pieces of
-    at most ``cell_batch`` cells of a single clip, so that a clip never depends on what else is in flight."""
-    if not cells:
-        return []
-    if cell_batch is None:
-        return [cells]
-    calls = []
-    for k in dict.fromkeys(c[0] for c in cells):
-        mine = [c for c in cells if c[0] == k]
-        calls += [mine[i:i + cell_batch] for i in range(0, len(mine), cell_batch)]
-    return calls
+def default_gen_batch(device: str | torch.device) -> int:
+    """Clips painted together when the caller does not say: 1 on the CPU, :data:`DEVICE_GEN_BATCH` elsewhere."""
+    return 1 if as_device(device).type == "cpu" else DEVICE_GEN_BATCH
 
 
 def child_seed(seed: np.random.SeedSequence, i: int) -> np.random.SeedSequence:
@@ -139,9 +179,11 @@ def child_seed(seed: np.random.SeedSequence, i: int) -> np.random.SeedSequence:
     return np.random.SeedSequence(seed.entropy, spawn_key=(*seed.spawn_key, i), pool_size=seed.pool_size)
 
 
-def edge_statistics(statistics: dict, edge: str) -> dict:
-    """The texture statistics with the one ``edge_profile`` that ``edge`` asks for (none for ``"blur"``)."""
+def edge_statistics(statistics: dict, edge: str, shift: float = 0.0) -> dict:
+    """The texture statistics with the one ``edge_profile`` that ``edge`` asks for (none for ``"blur"``), moved
+    outward by ``shift`` px."""
     out = {k: v for k, v in statistics.items() if k not in ("edge_profile", "edge_profiles")}
+    out["edge_shift"] = shift
     if edge == "by_brightness" and statistics.get("edge_profiles", {}).get("contrast"):
         out["edge_profile"] = statistics["edge_profiles"]
     elif edge in ("by_brightness", "mean") and "edge_profile" in statistics:
@@ -212,90 +254,159 @@ class Synthesizer:
         return self.texture.crop_size
 
 
-    @torch.no_grad()
-    def generate(self, seeds: Sequence[np.random.SeedSequence], num_frames: int, size: tuple[int, int],
-                 meta: Sequence[dict[str, Any]] | None = None) -> list[Clip]:
-        """One clip per seed, all painted together. ``meta`` entries are merged into each clip's meta."""
+    def plan(self, seeds: Sequence[np.random.SeedSequence], num_frames: int, size: tuple[int, int],
+             workers: int = 1) -> ClipPlan:
+        """Everything but the painting, on the CPU: masks, lineage, which cells are new or carried, brightness.
+
+        Each clip's part depends on its seed alone; ``workers`` threads plan
+        clips in parallel (the result does not depend on it). :meth:`paint`
+        then does the device work; :class:`~bvdm_data.stream.BVDMStream`
+        plans the next batch while the device paints this one.
+        """
         h, w = self.check_size(size)
         if num_frames < 1:
             raise BVDMDataError(f"clips need at least 1 frame, got {num_frames}")
-        s = self.settings
         half = self.crop_size // 2
-        padded = (h + 2 * half, w + 2 * half)
+        plan = ClipPlan(size=(h, w), padded=(h + 2 * half, w + 2 * half), num_frames=num_frames)
+        if workers > 1 and len(seeds) > 1:
+            with ThreadPoolExecutor(min(workers, len(seeds))) as pool:
+                parts = list(pool.map(lambda seed: self._plan_clip(seed, num_frames, plan.padded), seeds))
+        else:
+            parts = [self._plan_clip(seed, num_frames, plan.padded) for seed in seeds]
+        for k, (sim, crops, parents, hidden, key, new, carried, values) in enumerate(parts):
+            plan.new += [(k, t, cid) for t, cid in new]
+            plan.carried += [(k, t, cid, src) for t, cid, src in carried]
+            plan.values.update(((k, t, cid), v) for (t, cid), v in zip(new, values))
+            plan.sims.append(sim)
+            plan.crops.append(crops)
+            plan.parents.append(parents)
+            plan.hidden.append(hidden)
+            plan.keys.append(key)
+        return plan
+
+    def _plan_clip(self, seed: np.random.SeedSequence, num_frames: int, padded: tuple[int, int]) -> tuple:
+        """One clip's part of a :class:`ClipPlan`, from its seed alone."""
+        s = self.settings
         # Unlabelled nuclei come on top of the labelled density, so labelled cells keep the fitted density.
         rate = self.scene.unlabelled_rate if s.unlabelled and len(self.scene.unlabelled_contrast) > 1 else 0.0
         density = (self.masks.density if s.density is None else s.density) * (1 + rate)
-        sims, gens, crops, hidden, hidden_contrast = [], [], [], [], []
-        for seed in seeds:
-            mask_seed, texture_seed = child_seed(seed, 0), child_seed(seed, 1)
-            sims.append(simulate_masks(self.masks, num_frames, padded, seed=mask_seed, density=density))
-            hide_rng = np.random.default_rng(child_seed(seed, 2))
-            hidden.append(unlabelled_lineages(sims[-1]["tracks"].numpy(), rate / (1 + rate), hide_rng))
-            hidden_contrast.append(self.scene.sample_unlabelled_contrast(len(set(hidden[-1].values())), hide_rng)
-                                   if hidden[-1] else np.zeros(0))
-            gens.append(torch.Generator().manual_seed(int(texture_seed.generate_state(1, np.uint64)[0] >> 1)))
-            labels = sims[-1]["masks"].numpy()
-            crops.append([_cell_crops(labels[t], self.crop_size) for t in range(num_frames)])
-        parents = [{int(r[0]): int(r[3]) for r in sim["tracks"].tolist()} for sim in sims]
-        backgrounds = [self.scene.background(num_frames, padded, g, self.device) for g in gens]
-        textures: list[dict[int, torch.Tensor]] = [{} for _ in seeds]
-        frames = [[] for _ in seeds]
+        stats = edge_statistics(self.texture.statistics, s.edge, s.edge_shift)
+        mask_seed, texture_seed = child_seed(seed, 0), child_seed(seed, 1)
+        sim = simulate_masks(self.masks, num_frames, padded, seed=mask_seed, density=density)
+        hide_rng = np.random.default_rng(child_seed(seed, 2))
+        hidden = unlabelled_lineages(sim["tracks"].numpy(), rate / (1 + rate), hide_rng)
+        hidden_contrast = (self.scene.sample_unlabelled_contrast(len(set(hidden.values())), hide_rng)
+                           if hidden else np.zeros(0))
+        labels = sim["masks"].numpy()
+        crops = [_cell_crops(labels[t], self.crop_size) for t in range(num_frames)]
+        parents = {int(r[0]): int(r[3]) for r in sim["tracks"].tolist()}
+        new, carried = [], []
         for t in range(num_frames):
-            new, carried = [], []  # (clip, id), and (clip, id, source id in frame t-1)
-            for k, cells in enumerate(crops):
-                for cid in sorted(cells[t]):
-                    if s.independent_frames:
-                        new.append((k, cid))
-                    elif t > 0 and cid in crops[k][t - 1]:
-                        carried.append((k, cid, cid))
-                    elif t > 0 and parents[k].get(cid, 0) in crops[k][t - 1]:
-                        carried.append((k, cid, parents[k][cid]))
-                    else:
-                        new.append((k, cid))
-            painted: dict[tuple[int, int], torch.Tensor] = {}
-            stats = edge_statistics(self.texture.statistics, s.edge)
-            for part in _calls(new, s.cell_batch):
-                groups = [sum(1 for k, _ in part if k == j) for j in range(len(seeds))]
-                masks = torch.stack([crops[k][t][cid].mask for k, cid in part]).to(self.device)
-                values = draw_brightness(stats, groups, gens)
-                for i, (k, cid) in enumerate(part):
-                    if cid in hidden[k]:
-                        values[i] = stats["background_mean"] + float(hidden_contrast[k][hidden[k][cid]])
-                if s.texture == "flat":
-                    out = paint_flat(stats, masks, groups, gens, values)
+            for cid in sorted(crops[t]):
+                if s.independent_frames or t == 0:
+                    new.append((t, cid))
+                elif cid in crops[t - 1]:
+                    carried.append((t, cid, cid))
+                elif parents.get(cid, 0) in crops[t - 1]:
+                    carried.append((t, cid, parents[cid]))
                 else:
-                    out = paint_first_frame(self.texture.denoiser, stats, masks, groups, gens, s.t_s, s.sampler,
-                                            s.stride, values, detail_only=s.texture == "detail")
-                painted.update({key: out[i] for i, key in enumerate(part)})
-            for part in _calls(carried, s.cell_batch):
-                groups = [sum(1 for k, _, _ in part if k == j) for j in range(len(seeds))]
-                moving = torch.stack([crops[k][t - 1][src].mask for k, _, src in part]).to(self.device)
-                fixed = torch.stack([crops[k][t][cid].mask for k, cid, _ in part]).to(self.device)
-                previous = torch.stack([textures[k][src] for k, _, src in part])
-                out = carry_over(self.texture.denoiser, self.flow, previous, moving, fixed, self.scene.alpha,
-                                 stats["background_mean"], groups, gens, 0 if s.texture == "flat" else s.t_f,
-                                 s.sampler, s.stride)
-                painted.update({(k, cid): out[i] for i, (k, cid, _) in enumerate(part)})
-            for k in range(len(seeds)):
-                keys = [key for key in painted if key[0] == k]
-                textures[k] = {cid: painted[(kk, cid)] for kk, cid in keys}
-                if keys:
-                    cell_masks = torch.stack([crops[k][t][cid].mask for _, cid in keys]).to(self.device)
-                    tex = torch.stack([painted[key] for key in keys])
-                    corners = torch.tensor([crops[k][t][cid].corner for _, cid in keys], device=self.device)
-                    frame = compose(backgrounds[k][t], tex, self.scene.alpha(cell_masks), corners)
-                else:
-                    frame = backgrounds[k][t]
-                frames[k].append(frame)
-        clips = []
-        for k, sim in enumerate(sims):
-            video = torch.stack(frames[k])[:, :, half:half + h, half:half + w]
-            view = sim["masks"][:, half:half + h, half:half + w].numpy()
-            if hidden[k]:
-                view = np.where(np.isin(view, list(hidden[k])), 0, view)
-            masks, tracks = relabel_tracks(view, {i: p for i, p in parents[k].items() if i not in hidden[k]})
-            clip_meta = {"source": "bvdm", "bundle": self.bundle.name, **{f"synth_{n}": v for n, v in
-                         asdict(s).items() if v is not None}, **(dict(meta[k]) if meta is not None else {})}
-            clips.append({"video": ((video.float().cpu() + 1) / 2).clamp(0, 1).contiguous(),
-                          "masks": torch.from_numpy(masks), "tracks": torch.from_numpy(tracks), "meta": clip_meta})
-        return clips
+                    new.append((t, cid))
+        state = texture_seed.generate_state(1, np.uint64)[0]
+        values = sample_brightness(stats, len(new), torch.Generator().manual_seed(int(state >> 1))).tolist()
+        for i, (_, cid) in enumerate(new):
+            if cid in hidden:
+                values[i] = stats["background_mean"] + float(hidden_contrast[hidden[cid]])
+        return sim, crops, parents, hidden, int(state & MASK32), new, carried, values
+
+    def _calls(self, items: list) -> list[list]:
+        cap = self.settings.cell_batch or (CPU_CELL_BATCH if self.device.type == "cpu" else DEVICE_CELL_BATCH)
+        return [items[i:i + cap] for i in range(0, len(items), cap)]
+
+    def _paint_new(self, plan: ClipPlan, items: list[tuple[int, int, int]], stats: dict,
+                   textures: dict[tuple[int, int, int], torch.Tensor]) -> None:
+        """First paint of ``items`` ``(clip, frame, id)``: SDEdit from the mask at ``t_s`` (or the flat baseline)."""
+        s = self.settings
+        for part in self._calls(items):
+            masks = torch.stack([plan.crops[k][t][cid].mask for k, t, cid in part]).to(self.device)
+            values = torch.tensor([plan.values[item] for item in part])
+            keys = torch.tensor([derive_key(plan.keys[k], FIRST_PAINT, t, cid) for k, t, cid in part])
+            if s.texture == "flat":
+                out = paint_flat(stats, masks, values, keys)
+            else:
+                out = paint_first_frame(self.texture.denoiser, stats, masks, values, keys, s.t_s, s.sampler,
+                                        s.stride, detail_only=s.texture == "detail")
+            textures.update(zip(part, out))
+
+    def _carry(self, plan: ClipPlan, items: list[tuple[int, int, int, int]], stats: dict,
+               textures: dict[tuple[int, int, int], torch.Tensor]) -> None:
+        """Carry ``items`` ``(clip, frame, id, source id)`` from their texture one frame earlier (flow + ``t_f``)."""
+        s = self.settings
+        for part in self._calls(items):
+            moving = torch.stack([plan.crops[k][t - 1][src].mask for k, t, _, src in part]).to(self.device)
+            fixed = torch.stack([plan.crops[k][t][cid].mask for k, t, cid, _ in part]).to(self.device)
+            previous = torch.stack([textures[(k, t - 1, src)] for k, t, _, src in part])
+            keys = torch.tensor([derive_key(plan.keys[k], CARRY, t, cid) for k, t, cid, _ in part])
+            out = carry_over(self.texture.denoiser, self.flow, previous, moving, fixed, self.scene.alpha,
+                             stats["background_mean"], keys, 0 if s.texture == "flat" else s.t_f, s.sampler,
+                             s.stride)
+            textures.update(((k, t, cid), o) for (k, t, cid, _), o in zip(part, out))
+
+    @torch.no_grad()
+    def paint(self, plan: ClipPlan, meta: Sequence[dict[str, Any]] | None = None) -> list[Clip]:
+        """The clips of a :meth:`plan`, painted on the device. ``meta`` entries are merged into each clip's meta.
+
+        ``schedule="wide"`` paints every first appearance of every clip and
+        frame in one pass (a new cell depends only on its own mask), then
+        carries cells frame by frame: about ``t_s + (T - 1) t_f`` sequential
+        network calls per batch. ``"frame"`` paints the new cells of each
+        frame just before carrying that frame (``T (t_s + t_f)`` calls), the
+        reference order; both give the same clips, as every cell's noise
+        comes from its own key.
+        """
+        s = self.settings
+        stats = edge_statistics(self.texture.statistics, s.edge, s.edge_shift)
+        textures: dict[tuple[int, int, int], torch.Tensor] = {}
+        if s.schedule == "wide":
+            self._paint_new(plan, plan.new, stats, textures)
+        frames = [list(self.scene.background(plan.num_frames, plan.padded, derive_key(key, BACKGROUND), self.device))
+                  for key in plan.keys]
+        for t in range(plan.num_frames):
+            if s.schedule == "frame":
+                self._paint_new(plan, [item for item in plan.new if item[1] == t], stats, textures)
+            self._carry(plan, [item for item in plan.carried if item[1] == t], stats, textures)
+            for k, crops in enumerate(plan.crops):
+                ids = sorted(crops[t])
+                if ids:
+                    cell_masks = torch.stack([crops[t][cid].mask for cid in ids]).to(self.device)
+                    tex = torch.stack([textures[(k, t, cid)] for cid in ids])
+                    corners = torch.tensor([crops[t][cid].corner for cid in ids], device=self.device)
+                    frames[k][t] = compose(frames[k][t], tex, self.scene.alpha(cell_masks), corners)
+            for key in [key for key in textures if key[1] < t]:  # carried on from, no longer needed
+                del textures[key]
+        return [self._finish(plan, k, torch.stack(frames[k]), meta[k] if meta is not None else {})
+                for k in range(len(plan.sims))]
+
+    def _finish(self, plan: ClipPlan, k: int, video: torch.Tensor, meta: dict[str, Any]) -> Clip:
+        """Crop the padded view, hide the unlabelled lineages, relabel, and move the clip to the CPU."""
+        (h, w), half = plan.size, self.crop_size // 2
+        video = video[:, :, half:half + h, half:half + w]
+        view = plan.sims[k]["masks"][:, half:half + h, half:half + w].numpy()
+        hidden, parents = plan.hidden[k], plan.parents[k]
+        if hidden:
+            view = np.where(np.isin(view, list(hidden)), 0, view)
+        masks, tracks = relabel_tracks(view, {i: p for i, p in parents.items() if i not in hidden})
+        clip_meta = {"source": "bvdm", "bundle": self.bundle.name, **{f"synth_{n}": v for n, v in
+                     asdict(self.settings).items() if v is not None}, **dict(meta)}
+        return {"video": ((video.float() + 1) / 2).clamp(0, 1).cpu().contiguous(),
+                "masks": torch.from_numpy(masks), "tracks": torch.from_numpy(tracks), "meta": clip_meta}
+
+    def generate(self, seeds: Sequence[np.random.SeedSequence], num_frames: int, size: tuple[int, int],
+                 meta: Sequence[dict[str, Any]] | None = None) -> list[Clip]:
+        """One clip per seed, all painted together (:meth:`plan`, then :meth:`paint`).
+
+        A clip depends only on its seed and the settings: not on the other
+        seeds, the batch, ``cell_batch`` or ``schedule`` (on one device; CPU
+        and CUDA give the same masks and tracks, and pixels equal to float
+        rounding).
+        """
+        return self.paint(self.plan(seeds, num_frames, size), meta)

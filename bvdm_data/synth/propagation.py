@@ -1,8 +1,9 @@
 """Painting one frame's cells: first appearances by SDEdit, known cells carried along the flow.
 
-Both functions take every cell of every clip in flight at once (one network
-call per denoising step); ``groups`` counts the cells of each clip, whose
-noise comes from that clip's generator.
+Each function takes any set of cells at once (one network call per denoising
+step); ``keys`` give each cell its own noise
+(:mod:`bvdm_data.diffusion.noise`), so how cells are grouped into calls never
+changes a pixel. Brightness is drawn beforehand from each clip's generator.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import torch
 
 from bvdm_data.diffusion.crops import sample_brightness
 from bvdm_data.diffusion.edges import signed_distance
-from bvdm_data.diffusion.sample import Denoiser, calibrate_brightness, flat_cells, group_noise, refine, sdedit
+from bvdm_data.diffusion.noise import keyed_normal
+from bvdm_data.diffusion.sample import Denoiser, calibrate_brightness, flat_cells, image_keys, refine, sdedit
 from bvdm_data.flow.network import FlowNet
 from bvdm_data.flow.warp import warp
 
@@ -27,35 +29,33 @@ def draw_brightness(statistics: dict, groups: Sequence[int], generators: Sequenc
     return torch.cat([sample_brightness(statistics, n, g) for n, g in zip(groups, generators)])
 
 
-def paint_flat(statistics: dict, masks: torch.Tensor, groups: Sequence[int],
-               generators: Sequence[torch.Generator], values: torch.Tensor | None = None) -> torch.Tensor:
-    """The CellCycleGAN/MitoGen-style baseline: each mask at a drawn brightness, blurred, plus pixel noise.
-
-    Brightness (unless given as ``values``) and noise come from each clip's
-    generator, like :func:`paint_first_frame`; the edge follows the measured
-    profile where ``statistics`` has one.
+def paint_flat(statistics: dict, masks: torch.Tensor, values: torch.Tensor,
+               keys: Sequence[int] | torch.Tensor) -> torch.Tensor:
+    """The CellCycleGAN/MitoGen-style baseline: each mask ``[N, S, S]`` at its brightness ``values``, with the
+    measured edge (a 1-px blur where ``statistics`` has no profile), plus pixel noise keyed by ``keys``.
     """
-    values = (draw_brightness(statistics, groups, generators) if values is None else values).to(masks.device)
-    image = flat_cells(masks, values, statistics["background_mean"], edge_profile=statistics.get("edge_profile"))
-    noise = group_noise(groups, generators, tuple(image.shape[1:]), image.device)
+    image = flat_cells(masks, values.to(masks.device), statistics["background_mean"],
+                       edge_profile=statistics.get("edge_profile"), edge_shift=statistics.get("edge_shift", 0.0))
+    noise = keyed_normal(image_keys(keys, len(masks), image.device), 0, tuple(image.shape[1:]))
     return (image + statistics["background_std"] * noise).clamp(-1, 1)
 
 
-def paint_first_frame(denoiser: Denoiser, statistics: dict, masks: torch.Tensor, groups: Sequence[int],
-                      generators: Sequence[torch.Generator], t_s: int, sampler: str = "ddpm",
-                      stride: int = 1, values: torch.Tensor | None = None, detail_only: bool = False) -> torch.Tensor:
-    """SDEdit from flat images of the masks ``[N, S, S]``, each cell at a brightness drawn from the real law.
+def paint_first_frame(denoiser: Denoiser, statistics: dict, masks: torch.Tensor, values: torch.Tensor,
+                      keys: Sequence[int] | torch.Tensor, t_s: int, sampler: str = "ddpm",
+                      stride: int = 1, detail_only: bool = False) -> torch.Tensor:
+    """SDEdit from flat images of the masks ``[N, S, S]`` at brightness ``values`` (:func:`draw_brightness`).
 
-    ``values`` overrides the drawn brightness. With ``detail_only`` only the
+    ``keys`` fix each cell's noise. With ``detail_only`` only the
     painting's fine texture is kept, on the start image (:func:`keep_envelope`). The start image has the
     measured edge profile where ``statistics`` has one. The painted cell is
     then scaled back to its brightness
     (:func:`~bvdm_data.diffusion.sample.calibrate_brightness`).
     """
-    values = (draw_brightness(statistics, groups, generators) if values is None else values).to(masks.device)
+    values = values.to(masks.device)
     background = statistics["background_mean"]
-    start = flat_cells(masks, values, background, edge_profile=statistics.get("edge_profile"))
-    painted = sdedit(denoiser, start, t_s, groups, generators, sampler, stride)
+    start = flat_cells(masks, values, background, edge_profile=statistics.get("edge_profile"),
+                       edge_shift=statistics.get("edge_shift", 0.0))
+    painted = sdedit(denoiser, start, t_s, keys, sampler, stride)
     painted = calibrate_brightness(painted, masks.to(painted.device), values, background)
     return keep_envelope(start.to(painted.device), painted, masks.to(painted.device)) if detail_only else painted
 
@@ -77,8 +77,7 @@ def keep_envelope(start: torch.Tensor, painted: torch.Tensor, masks: torch.Tenso
 
 def carry_over(denoiser: Denoiser, flow: FlowNet, previous: torch.Tensor, moving: torch.Tensor,
                fixed: torch.Tensor, alpha: Callable[[torch.Tensor], torch.Tensor], background: float,
-               groups: Sequence[int], generators: Sequence[torch.Generator], t_f: int, sampler: str = "ddpm",
-               stride: int = 1) -> torch.Tensor:
+               keys: Sequence[int] | torch.Tensor, t_f: int, sampler: str = "ddpm", stride: int = 1) -> torch.Tensor:
     """Texture of each cell in its new mask: warp ``previous`` along flow(moving -> fixed), refine by ``t_f``.
 
     Outside the new mask's soft footprint ``alpha(fixed)`` the warped texture
@@ -88,4 +87,4 @@ def carry_over(denoiser: Denoiser, flow: FlowNet, previous: torch.Tensor, moving
     field = flow(moving[:, None].float(), fixed[:, None].float()).float()
     keep = alpha(fixed)
     warped = keep * warp(previous, field) + (1 - keep) * background
-    return refine(denoiser, warped, t_f, groups, generators, sampler, min(stride, max(1, t_f)))
+    return refine(denoiser, warped, t_f, keys, sampler, min(stride, max(1, t_f)))

@@ -25,6 +25,7 @@ from scipy import ndimage
 
 from bvdm_data.bundle import Bundle, BundleWriter
 from bvdm_data.ctc.sequence import CTCSequence
+from bvdm_data.diffusion.noise import derive_key, keyed_normal
 from bvdm_data.errors import BVDMDataError
 from bvdm_data.robust import robust_std
 
@@ -143,16 +144,17 @@ class SceneModel:
             raise BVDMDataError("this scene model has no unlabelled-object law (refit the scene)")
         return np.interp(rng.random(count) * (q.size - 1), np.arange(q.size), q)
 
-    def background(self, num_frames: int, size: tuple[int, int], generator: torch.Generator,
-                   device: torch.device) -> torch.Tensor:
-        """``[T, 1, H, W]`` backgrounds: level + a slow field fixed over the clip + fresh pixel noise."""
+    def background(self, num_frames: int, size: tuple[int, int], key: int, device: torch.device) -> torch.Tensor:
+        """``[T, 1, H, W]`` backgrounds on ``device``: level + a slow field fixed over the clip + fresh pixel
+        noise, all drawn from ``key`` (:func:`~bvdm_data.diffusion.noise.keyed_normal`)."""
         h, w = size
-        field = torch.randn((1, 1, h, w), generator=generator)
+        keys = torch.tensor([derive_key(key, t) for t in range(num_frames + 1)], device=device)
+        field = keyed_normal(keys[:1], 0, (1, h, w))
         k = 2 * int(3 * SMOOTH_SIGMA) + 1
         field = kornia.filters.gaussian_blur2d(field, (k, k), (SMOOTH_SIGMA, SMOOTH_SIGMA), border_type="reflect")
         field = field / field.std().clamp_min(1e-6) * self.background_smooth_std
-        noise = torch.randn((num_frames, 1, h, w), generator=generator) * self.noise_std
-        return (self.background_mean + field + noise).to(device)
+        noise = keyed_normal(keys[1:], 0, (1, h, w)) * self.noise_std
+        return self.background_mean + field + noise
 
     def alpha(self, masks: torch.Tensor) -> torch.Tensor:
         """Soft paste weights ``[N, 1, S, S]`` from cell masks ``[N, S, S]``."""

@@ -1,0 +1,177 @@
+"""GPU-resident generation: annotated cell-frames/s and peak memory vs clips in flight, and a starved trainer.
+
+    python benchmarks/gpu_generation.py --device cuda [--clips 8 64 256] [--budget-s 420]
+
+Part 1, throughput (paper settings: t_s = 200, t_f = 10, 8 frames of 256^2):
+for full DDPM and DDIM stride 4, fp32 and bf16, and 8, 64, 256 clips in
+flight, the new schedule (``wide``: all first appearances in one pass) and,
+at 64 clips, the frame-by-frame order (``frame``: new cells painted frame by
+frame, the order before 2026-11-26) in the same run. Planning (masks, on the
+CPU, ``--planners`` threads) and painting (the device) are timed apart; the
+stream overlaps them, so its rate is set by the slower of the two. A cell-frame
+is one labelled cell in one output frame (what a trainer gets).
+
+Part 2, starvation: one segmentation trainer (``SegNet`` of
+``bvdm_data.evaluate.downstream``, bf16 autocast, 2 clips x 8 frames per step)
+on the GPU, fed (a) by clips already in memory, (b) by
+``DataLoader(BVDMStream(device=...), num_workers=1)`` (a spawned worker paints
+on the same GPU while the trainer trains). Steps/s of each and their ratio.
+
+Every run stops starting new measurements after ``--budget-s`` seconds and
+writes what it has. Writes benchmarks/results/gpu_generation_<device>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from bvdm_data import BVDMStream, collate_clips
+from bvdm_data.evaluate.downstream import SegNet, seg_targets
+from bvdm_data.evaluate.realism import markdown
+from bvdm_data.stream import clip_seed
+from bvdm_data.synth import SynthesisSettings, Synthesizer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def cell_frames(clips: list[dict]) -> int:
+    """Labelled cells summed over frames: each track row spans last - first + 1 frames."""
+    return int(sum(int((c["tracks"][:, 2] - c["tracks"][:, 1] + 1).sum()) for c in clips))
+
+
+def throughput(bundle: str, device: torch.device, settings: SynthesisSettings, clips: int, frames: int,
+               size: int, planners: int, plans: dict) -> dict:
+    """One measurement; plans (masks, CPU) are made once per clip count and reused across settings."""
+    synth = Synthesizer(bundle, device, settings)
+    seeds = [clip_seed(0, 0, k) for k in range(clips)]
+    synth.paint(synth.plan(seeds[:2], 2, (size, size)))  # warm-up: kernels, cuDNN choices, allocator
+    if clips not in plans:
+        t0 = time.perf_counter()
+        plans[clips] = (synth.plan(seeds, frames, (size, size), workers=planners), time.perf_counter() - t0)
+    plan, plan_s = plans[clips]
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    sync(device)
+    t0 = time.perf_counter()
+    out = synth.paint(plan)
+    sync(device)
+    paint_s = time.perf_counter() - t0
+    n = cell_frames(out)
+    return {"clips": clips, "cell_frames": n, "plan_s": round(plan_s, 2), "paint_s": round(paint_s, 2),
+            "painted_cells": len(plan.new) + len(plan.carried),
+            "paint_cell_frames_per_s": round(n / paint_s, 1),
+            "stream_cell_frames_per_s": round(n / max(plan_s, paint_s), 1),
+            "peak_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None}
+
+
+def trainer_rate(batches, device: torch.device, steps: int, warmup: int = 5) -> float:
+    """Steps/s of a SegNet trainer on ``batches`` (an iterator of collated clips), after ``warmup`` steps."""
+    torch.manual_seed(0)
+    net = SegNet(width=32).to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    t0 = None
+    for step in range(warmup + steps):
+        if step == warmup:
+            sync(device)
+            t0 = time.perf_counter()
+        batch = next(batches)
+        x = batch["video"].flatten(0, 1).to(device, non_blocking=True)
+        y = seg_targets(batch["masks"].flatten(0, 1).to(device, non_blocking=True))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss = torch.nn.functional.cross_entropy(net(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    sync(device)
+    return steps / (time.perf_counter() - t0)
+
+
+def starvation(bundle: str, device: torch.device, args: argparse.Namespace) -> dict:
+    kw = dict(clip_len=args.frames, size=(args.size, args.size), device=str(device), sampler="ddim", stride=4,
+              bf16=True, gen_batch=args.stream_batch, seed=1)
+    memory = list(BVDMStream(bundle, num_clips=2 * args.stream_batch, **kw))
+
+    def cycle():
+        while True:
+            for i in range(0, len(memory) - 1, 2):
+                yield collate_clips(memory[i:i + 2])
+
+    in_memory = trainer_rate(cycle(), device, args.train_steps)
+    loader = torch.utils.data.DataLoader(BVDMStream(bundle, **kw), batch_size=2, collate_fn=collate_clips,
+                                         num_workers=1, multiprocessing_context="spawn", prefetch_factor=4,
+                                         pin_memory=device.type == "cuda", persistent_workers=False)
+    fed = trainer_rate(iter(loader), device, args.train_steps)
+    return {"trainer": "SegNet width 32, bf16, 2 clips x 8 frames per step",
+            "stream": "DDIM stride 4, bf16, t_s 200, t_f 10, gen_batch %d, 1 spawned worker" % args.stream_batch,
+            "in_memory_steps_per_s": round(in_memory, 2), "stream_steps_per_s": round(fed, 2),
+            "ratio": round(fed / in_memory, 3)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bundle", default="hela")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--clips", type=int, nargs="+", default=[8, 64, 256])
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--t-s", type=int, default=200)
+    parser.add_argument("--t-f", type=int, default=10)
+    parser.add_argument("--cell-batch", type=int, default=None, help="cells per network call (default: automatic)")
+    parser.add_argument("--planners", type=int, default=min(8, os.cpu_count() or 1))
+    parser.add_argument("--stream-batch", type=int, default=32, help="gen_batch of the starvation stream")
+    parser.add_argument("--train-steps", type=int, default=40)
+    parser.add_argument("--skip-starvation", action="store_true")
+    parser.add_argument("--budget-s", type=float, default=420)
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    start = time.perf_counter()
+    rows, plans = [], {}
+    runs = [(sampler, stride, bf16, "wide", clips) for sampler, stride in (("ddim", 4), ("ddpm", 1))
+            for bf16 in (True, False) for clips in args.clips]
+    runs[1:1] = [("ddim", 4, True, "frame", 64), ("ddpm", 1, True, "frame", 64)]
+    for sampler, stride, bf16, schedule, clips in runs:
+        if time.perf_counter() - start > args.budget_s:
+            print(f"budget of {args.budget_s:.0f} s spent: skipping {sampler} bf16={bf16} {schedule} {clips}")
+            continue
+        settings = SynthesisSettings(t_s=args.t_s, t_f=args.t_f, sampler=sampler, stride=stride, bf16=bf16,
+                                     schedule=schedule, cell_batch=args.cell_batch)
+        try:
+            row = throughput(args.bundle, device, settings, clips, args.frames, args.size, args.planners, plans)
+        except torch.OutOfMemoryError as err:
+            row = {"clips": clips, "error": f"out of memory: {str(err)[:120]}"}
+            torch.cuda.empty_cache()
+        row = {"sampler": f"{sampler}{'' if sampler == 'ddpm' else f' /{stride}'}",
+               "precision": "bf16" if bf16 else "fp32", "schedule": schedule, **row}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+              "settings": {"t_s": args.t_s, "t_f": args.t_f, "frames": args.frames, "size": args.size,
+                           "planners": args.planners, "cell_batch": args.cell_batch or "automatic"},
+              "throughput": rows}
+    columns = ["sampler", "precision", "schedule", "clips", "cell_frames", "plan_s", "paint_s",
+               "paint_cell_frames_per_s", "stream_cell_frames_per_s", "peak_gib"]
+    print("\n" + markdown([r for r in rows if "error" not in r], columns))
+    if not args.skip_starvation and time.perf_counter() - start < args.budget_s + 60:
+        result["starvation"] = starvation(args.bundle, device, args)
+        print(json.dumps(result["starvation"]))
+    result["wall_s"] = round(time.perf_counter() - start, 1)
+    out = Path(args.out or ROOT / "benchmarks" / "results" / f"gpu_generation_{device.type}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out} ({result['wall_s']} s)")
+
+
+if __name__ == "__main__":
+    main()
