@@ -12,6 +12,8 @@ frames that no model of the bundle saw:
   (b) BVDM:          clips of the bundle (an LMDB cache), every measured law on
   (c) flat:          the same masks with flat textures (`--texture flat`)
   (d) real + BVDM:   half of every batch from (a), half from (b); (d1) the same with (a1)
+  (b+, d+, d1+):     `--labels-ablation`: (b), (d), (d1) with every label redrawn from its painted cell
+                     by the real annotation's measured convention (`--labels painted`)
   (b*, d*, d1*):     `--calibrate-edge`: (b), (d), (d1) repainted with the painted edge moved by the
                      outline offset that (b)'s segmenter shows on the real training frames
 
@@ -136,6 +138,10 @@ def main() -> None:
                         "instead of profiles by brightness")
     parser.add_argument("--calibrate-edge", action="store_true", help="then repaint BVDM with the painted edge moved "
                         "by the outline offset its segmenter shows on the real training frames, and train again")
+    parser.add_argument("--labels-ablation", action="store_true", help="add arms whose BVDM labels are redrawn "
+                        "from the painted cells by the real annotation's measured convention (--labels painted)")
+    parser.add_argument("--arms", nargs="+", help="train only these arms, by code: a a1 b c d d1 b* d* d1* b+ d+ d1+ ...")
+    parser.add_argument("--no-statistics", action="store_true", help="skip the frame-statistics table")
     parser.add_argument("--bvdm-cache", help="an LMDB cache of BVDM clips (default: made under runs/)")
     parser.add_argument("--flat-cache", help="an LMDB cache of flat-texture clips (default: made under runs/)")
     parser.add_argument("--density", default="match", help="match (the real training frames), fitted, or a number")
@@ -165,8 +171,9 @@ def main() -> None:
     real_density = labelled_density(real_pool)
     density = {"match": real_density, "fitted": None}[args.density] if args.density in ("match", "fitted") \
         else float(args.density)
-    sources = {"BVDM": cache(args.bvdm_cache, "ddpm", density, args),
-               "flat": cache(args.flat_cache, "flat", density, args)}
+    sources = {"BVDM": cache(args.bvdm_cache, "ddpm", density, args)}
+    if not args.arms or "c" in args.arms:
+        sources["flat"] = cache(args.flat_cache, "flat", density, args)
     off = ("--edge", "blur")
     if args.ablation:
         if not args.base_bundle:
@@ -180,14 +187,23 @@ def main() -> None:
         sources["BVDM, detail only"] = cache(None, "detail", density, args)
     if args.edge_ablation:
         sources["BVDM, mean edge"] = cache(None, "ddpm", density, args, args.bundle, ("--edge", "mean"))
+    if args.labels_ablation:
+        sources["BVDM, painted labels"] = cache(None, "ddpm", density, args, args.bundle, ("--labels", "painted"))
     pools = {name: FramePool(clips, name) for name, clips in sources.items()}
     arms = {"(a) real": [real_pool], "(a1) real, 1 frame": [scarce_pool], "(b) BVDM": [pools["BVDM"]],
-            "(c) flat texture": [pools["flat"]], "(d) real + BVDM": [real_pool, pools["BVDM"]],
+            "(c) flat texture": [pools.get("flat")], "(d) real + BVDM": [real_pool, pools["BVDM"]],
             "(d1) real 1 frame + BVDM": [scarce_pool, pools["BVDM"]]}
     if args.edge_ablation:
         arms["(b') BVDM, one mean edge profile"] = [pools["BVDM, mean edge"]]
     if args.texture_ablation:
         arms["(b'') BVDM, detail only"] = [pools["BVDM, detail only"]]
+    if args.labels_ablation:
+        painted = pools["BVDM, painted labels"]
+        arms.update({"(b+) BVDM, labels from the painting": [painted],
+                     "(d+) real + BVDM, labels from the painting": [real_pool, painted],
+                     "(d1+) real 1 frame + BVDM, labels from the painting": [scarce_pool, painted]})
+    if args.arms:
+        arms = {name: p for name, p in arms.items() if name.split(")")[0][1:] in args.arms}
     if args.synthetic_only:
         arms = {name: pools_ for name, pools_ in arms.items() if all(p is not real_pool and p is not scarce_pool
                                                                     for p in pools_)}
@@ -197,10 +213,12 @@ def main() -> None:
 
     real_video = CTCClips(args.data, ["02"], labels="ERR_SEG", clip_len=len(TRAIN), per_frame_ids=True, frames=TRAIN)
     real_stats = frame_statistics([real_video[0]])
-    synthetic_stats = {name: frame_statistics(clips, max_frames=STATISTICS_FRAMES) for name, clips in sources.items()}
-    statistics_table = markdown(compare_frames(real_stats, synthetic_stats),
-                                ["statistic", "real"] + [c for n in sources for c in (n, f"{n} rel.")])
-    print(f"\nframe statistics, median (real: 02 frames 0-10 with ERR_SEG)\n\n{statistics_table}")
+    synthetic_stats = {} if args.no_statistics else \
+        {name: frame_statistics(clips, max_frames=STATISTICS_FRAMES) for name, clips in sources.items()}
+    if synthetic_stats:
+        statistics_table = markdown(compare_frames(real_stats, synthetic_stats),
+                                    ["statistic", "real"] + [c for n in sources for c in (n, f"{n} rel.")])
+        print(f"\nframe statistics, median (real: 02 frames 0-10 with ERR_SEG)\n\n{statistics_table}")
 
     t0 = time.perf_counter()
     configs = [ProtocolConfig(steps=steps, batch_size=args.batch_size, crop=args.crop, seed=seed, device=args.device)
@@ -238,7 +256,8 @@ def main() -> None:
                                              "sampler": args.sampler, "stride": args.stride,
                                              "clip_frames": args.frames, "size": args.size,
                                              "calibrated_edge_shift": shift},
-                               "rows": rows, "frame_statistics": compare_frames(real_stats, synthetic_stats)},
+                               "rows": rows, "frame_statistics": compare_frames(real_stats, synthetic_stats)
+                               if synthetic_stats else None},
                               indent=2) + "\n")
     try:
         plot(rows, out.with_suffix(".png"))

@@ -300,7 +300,7 @@ def _stream(args: argparse.Namespace, num_clips: int):
                       t_s=args.t_s, t_f=args.t_f, sampler=args.sampler, stride=args.stride, density=args.density,
                       device=args.device, bf16=args.bf16, gen_batch=_gen_batch(args), texture=args.texture,
                       cell_batch=args.cell_batch, edge=args.edge, edge_shift=args.edge_shift,
-                      unlabelled=args.unlabelled)
+                      unlabelled=args.unlabelled, labels=args.labels)
 
 
 def run_generate(args: argparse.Namespace) -> int:
@@ -356,14 +356,14 @@ def run_cache(args: argparse.Namespace) -> int:
         settings = SynthesisSettings(t_s=args.t_s, t_f=args.t_f, sampler=args.sampler, stride=args.stride,
                                      density=args.density, bf16=args.bf16, texture=args.texture,
                                      cell_batch=args.cell_batch, edge=args.edge, edge_shift=args.edge_shift,
-                                     unlabelled=args.unlabelled)
+                                     unlabelled=args.unlabelled, labels=args.labels)
         synth = Synthesizer(args.bundle, device, settings)
         size = synth.check_size(tuple(args.size))  # before the cache is created
         meta = {"bundle": synth.bundle.name, "bundle_sha256": bundle_hash(synth.bundle.root), "seed": args.seed,
                 "frames": args.frames, "size": list(size), "num_clips": args.clips, "t_s": args.t_s, "t_f": args.t_f,
                 "sampler": args.sampler, "stride": args.stride, "density": args.density, "bf16": args.bf16,
                 "texture": args.texture, "edge": args.edge, "edge_shift": args.edge_shift,
-                "unlabelled": args.unlabelled}  # not cell_batch: pixels do not depend on it
+                "unlabelled": args.unlabelled, "labels": args.labels}  # not cell_batch: pixels do not depend on it
 
         def generate(indices):
             clips, step = [], _gen_batch(args)
@@ -410,6 +410,9 @@ def _generation_options(p: argparse.ArgumentParser, frames: int, size: tuple[int
     p.add_argument("--edge-shift", type=float, default=0.0, help="px the painted edge sits outside the mask "
                    "beyond the measured profile, negative inside (default 0; see benchmarks/downstream.py "
                    "--calibrate-edge)")
+    p.add_argument("--labels", default="masks", choices=["masks", "painted"], help="masks: the simulated masks "
+                   "(default); painted: each label redrawn from its painted cell by the real annotation's measured "
+                   "convention (an experiment)")
     p.add_argument("--unlabelled", action="store_true", help="also paint, unlabelled, the nuclei the real "
                    "annotation leaves out, at its measured rate (an ablation: it lowered SEG on HeLa)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")

@@ -75,6 +75,8 @@ class BVDMStream(IterableDataset):
             inside), where the annotation convention sits on a cell's soft edge.
         unlabelled: also paint the nuclei the real annotation leaves out, at its measured rate and
             contrast, without labelling them (off by default: on HeLa it lowered SEG downstream).
+        labels: ``"masks"`` (the simulated masks) or ``"painted"``: each label redrawn from its painted
+            cell by the real annotation's measured convention (an experiment, RESULTS.md §1).
 
     Example:
         >>> from torch.utils.data import DataLoader
@@ -88,7 +90,7 @@ class BVDMStream(IterableDataset):
                  density: float | None = None, device: str | torch.device = "cpu", bf16: bool = False,
                  gen_batch: int | None = None, tv_tensors: bool = False, independent_frames: bool = False,
                  texture: str = "ddpm", cell_batch: int | None = None, edge: str = "by_brightness",
-                 edge_shift: float = 0.0, unlabelled: bool = False) -> None:
+                 edge_shift: float = 0.0, unlabelled: bool = False, labels: str = "masks") -> None:
         super().__init__()
         clip_len, seed = as_int("clip_len", clip_len, 1), as_int("seed", seed, 0)
         num_clips = None if num_clips is None else as_int("num_clips", num_clips, 0)
@@ -99,7 +101,7 @@ class BVDMStream(IterableDataset):
                                           density=as_density(density), bf16=bf16,
                                           independent_frames=independent_frames, texture=texture,
                                           cell_batch=cell_batch, edge=edge, edge_shift=float(edge_shift),
-                                          unlabelled=unlabelled)
+                                          unlabelled=unlabelled, labels=labels)
         self.clip_len, self.size, self.seed = clip_len, size, seed
         self.num_clips, self.device, self.gen_batch, self.tv_tensors = num_clips, device, gen_batch, tv_tensors
         # In shared memory, so that set_epoch reaches DataLoader workers that persist across epochs.

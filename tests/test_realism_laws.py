@@ -207,3 +207,42 @@ def test_detail_texture_paints_valid_clips(tiny_bundle):
     clip = synth.generate([np.random.SeedSequence(1)], 2, (96, 96))[0]
     check_clip(clip)
     assert clip["meta"]["synth_texture"] == "detail"
+
+
+def test_labels_redrawn_from_the_painting_follow_where_it_was_painted():
+    from bvdm_data.synth.annotation import relabel_from_painting
+
+    masks = disks([12.0])
+    labels = masks[0].numpy().astype(np.int32)
+    background = np.full(labels.shape, -0.9, np.float32)
+
+    def redrawn(shift):
+        image = flat_cells(masks, torch.tensor([0.3]), -0.9, edge_profile=PROFILE, edge_shift=shift)[0, 0].numpy()
+        return int((relabel_from_painting(image, background, labels, PROFILE) == 1).sum())
+
+    area, perimeter = int(labels.sum()), int((signed_distance(masks)[0] == -1).sum())
+    assert abs(redrawn(0.0) - area) < 0.35 * perimeter  # painted by the convention: the label stays
+    assert redrawn(1.0) - area > 0.6 * perimeter          # painted a pixel wider: the label follows
+    assert area - redrawn(-1.0) > 0.6 * perimeter
+    # A cell painted no brighter than the background keeps its mask (ids and tracks never change).
+    assert (relabel_from_painting(background, background, labels, PROFILE) == labels).all()
+
+
+def test_painted_labels_keep_the_clip_contract_video_and_tracks(tiny_bundle):
+    from bvdm_data.evaluate.downstream import boundary_offset
+
+    settings = SynthesisSettings(t_s=20, t_f=3, density=4e-4)
+    seeds = [np.random.SeedSequence(5)]
+    a = Synthesizer(tiny_bundle, settings=settings).generate(seeds, 3, (96, 96))[0]
+    b = Synthesizer(tiny_bundle, settings=dataclasses.replace(settings, labels="painted")).generate(seeds, 3,
+                                                                                                   (96, 96))[0]
+    check_clip(b)
+    assert torch.equal(a["video"], b["video"]) and not torch.equal(a["masks"], b["masks"])
+    # Lineage is the same; a cell at the border may show a pixel of itself a frame earlier or later.
+    assert abs(len(a["tracks"]) - len(b["tracks"])) <= 2
+    assert int((a["tracks"][:, 3] > 0).sum()) == int((b["tracks"][:, 3] > 0).sum())
+    assert boundary_offset(b["masks"].numpy(), a["masks"].numpy())["matched_iou"] > 0.7
+    with pytest.raises(Exception, match="labels must be one of"):
+        SynthesisSettings(labels="drawn").check(1000)
+    with pytest.raises(Exception, match="edge='blur' has none"):
+        SynthesisSettings(labels="painted", edge="blur").check(1000)

@@ -99,7 +99,7 @@ def measure_edge_profiles(images: torch.Tensor, masks: torch.Tensor, usable: tor
     return out
 
 
-def _profile_table(profile: Sequence[float] | Mapping[str, list], values: torch.Tensor, background: float,
+def profile_table(profile: Sequence[float] | Mapping[str, list], values: torch.Tensor, background: float,
                    device: torch.device) -> tuple[torch.Tensor, int]:
     """Per-cell contrast per ring ``[N, 2 * reach + 1]`` (ring 0 unused): one profile, or interpolated by brightness."""
     n = len(values.reshape(-1))
@@ -158,7 +158,7 @@ def profile_cells(masks: torch.Tensor, values: torch.Tensor, background: float,
     outward (px, :func:`shift_profile`) relative to the mask: where the
     annotation convention sits on the cell's soft edge.
     """
-    table, reach = _profile_table(profile, values, background, masks.device)
+    table, reach = profile_table(profile, values, background, masks.device)
     table = shift_profile(table, reach, shift)
     rings = signed_distance(masks, reach) + reach
     shape = torch.gather(table, 1, rings.flatten(1)).view(rings.shape)

@@ -45,6 +45,7 @@ from bvdm_data.errors import BVDMDataError
 from bvdm_data.flow.model import load_flow
 from bvdm_data.masks.model import MaskModel
 from bvdm_data.masks.simulate import simulate_masks
+from bvdm_data.synth.annotation import relabel_from_painting
 from bvdm_data.synth.propagation import carry_over, paint_first_frame, paint_flat
 from bvdm_data.synth.scene import SceneModel, compose
 
@@ -52,6 +53,7 @@ from bvdm_data.synth.scene import SceneModel, compose
 TEXTURES = ("ddpm", "flat", "detail")
 EDGES = ("by_brightness", "mean", "blur")
 SCHEDULES = ("wide", "frame")
+LABELS = ("masks", "painted")
 FIRST_PAINT, CARRY, BACKGROUND = 1, 2, 3  # purposes in noise keys
 # Work sizes on an accelerator when not given (benchmarks/results/gpu_generation_cuda.json: peak memory and rate).
 DEVICE_GEN_BATCH = 64       # clips in flight
@@ -97,6 +99,9 @@ class SynthesisSettings:
     # convention sits on the soft edge, calibrated downstream (benchmarks/downstream.py --calibrate-edge).
     edge_shift: float = 0.0
     unlabelled: bool = False
+    # labels: "masks" (the simulated masks) or "painted" (each label redrawn from its painted cell by the real
+    # annotation's measured convention, synth/annotation.py).
+    labels: str = "masks"
 
     def check(self, num_steps: int) -> None:
         if self.edge not in EDGES:
@@ -105,6 +110,10 @@ class SynthesisSettings:
             raise BVDMDataError(f"edge_shift must lie in -{MAX_EDGE_SHIFT}..{MAX_EDGE_SHIFT} px, got {self.edge_shift}")
         if self.edge_shift and self.edge == "blur":
             raise BVDMDataError("edge_shift moves the measured edge profile; edge='blur' has none")
+        if self.labels not in LABELS:
+            raise BVDMDataError(f"labels must be one of {LABELS}, got {self.labels!r}")
+        if self.labels == "painted" and self.edge == "blur":
+            raise BVDMDataError("labels='painted' follows the measured edge profile; edge='blur' has none")
         if self.schedule not in SCHEDULES:
             raise BVDMDataError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.texture not in TEXTURES:
@@ -232,6 +241,9 @@ class Synthesizer:
             raise BVDMDataError(f"{bundle.root}: flow crops are {flow_crop} px but texture crops "
                                 f"{self.texture.crop_size} px; refit one of them")
         settings.check(self.texture.denoiser.schedule.num_steps)
+        if settings.labels == "painted" and "edge_profile" not in self.texture.statistics:
+            raise BVDMDataError(f"{bundle.root}: labels='painted' needs the measured edge profile; run "
+                                "bvdm-data fit-statistics on this bundle first")
         if settings.density is not None:
             check_density_fits(settings.density, float(np.exp(self.masks.log_area_mean[0])))
 
@@ -368,8 +380,9 @@ class Synthesizer:
         textures: dict[tuple[int, int, int], torch.Tensor] = {}
         if s.schedule == "wide":
             self._paint_new(plan, plan.new, stats, textures)
-        frames = [list(self.scene.background(plan.num_frames, plan.padded, derive_key(key, BACKGROUND), self.device))
-                  for key in plan.keys]
+        backgrounds = [self.scene.background(plan.num_frames, plan.padded, derive_key(key, BACKGROUND), self.device)
+                       for key in plan.keys]
+        frames = [list(b) for b in backgrounds]
         for t in range(plan.num_frames):
             if s.schedule == "frame":
                 self._paint_new(plan, [item for item in plan.new if item[1] == t], stats, textures)
@@ -383,14 +396,22 @@ class Synthesizer:
                     frames[k][t] = compose(frames[k][t], tex, self.scene.alpha(cell_masks), corners)
             for key in [key for key in textures if key[1] < t]:  # carried on from, no longer needed
                 del textures[key]
-        return [self._finish(plan, k, torch.stack(frames[k]), meta[k] if meta is not None else {})
+        return [self._finish(plan, k, torch.stack(frames[k]), backgrounds[k], meta[k] if meta is not None else {})
                 for k in range(len(plan.sims))]
 
-    def _finish(self, plan: ClipPlan, k: int, video: torch.Tensor, meta: dict[str, Any]) -> Clip:
-        """Crop the padded view, hide the unlabelled lineages, relabel, and move the clip to the CPU."""
+    def _finish(self, plan: ClipPlan, k: int, video: torch.Tensor, background: torch.Tensor,
+                meta: dict[str, Any]) -> Clip:
+        """Redraw labels from the painting if asked, crop the padded view, hide the unlabelled lineages,
+        relabel, and move the clip to the CPU."""
         (h, w), half = plan.size, self.crop_size // 2
+        labels = plan.sims[k]["masks"].numpy()
+        if self.settings.labels == "painted":
+            profile = edge_statistics(self.texture.statistics, self.settings.edge)["edge_profile"]
+            painted, level = video[:, 0].float().cpu().numpy(), background[:, 0].float().cpu().numpy()
+            labels = np.stack([relabel_from_painting(painted[t], level[t], labels[t], profile)
+                               for t in range(len(labels))])
         video = video[:, :, half:half + h, half:half + w]
-        view = plan.sims[k]["masks"][:, half:half + h, half:half + w].numpy()
+        view = labels[:, half:half + h, half:half + w]
         hidden, parents = plan.hidden[k], plan.parents[k]
         if hidden:
             view = np.where(np.isin(view, list(hidden)), 0, view)
