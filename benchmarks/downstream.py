@@ -12,14 +12,14 @@ frames that no model of the bundle saw:
   (b) BVDM:          clips of the bundle (an LMDB cache), every measured law on
   (c) flat:          the same masks with flat textures (`--texture flat`)
   (d) real + BVDM:   half of every batch from (a), half from (b); (d1) the same with (a1)
-  (b+, d+, d1+):     `--labels-ablation`: (b), (d), (d1) with every label redrawn from its painted cell
-                     by the real annotation's measured convention (`--labels painted`)
+  (b-, d-, d1-):     `--labels-ablation`: (b), (d), (d1) labelled with the simulated masks
+                     (`--labels masks`) instead of labels redrawn from the painted cells (the default)
   (b*, d*, d1*):     `--calibrate-edge`: (b), (d), (d1) repainted with the painted edge moved by the
                      outline offset that (b)'s segmenter shows on the real training frames
 
 `--ablation` adds BVDM arms that switch the measured laws on one at a time
 from a baseline without them (`--base-bundle`: the mask model fitted on
-01_RES alone, a 1-px blurred edge, every painted cell labelled): shapes and
+01_RES alone, a 1-px blurred edge, every painted cell labelled, the simulated masks as labels): shapes and
 sizes from 02_ERR_SEG (`--bundle`'s mask part), the edge profile, and the
 unlabelled nuclei (`--unlabelled`, off in the default arms). Test: sequence 02 frames 11-13 with 02_ERR_SEG as
 reference (a CTC segmentation result, not a human annotation); SEG and DET, and the
@@ -138,9 +138,9 @@ def main() -> None:
                         "instead of profiles by brightness")
     parser.add_argument("--calibrate-edge", action="store_true", help="then repaint BVDM with the painted edge moved "
                         "by the outline offset its segmenter shows on the real training frames, and train again")
-    parser.add_argument("--labels-ablation", action="store_true", help="add arms whose BVDM labels are redrawn "
-                        "from the painted cells by the real annotation's measured convention (--labels painted)")
-    parser.add_argument("--arms", nargs="+", help="train only these arms, by code: a a1 b c d d1 b* d* d1* b+ d+ d1+ ...")
+    parser.add_argument("--labels-ablation", action="store_true", help="add arms whose BVDM labels are the "
+                        "simulated masks (--labels masks) instead of labels redrawn from the painting")
+    parser.add_argument("--arms", nargs="+", help="train only these arms, by code: a a1 b c d d1 b* d* d1* b- d- d1- ...")
     parser.add_argument("--no-statistics", action="store_true", help="skip the frame-statistics table")
     parser.add_argument("--bvdm-cache", help="an LMDB cache of BVDM clips (default: made under runs/)")
     parser.add_argument("--flat-cache", help="an LMDB cache of flat-texture clips (default: made under runs/)")
@@ -174,21 +174,21 @@ def main() -> None:
     sources = {"BVDM": cache(args.bvdm_cache, "ddpm", density, args)}
     if not args.arms or "c" in args.arms:
         sources["flat"] = cache(args.flat_cache, "flat", density, args)
-    off = ("--edge", "blur")
+    off = ("--edge", "blur", "--labels", "masks")
     if args.ablation:
         if not args.base_bundle:
             parser.error("--ablation needs --base-bundle (the mask model fitted on tracks alone)")
         sources.update({
             "base": cache(None, "ddpm", density, args, args.base_bundle, off),
             "base + shapes": cache(None, "ddpm", density, args, args.bundle, off),
-            "base + edge": cache(None, "ddpm", density, args, args.base_bundle),
+            "base + edge": cache(None, "ddpm", density, args, args.base_bundle, ("--labels", "masks")),
             "base + unlabelled": cache(None, "ddpm", density, args, args.base_bundle, off + ("--unlabelled",))})
     if args.texture_ablation:
         sources["BVDM, detail only"] = cache(None, "detail", density, args)
     if args.edge_ablation:
         sources["BVDM, mean edge"] = cache(None, "ddpm", density, args, args.bundle, ("--edge", "mean"))
     if args.labels_ablation:
-        sources["BVDM, painted labels"] = cache(None, "ddpm", density, args, args.bundle, ("--labels", "painted"))
+        sources["BVDM, mask labels"] = cache(None, "ddpm", density, args, args.bundle, ("--labels", "masks"))
     pools = {name: FramePool(clips, name) for name, clips in sources.items()}
     arms = {"(a) real": [real_pool], "(a1) real, 1 frame": [scarce_pool], "(b) BVDM": [pools["BVDM"]],
             "(c) flat texture": [pools.get("flat")], "(d) real + BVDM": [real_pool, pools["BVDM"]],
@@ -198,10 +198,10 @@ def main() -> None:
     if args.texture_ablation:
         arms["(b'') BVDM, detail only"] = [pools["BVDM, detail only"]]
     if args.labels_ablation:
-        painted = pools["BVDM, painted labels"]
-        arms.update({"(b+) BVDM, labels from the painting": [painted],
-                     "(d+) real + BVDM, labels from the painting": [real_pool, painted],
-                     "(d1+) real 1 frame + BVDM, labels from the painting": [scarce_pool, painted]})
+        masks = pools["BVDM, mask labels"]
+        arms.update({"(b-) BVDM, simulated masks as labels": [masks],
+                     "(d-) real + BVDM, simulated masks as labels": [real_pool, masks],
+                     "(d1-) real 1 frame + BVDM, simulated masks as labels": [scarce_pool, masks]})
     if args.arms:
         arms = {name: p for name, p in arms.items() if name.split(")")[0][1:] in args.arms}
     if args.synthetic_only:

@@ -6,7 +6,7 @@ Every dataset yields the clip dict of :mod:`bvdm_data.clip`.
 __version__ = "0.1.0"
 
 from bvdm_data.cache import LMDBClips
-from bvdm_data.clip import check_clip, collate_clips
+from bvdm_data.clip import check_clip, collate_clips, restore_contract
 from bvdm_data.ctc import CTCClips
 from bvdm_data.errors import BundleError, BVDMDataError, ClipError, CTCFormatError
 from bvdm_data.mix import MixedStream

@@ -102,7 +102,7 @@ def run_info(args: argparse.Namespace) -> int:
     from bvdm_data.bundle import MANIFEST, Bundle, resolve_bundle
     from bvdm_data.cache import SHARDS, LMDBClips
 
-    path = Path(args.path)
+    path, bundle = Path(args.path), None
     if (path / "data.mdb").is_file() or (path / SHARDS).is_file():
         cache = LMDBClips(path)
         info = {"cache": str(path), "clips": len(cache), "shards": len(cache.shards), **cache.meta}
@@ -111,8 +111,56 @@ def run_info(args: argparse.Namespace) -> int:
     else:
         bundle = Bundle.load(resolve_bundle(args.path))
         info = {"bundle": bundle.name, "path": str(bundle.root), **bundle.manifest}
-    print(json.dumps(info, indent=2))
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print(_summary(info, bundle))
+        print("(--json prints everything)")
     return 0
+
+
+def _summary(info: dict, bundle=None) -> str:
+    """A few lines a person reads first: what it is, how big, how it was made."""
+    if "cache" in info:
+        keys = ("frames", "size", "bundle", "texture", "t_s", "t_f", "sampler", "stride", "density", "labels")
+        return (f"LMDB cache {info['cache']}: {info['clips']} clips in {info['shards']} shard(s)\n  "
+                + ", ".join(f"{k} {info[k]}" for k in keys if info.get(k) is not None))
+    if "ctc_dataset" in info:
+        lines = [f"CTC dataset {info['ctc_dataset']}"]
+        for name, seq in info["sequences"].items():
+            anns = "; ".join(f"{k}: {a['kind']}, {a['frames']} frames"
+                             + (f", {a['tracks']} tracks ({a['tracks_with_parent']} with a parent)" if "tracks" in a
+                                else "") for k, a in seq["annotations"].items())
+            lines.append(f"  {name}: {seq['frames']} frames {seq['shape']} {seq['dtype']}; {anns or 'no annotation'}")
+        return "\n".join(lines)
+    import numpy as np
+
+    from bvdm_data.masks.model import MaskModel
+
+    parts = info["parts"]
+    lines = [f"bundle {info['bundle']} ({info['path']}): parts {', '.join(sorted(parts))}"]
+    try:
+        masks = MaskModel.load(bundle) if "masks" in parts else None
+    except BVDMDataError as err:  # info describes whatever it is given; the summary says what it cannot read
+        masks = None
+        lines.append(f"  masks: cannot be read as a mask model ({err})")
+    if masks is not None:
+        made = parts["masks"].get("provenance", {})
+        lines.append(f"  cells: {masks.density * 1e4:.2f} per 100x100 px in the first frame, median interphase area "
+                     f"{float(np.exp(masks.log_area_mean[0])):.0f} px; lineage from {made.get('labels', '?')}, "
+                     f"shapes from {made.get('shapes', {}).get('labels', made.get('labels', '?'))}")
+    for name in ("texture", "flow"):
+        training = parts.get(name, {}).get("config", {}).get("training", {})
+        if training:
+            lines.append(f"  {name}: {training.get('steps_done', training.get('iterations'))} steps, "
+                         f"{training.get('hours', 0) * 60:.0f} min of training")
+    metrics = parts.get("flow", {}).get("config", {}).get("metrics", {})
+    if metrics:
+        lines.append(f"  flow on held-out pairs: Dice {metrics['dice_flow']:.3f} (identity {metrics['dice_identity']:.3f})")
+    card = bundle.root / "MODEL_CARD.md"
+    if card.is_file():
+        lines.append(f"  model card: {card}")
+    return "\n".join(lines)
 
 
 def _label_source(args: argparse.Namespace):
@@ -410,9 +458,9 @@ def _generation_options(p: argparse.ArgumentParser, frames: int, size: tuple[int
     p.add_argument("--edge-shift", type=float, default=0.0, help="px the painted edge sits outside the mask "
                    "beyond the measured profile, negative inside (default 0; see benchmarks/downstream.py "
                    "--calibrate-edge)")
-    p.add_argument("--labels", default="masks", choices=["masks", "painted"], help="masks: the simulated masks "
-                   "(default); painted: each label redrawn from its painted cell by the real annotation's measured "
-                   "convention (an experiment)")
+    p.add_argument("--labels", default="auto", choices=["auto", "painted", "masks"], help="painted: each label "
+                   "redrawn from its painted cell by the real annotation's measured convention; masks: the simulated "
+                   "masks (an ablation); auto (default): painted where the bundle has a measured edge profile")
     p.add_argument("--unlabelled", action="store_true", help="also paint, unlabelled, the nuclei the real "
                    "annotation leaves out, at its measured rate (an ablation: it lowered SEG on HeLa)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
@@ -517,7 +565,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _verb(sub, "info", "Show what a bundle, an LMDB cache or a CTC dataset folder holds.",
               "bvdm-data info hela", run_info)
-    p.add_argument("path", help="bundle name or folder, or a CTC dataset folder")
+    p.add_argument("path", help="bundle name or folder, an LMDB cache, or a CTC dataset folder")
+    p.add_argument("--json", action="store_true", help="print everything as JSON instead of a summary")
 
     p = _verb(sub, "generate", "Write synthetic annotated clips as CTC sequences (NN/, NN_GT/TRA, NN_GT/SEG).",
               "bvdm-data generate --bundle hela --out synth/ --clips 4 --frames 20", run_generate)

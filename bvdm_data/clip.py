@@ -38,6 +38,7 @@ __all__ = [
     "collate_clips",
     "relabel_tracks",
     "relabel_per_frame",
+    "restore_contract",
     "track_presence",
     "tracks_from_masks",
 ]
@@ -288,6 +289,34 @@ def relabel_per_frame(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n = cell_keys.size
     tracks = np.stack([np.arange(1, n + 1), frames, frames, np.zeros(n, dtype=np.int64)], axis=1)
     return new.reshape(masks.shape).astype(np.int32), tracks.astype(np.int64)
+
+
+def restore_contract(clip: Mapping[str, Any]) -> dict[str, Any]:
+    """The clip with ``masks`` and ``tracks`` rebuilt to meet the contract after a spatial transform.
+
+    A crop, rotation or warp (nearest-neighbour on the masks) can take a
+    cell out of view in some frames or all of them, but leaves ``tracks``
+    rows for it, and :func:`check_clip` then fails. This relabels the masks
+    as :func:`relabel_tracks` does, keeping each cell's parent from the old
+    rows: cells no longer in view lose their rows, a cell that leaves and
+    comes back becomes two tracks (the CTC way), and a parent out of view
+    becomes 0. ``video``, ``meta`` and other keys pass through;
+    ``tv_tensors.Mask`` masks stay ``Mask``.
+
+    Example:
+        >>> clip = {"video": torch.zeros(2, 1, 4, 4), "masks": torch.zeros(2, 4, 4, dtype=torch.int32),
+        ...         "tracks": torch.tensor([[1, 0, 1, 0], [2, 1, 1, 1]]), "meta": {}}
+        >>> clip["masks"][0, 0, 0] = 1; clip["masks"][1, 3, 3] = 2  # cell 1 has left the view in frame 1
+        >>> restore_contract(clip)["tracks"].tolist()
+        [[1, 0, 0, 0], [2, 1, 1, 1]]
+    """
+    masks = clip["masks"]
+    parents = {int(r[0]): int(r[3]) for r in torch.as_tensor(clip["tracks"]).tolist()}
+    new, tracks = relabel_tracks(torch.as_tensor(masks).cpu().numpy(), parents)
+    out_masks = torch.from_numpy(new)
+    if type(masks) is not torch.Tensor and isinstance(masks, torch.Tensor):  # e.g. tv_tensors.Mask
+        out_masks = type(masks)(out_masks)
+    return {**clip, "masks": out_masks, "tracks": torch.from_numpy(tracks)}
 
 
 def collate_clips(batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -25,14 +25,15 @@ class MixedStream(IterableDataset):
     ``BVDMStream``'s clips, and an iterable source shards itself the same way,
     so no two workers take the same synthetic clip. ``meta["source"]`` keeps
     the clip's own source (``ctc``, ``lmdb``, ``bvdm``) and
-    ``meta["mixed_from"]`` says ``real`` or ``synthetic``.
+    ``meta["mixed_from"]`` says ``real`` or ``synthetic``. ``transform`` is
+    called on each clip before it is yielded, like ``CTCClips``'s.
 
     Example:
         >>> mixed = MixedStream(real=CTCClips(...), synthetic=LMDBClips("synth.lmdb"), p_real=0.3)  # doctest: +SKIP
     """
 
     def __init__(self, real: Dataset | IterableDataset, synthetic: Dataset | IterableDataset, p_real: float = 0.3,
-                 seed: int = 0, num_clips: int | None = None) -> None:
+                 seed: int = 0, num_clips: int | None = None, transform: Callable[[Clip], Any] | None = None) -> None:
         super().__init__()
         if not 0.0 <= p_real <= 1.0:
             raise ValueError(f"p_real must lie in [0, 1], got {p_real}")
@@ -47,6 +48,7 @@ class MixedStream(IterableDataset):
                 raise ValueError(f"the {name} source is empty")
         self.sources = {"real": real, "synthetic": synthetic}
         self.p_real, self.seed, self.num_clips = float(p_real), as_int("seed", seed, 0), num_clips
+        self.transform = transform
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()  # reaches persistent workers
 
     def __repr__(self) -> str:
@@ -86,4 +88,5 @@ class MixedStream(IterableDataset):
                     return
             else:
                 clip = source[int(rng.integers(len(source)))]  # type: ignore[arg-type]
-            yield {**clip, "meta": {**clip["meta"], "mixed_from": name, "mix_index": k}}
+            clip = {**clip, "meta": {**clip["meta"], "mixed_from": name, "mix_index": k}}
+            yield self.transform(clip) if self.transform is not None else clip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy import stats
 
 
 def robust_std(values: np.ndarray) -> float:
@@ -14,5 +15,5 @@ def robust_std(values: np.ndarray) -> float:
         >>> round(robust_std(np.array([0.0, 1.0, -1.0, 100.0])), 3)
         1.483
     """
-    values = np.asarray(values)
-    return float(1.4826 * np.median(np.abs(values - np.median(values, axis=0))))
+    deviations = np.asarray(values) - np.median(values, axis=0)
+    return float(stats.median_abs_deviation(deviations, axis=None, center=lambda x, axis=None: 0.0, scale="normal"))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -75,8 +75,12 @@ class BVDMStream(IterableDataset):
             inside), where the annotation convention sits on a cell's soft edge.
         unlabelled: also paint the nuclei the real annotation leaves out, at its measured rate and
             contrast, without labelling them (off by default: on HeLa it lowered SEG downstream).
-        labels: ``"masks"`` (the simulated masks) or ``"painted"``: each label redrawn from its painted
-            cell by the real annotation's measured convention (an experiment, RESULTS.md §1).
+        labels: ``"painted"``: each label redrawn from its painted cell by the real annotation's measured
+            convention (+0.029 SEG downstream on HeLa, RESULTS.md §1); ``"masks"``: the simulated masks (an
+            ablation); ``"auto"`` (default): painted where the bundle has a measured edge profile.
+        transform: called on each clip before it is yielded (after ``tv_tensors`` wrapping), like
+            ``CTCClips`` and ``LMDBClips``; after a crop, :func:`~bvdm_data.clip.restore_contract`
+            makes the clip meet the contract again.
 
     Example:
         >>> from torch.utils.data import DataLoader
@@ -90,7 +94,8 @@ class BVDMStream(IterableDataset):
                  density: float | None = None, device: str | torch.device = "cpu", bf16: bool = False,
                  gen_batch: int | None = None, tv_tensors: bool = False, independent_frames: bool = False,
                  texture: str = "ddpm", cell_batch: int | None = None, edge: str = "by_brightness",
-                 edge_shift: float = 0.0, unlabelled: bool = False, labels: str = "masks") -> None:
+                 edge_shift: float = 0.0, unlabelled: bool = False, labels: str = "auto",
+                 transform: Callable[[Clip], Any] | None = None) -> None:
         super().__init__()
         clip_len, seed = as_int("clip_len", clip_len, 1), as_int("seed", seed, 0)
         num_clips = None if num_clips is None else as_int("num_clips", num_clips, 0)
@@ -104,6 +109,7 @@ class BVDMStream(IterableDataset):
                                           unlabelled=unlabelled, labels=labels)
         self.clip_len, self.size, self.seed = clip_len, size, seed
         self.num_clips, self.device, self.gen_batch, self.tv_tensors = num_clips, device, gen_batch, tv_tensors
+        self.transform = transform
         # In shared memory, so that set_epoch reaches DataLoader workers that persist across epochs.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self._skip = 0
@@ -197,9 +203,9 @@ class BVDMStream(IterableDataset):
                     self._yielded += 1
                     yield self._wrap(clip)
 
-    def _wrap(self, clip: Clip) -> Clip:
-        if not self.tv_tensors:
-            return clip
-        from torchvision import tv_tensors
+    def _wrap(self, clip: Clip) -> Any:
+        if self.tv_tensors:
+            from torchvision import tv_tensors
 
-        return {**clip, "video": tv_tensors.Video(clip["video"]), "masks": tv_tensors.Mask(clip["masks"])}
+            clip = {**clip, "video": tv_tensors.Video(clip["video"]), "masks": tv_tensors.Mask(clip["masks"])}
+        return self.transform(clip) if self.transform is not None else clip

@@ -1,9 +1,12 @@
 """Generate clips on a GPU: models and tensors stay on the device, bf16 autocast on.
 
-    python examples/generate_on_gpu.py --clips 16 --gen-batch 8
+    python examples/generate_on_gpu.py --clips 128
 
 Generation runs in the main process (num_workers=0): CUDA state does not survive
-fork. For CPU-side work in workers, use DataLoader(..., multiprocessing_context="spawn").
+fork. To paint while a trainer trains on the same GPU, use one worker with
+DataLoader(..., num_workers=1, multiprocessing_context="spawn"). 64 clips are
+painted together by default (`--gen-batch`), their masks planned on the CPU
+while the previous batch paints.
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ from bvdm_data import BVDMStream, collate_clips
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clips", type=int, default=16)
-    parser.add_argument("--gen-batch", type=int, default=8)
+    parser.add_argument("--clips", type=int, default=128)
+    parser.add_argument("--gen-batch", type=int, default=None, help="clips painted together (default 64 on a GPU)")
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--size", type=int, default=256)
     args = parser.parse_args()

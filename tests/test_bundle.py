@@ -97,6 +97,9 @@ def test_weights_never_unpickle_objects(bundle_dir):
 
 def test_cli_info_on_a_bundle(bundle_dir, capsys):
     assert main(["info", str(bundle_dir)]) == 0
+    summary = capsys.readouterr().out
+    assert summary.startswith("bundle demo") and "parts masks, texture" in summary and "--json" in summary
+    assert main(["info", str(bundle_dir), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["bundle"] == "demo" and set(info["parts"]) == {"masks", "texture"}
 

@@ -151,5 +151,7 @@ def test_info_on_a_cache(tmp_path, tiny_bundle, capsys):
     assert main(cache_cmd(tiny_bundle, tmp_path / "i.lmdb", 2)) == 0
     capsys.readouterr()
     assert main(["info", str(tmp_path / "i.lmdb")]) == 0
+    assert "2 clips in 1 shard(s)" in capsys.readouterr().out
+    assert main(["info", str(tmp_path / "i.lmdb"), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["clips"] == 2 and info["shards"] == 1 and info["t_s"] == 10

@@ -51,3 +51,11 @@ def test_bad_arguments(real):
         len(MixedStream(real, real))
     one = next(iter(MixedStream(real, real, p_real=1.0, num_clips=1)))
     assert one["meta"]["mixed_from"] == "real" and isinstance(one["video"], torch.Tensor)
+
+
+def test_transform_is_applied_to_every_mixed_clip(real):
+    seen = []
+    mixed = MixedStream(real, real, p_real=0.5, seed=1, num_clips=3,
+                        transform=lambda clip: seen.append(clip["meta"]["mixed_from"]) or {**clip, "tag": 1})
+    out = list(mixed)
+    assert len(out) == 3 and all(c["tag"] == 1 for c in out) and len(seen) == 3

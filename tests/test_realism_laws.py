@@ -231,11 +231,14 @@ def test_labels_redrawn_from_the_painting_follow_where_it_was_painted():
 def test_painted_labels_keep_the_clip_contract_video_and_tracks(tiny_bundle):
     from bvdm_data.evaluate.downstream import boundary_offset
 
-    settings = SynthesisSettings(t_s=20, t_f=3, density=4e-4)
+    settings = SynthesisSettings(t_s=20, t_f=3, density=4e-4, labels="masks")
     seeds = [np.random.SeedSequence(5)]
     a = Synthesizer(tiny_bundle, settings=settings).generate(seeds, 3, (96, 96))[0]
-    b = Synthesizer(tiny_bundle, settings=dataclasses.replace(settings, labels="painted")).generate(seeds, 3,
-                                                                                                   (96, 96))[0]
+    auto = Synthesizer(tiny_bundle, settings=dataclasses.replace(settings, labels="auto"))
+    b = auto.generate(seeds, 3, (96, 96))[0]
+    assert auto.labels == "painted" and b["meta"]["synth_labels"] == "painted"  # the bundle has edge profiles
+    assert Synthesizer(tiny_bundle, settings=dataclasses.replace(settings, labels="auto", edge="blur")).labels == \
+        "masks"
     check_clip(b)
     assert torch.equal(a["video"], b["video"]) and not torch.equal(a["masks"], b["masks"])
     # Lineage is the same; a cell at the border may show a pixel of itself a frame earlier or later.

@@ -88,6 +88,26 @@ def test_tv_tensors_work_with_transforms_v2(tiny_bundle):
     assert torch.equal(flipped["video"], clip["video"].flip(-1))
 
 
+def test_transform_crops_and_restore_contract_makes_the_clip_valid_again(tiny_bundle):
+    from torchvision.transforms import v2
+
+    from bvdm_data import check_clip, restore_contract
+    from bvdm_data.errors import ClipError
+
+    crop = v2.Compose([v2.CenterCrop(24)])
+    raw = next(iter(BVDMStream(str(tiny_bundle), num_clips=1, tv_tensors=True, transform=crop, **FAST)))
+    assert raw["video"].shape[-2:] == (24, 24) and raw["masks"].shape[-2:] == (24, 24)
+    full = next(iter(BVDMStream(str(tiny_bundle), num_clips=1, **FAST)))
+    assert len(full["tracks"]) > len(torch.unique(raw["masks"][raw["masks"] > 0])), "no cell left the view"
+    with pytest.raises(ClipError):
+        check_clip(raw)
+    fixed = next(iter(BVDMStream(str(tiny_bundle), num_clips=1, tv_tensors=True,
+                                 transform=v2.Compose([crop, restore_contract]), **FAST)))
+    check_clip(fixed)
+    assert type(fixed["masks"]).__name__ == "Mask"
+    assert torch.equal(fixed["masks"] > 0, raw["masks"] > 0)  # the same cells, relabelled
+
+
 def test_endless_stream_has_no_length(tiny_bundle):
     stream = BVDMStream(str(tiny_bundle), **FAST)
     with pytest.raises(TypeError, match="no length"):

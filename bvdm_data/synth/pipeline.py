@@ -53,7 +53,7 @@ from bvdm_data.synth.scene import SceneModel, compose
 TEXTURES = ("ddpm", "flat", "detail")
 EDGES = ("by_brightness", "mean", "blur")
 SCHEDULES = ("wide", "frame")
-LABELS = ("masks", "painted")
+LABELS = ("auto", "painted", "masks")
 FIRST_PAINT, CARRY, BACKGROUND = 1, 2, 3  # purposes in noise keys
 # Work sizes on an accelerator when not given (benchmarks/results/gpu_generation_cuda.json: peak memory and rate).
 DEVICE_GEN_BATCH = 64       # clips in flight
@@ -99,9 +99,10 @@ class SynthesisSettings:
     # convention sits on the soft edge, calibrated downstream (benchmarks/downstream.py --calibrate-edge).
     edge_shift: float = 0.0
     unlabelled: bool = False
-    # labels: "masks" (the simulated masks) or "painted" (each label redrawn from its painted cell by the real
-    # annotation's measured convention, synth/annotation.py).
-    labels: str = "masks"
+    # labels: "painted" (each label redrawn from its painted cell by the real annotation's measured convention,
+    # synth/annotation.py: +0.029 SEG BVDM-only, +0.011 mixed with real on HeLa, RESULTS.md §1), "masks" (the
+    # simulated masks), "auto" (painted where the bundle has a measured edge profile and edge is not "blur").
+    labels: str = "auto"
 
     def check(self, num_steps: int) -> None:
         if self.edge not in EDGES:
@@ -112,7 +113,7 @@ class SynthesisSettings:
             raise BVDMDataError("edge_shift moves the measured edge profile; edge='blur' has none")
         if self.labels not in LABELS:
             raise BVDMDataError(f"labels must be one of {LABELS}, got {self.labels!r}")
-        if self.labels == "painted" and self.edge == "blur":
+        if self.labels == "painted" and self.edge == "blur":  # "auto" falls back to the masks there
             raise BVDMDataError("labels='painted' follows the measured edge profile; edge='blur' has none")
         if self.schedule not in SCHEDULES:
             raise BVDMDataError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
@@ -241,9 +242,13 @@ class Synthesizer:
             raise BVDMDataError(f"{bundle.root}: flow crops are {flow_crop} px but texture crops "
                                 f"{self.texture.crop_size} px; refit one of them")
         settings.check(self.texture.denoiser.schedule.num_steps)
-        if settings.labels == "painted" and "edge_profile" not in self.texture.statistics:
+        has_profile = "edge_profile" in self.texture.statistics
+        if settings.labels == "painted" and not has_profile:
             raise BVDMDataError(f"{bundle.root}: labels='painted' needs the measured edge profile; run "
                                 "bvdm-data fit-statistics on this bundle first")
+        # What "auto" means for this bundle; recorded in every clip's meta as synth_labels.
+        self.labels = settings.labels if settings.labels != "auto" else \
+            ("painted" if has_profile and settings.edge != "blur" else "masks")
         if settings.density is not None:
             check_density_fits(settings.density, float(np.exp(self.masks.log_area_mean[0])))
 
@@ -405,7 +410,7 @@ class Synthesizer:
         relabel, and move the clip to the CPU."""
         (h, w), half = plan.size, self.crop_size // 2
         labels = plan.sims[k]["masks"].numpy()
-        if self.settings.labels == "painted":
+        if self.labels == "painted":
             profile = edge_statistics(self.texture.statistics, self.settings.edge)["edge_profile"]
             painted, level = video[:, 0].float().cpu().numpy(), background[:, 0].float().cpu().numpy()
             labels = np.stack([relabel_from_painting(painted[t], level[t], labels[t], profile)
@@ -417,7 +422,7 @@ class Synthesizer:
             view = np.where(np.isin(view, list(hidden)), 0, view)
         masks, tracks = relabel_tracks(view, {i: p for i, p in parents.items() if i not in hidden})
         clip_meta = {"source": "bvdm", "bundle": self.bundle.name, **{f"synth_{n}": v for n, v in
-                     asdict(self.settings).items() if v is not None}, **dict(meta)}
+                     asdict(self.settings).items() if v is not None}, "synth_labels": self.labels, **dict(meta)}
         return {"video": ((video.float() + 1) / 2).clamp(0, 1).cpu().contiguous(),
                 "masks": torch.from_numpy(masks), "tracks": torch.from_numpy(tracks), "meta": clip_meta}
 
