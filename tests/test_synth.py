@@ -100,7 +100,7 @@ def test_carry_over_leaves_only_background_outside_the_new_mask(tiny_bundle):
 
 
 def test_frames_keep_the_scene_background_away_from_cells(tiny_bundle):
-    synth = Synthesizer(str(tiny_bundle), settings=FAST)
+    synth = Synthesizer(str(tiny_bundle), settings=SynthesisSettings(t_s=20, t_f=3, density=4e-4, labels="masks"))
     from bvdm_data.diffusion.noise import derive_key
     from bvdm_data.synth.pipeline import BACKGROUND
 
@@ -120,9 +120,10 @@ def test_frames_keep_the_scene_background_away_from_cells(tiny_bundle):
 
 
 def test_flat_texture_uses_the_same_masks_and_paints_flat_cells(tiny_bundle):
-    ddpm = Synthesizer(str(tiny_bundle), settings=FAST).generate(seeds(3), num_frames=3, size=(96, 96))[0]
+    masks_only = SynthesisSettings(t_s=20, t_f=3, density=4e-4, labels="masks")  # labels not redrawn per texture
+    ddpm = Synthesizer(str(tiny_bundle), settings=masks_only).generate(seeds(3), num_frames=3, size=(96, 96))[0]
     # The 1-px blurred start (no measured edge profile), whose inside is flat up to the rim.
-    flat_settings = SynthesisSettings(t_s=20, t_f=3, density=4e-4, texture="flat", edge="blur")
+    flat_settings = SynthesisSettings(t_s=20, t_f=3, density=4e-4, texture="flat", edge="blur", labels="masks")
     flat = Synthesizer(str(tiny_bundle), settings=flat_settings).generate(seeds(3), num_frames=3, size=(96, 96))[0]
     check_clip(flat)
     assert torch.equal(flat["masks"], ddpm["masks"]) and torch.equal(flat["tracks"], ddpm["tracks"])
