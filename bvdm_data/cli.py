@@ -181,7 +181,7 @@ def run_fit_masks(args: argparse.Namespace) -> int:
     from bvdm_data.ctc.sequence import LabelFolder
     from bvdm_data.masks import compare_statistics, fit_mask_model, format_comparison, label_video_statistics
     from bvdm_data.masks import simulate_masks
-    from bvdm_data.masks.fit import per_frame_tracks, refit_shapes
+    from bvdm_data.masks.fit import labels_every_cell, per_frame_tracks, refit_shapes
 
     labels = _label_source(args)
     masks = labels.read_all(progress=True)
@@ -198,10 +198,16 @@ def run_fit_masks(args: argparse.Namespace) -> int:
         folder = LabelFolder(args.shapes_from)
         frames = _frame_range(args.shapes_frames) or folder.frames
         shapes = np.stack([folder.read(f) for f in frames])
-        model = refit_shapes(model, shapes, num_components=args.shape_components)
-        provenance["shapes"] = {"labels": str(folder.folder), "frames": [int(f) for f in frames]}
-        print(f"shapes, sizes and density from {folder.folder} frames {frames[0]}..{frames[-1]}: median area "
-              f"{np.exp(model.log_area_mean[0]):.0f} px, {model.shape_components.shape[1]} shape modes")
+        same = [f for f in frames if 0 <= f < masks.shape[0]]
+        complete = not same or labels_every_cell(np.stack([folder.read(f) for f in same]), masks[same])
+        model = refit_shapes(model, shapes, num_components=args.shape_components, density=complete)
+        provenance["shapes"] = {"labels": str(folder.folder), "frames": [int(f) for f in frames],
+                                "density_from": "shapes" if complete else "tracks"}
+        print(f"shapes and sizes{' and density' if complete else ''} from {folder.folder} frames "
+              f"{frames[0]}..{frames[-1]}: median area {np.exp(model.log_area_mean[0]):.0f} px, "
+              f"{model.shape_components.shape[1]} shape modes"
+              + ("" if complete else f"; it outlines only some of the cells {labels.folder} marks in the same "
+                 "frames, so the density stays the tracks'"))
     print(f"  cycle: {model.cycle_lengths.size} distinct observed lengths, "
           f"{1 - model.cycle_probabilities.sum():.0%} of cells not seen to divide; "
           f"motion: persistence {model.velocity_persistence:.2f}, noise {model.velocity_noise:.2f} px/frame; "
@@ -214,7 +220,7 @@ def run_fit_masks(args: argparse.Namespace) -> int:
         # Outlines, sizes and density are compared with the segmentation they were fitted on.
         seg_sim = simulate_masks(model, min(3, len(shapes)), shapes.shape[1:], seed=args.seed)["masks"].numpy()
         seg_real, seg_simulated = (label_video_statistics(m, per_frame_tracks(m)) for m in (shapes, seg_sim))
-        for name in ("area", "eccentricity", "solidity", "density"):
+        for name in ("area", "eccentricity", "solidity") + (("density",) if complete else ()):
             real[name], simulated[name] = seg_real[name], seg_simulated[name]
     rows = compare_statistics(real, simulated)
     print("simulated (same size and length, seed %d) vs real:" % args.seed)
@@ -473,9 +479,15 @@ def run_fit(args: argparse.Namespace) -> int:
     """All stages from one CTC sequence with lineage: masks, then flow, then texture and scene."""
     common = dict(ctc=args.ctc, seq=args.seq, annotation=args.annotation, out=args.out, seed=args.seed,
                   device=args.device, hours=args.hours, frames=args.frames, crop_size=64, batch_size=32)
+    shapes_from = args.shapes_from
+    gold = Path(args.ctc) / f"{args.seq}_GT" / "SEG"
+    if shapes_from is None and args.annotation == "GT" and gold.is_dir() and any(gold.glob("man_seg*.tif")):
+        # TRA marks each cell (on GOWT1 often with a drawn disk); SEG outlines them: shapes follow the outlines.
+        shapes_from = str(gold)
+        print(f"shapes and sizes from {gold} (the segmentation truth; TRA only marks cells); --shapes-from to change")
     print("== masks ==")
     run_fit_masks(argparse.Namespace(**common, labels=None, num_angles=32, components=6, no_lineage=False,
-                                     shapes_from=args.shapes_from, shapes_frames=args.shapes_frames,
+                                     shapes_from=shapes_from, shapes_frames=args.shapes_frames,
                                      shape_components=args.shape_components))
     print("== flow ==")
     run_fit_flow(argparse.Namespace(**common, labels=None, work=None, iterations=args.flow_iterations, lr=1e-3,

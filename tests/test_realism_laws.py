@@ -85,6 +85,22 @@ def test_refit_shapes_reproduces_the_segmentations_size_and_density():
     assert model.velocity_noise == base.velocity_noise
 
 
+def test_a_sparse_segmentation_gives_shapes_and_sizes_but_not_density():
+    """Like GOWT1's gold SEG: a few cells outlined per frame, the tracks mark them all."""
+    from bvdm_data.masks.fit import labels_every_cell
+
+    every = round_cells(frames=3, size=320, radius=16, count=30)
+    some = np.where(every > 6, 0, every)  # 6 of 30 outlined
+    assert labels_every_cell(every, every) and not labels_every_cell(some, every)
+    base = MaskModel.load("hela")
+    model = refit_shapes(base, np.concatenate([some] * 3), density=False)
+    assert model.density == base.density
+    sims = [simulate_masks(model, 2, (320, 320), seed=s)["masks"].numpy() for s in range(3)]
+    sim_areas = np.concatenate([np.bincount(f.ravel())[1:] for sim in sims for f in sim])
+    whole = sim_areas[sim_areas > 0.5 * np.median(sim_areas)]
+    assert np.median(whole) == pytest.approx(np.pi * 16 ** 2, rel=0.1)
+
+
 def test_refit_shapes_refuses_too_few_cells():
     with pytest.raises(Exception, match="whole cells"):
         refit_shapes(MaskModel.load("hela"), round_cells(frames=1, size=96, radius=13, count=3))

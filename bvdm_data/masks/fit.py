@@ -253,7 +253,7 @@ def density_of(masks: np.ndarray) -> float:
 
 
 def refit_shapes(model: MaskModel, masks: np.ndarray, num_components: int | None = None, min_area: int = 20,
-                 progress: bool = False) -> MaskModel:
+                 progress: bool = False, density: bool = True) -> MaskModel:
     """Take shapes, sizes, density and spacing from a per-frame segmentation ``[T, H, W]``; keep the rest.
 
     The lineage, cycle and motion laws need tracks; shapes and sizes need
@@ -264,7 +264,10 @@ def refit_shapes(model: MaskModel, masks: np.ndarray, num_components: int | None
     come from every whole cell of ``masks``; mitosis and newborn keep their
     own shapes, and their sizes move by the same log-ratio as interphase
     (the convention offset). ``density`` becomes the median cells per px^2 of
-    these frames. Tracks' measurements stay in ``real_statistics``; the
+    these frames, unless ``density=False`` (a sparse segmentation that
+    outlines only some cells, like the CTC's gold ``SEG`` of GOWT1: see
+    :func:`labels_every_cell`), which keeps the tracks' density. Tracks'
+    measurements stay in ``real_statistics``; the
     segmentation's go to ``real_statistics["segmentation"]``.
 
     Example:
@@ -299,22 +302,45 @@ def refit_shapes(model: MaskModel, masks: np.ndarray, num_components: int | None
     refit = replace(model, shape_mean=np.concatenate([mean[None], model.shape_mean[1:]]),
                    shape_components=np.concatenate([comp[None], other_comps]),
                    shape_std=np.maximum(np.concatenate([std[None], other_stds]), 1e-6),
-                   log_area_mean=la_mean, log_area_std=la_std, density=density_of(masks),
+                   log_area_mean=la_mean, log_area_std=la_std,
+                   density=density_of(masks) if density else model.density,
                    min_separation=_min_separation(inst),
                    real_statistics={**{k: v for k, v in model.real_statistics.items() if k != "segmentation"},
                                     "segmentation": stats})
-    return calibrate_by_simulation(refit, masks, inst.area[good])
+    return calibrate_by_simulation(refit, masks, inst.area[good], count=density)
+
+
+def labels_every_cell(segmentation: np.ndarray, tracked: np.ndarray, share: float = 0.8) -> bool:
+    """Whether a segmentation outlines (nearly) every cell that the tracks mark in the same frames.
+
+    ``segmentation`` and ``tracked`` are ``[T, H, W]`` label videos of the
+    same frames; the segmentation counts as complete when its median cells
+    per frame reach ``share`` of the tracks'. The CTC's gold ``SEG`` often
+    outlines a subset only (GOWT1 01: about a tenth), so its density is not
+    the scene's.
+
+    Example:
+        >>> full = np.zeros((1, 8, 8), np.int32); full[0, 1, 1], full[0, 5, 5] = 1, 2
+        >>> some = full.copy(); some[some == 2] = 0
+        >>> labels_every_cell(full, full), labels_every_cell(some, full)
+        (True, False)
+    """
+    def count(video: np.ndarray) -> float:
+        return float(np.median([len(np.unique(f)) - (0 in f) for f in video]))
+
+    return count(segmentation) >= share * count(tracked)
 
 
 def calibrate_by_simulation(model: MaskModel, masks: np.ndarray, areas: np.ndarray, rounds: int = 3,
-                            seed: int = 0) -> MaskModel:
+                            seed: int = 0, count: bool = True) -> MaskModel:
     """Correct the size law and density so that simulated frames of this size match the real median area and count.
 
     What a frame shows is not the laws alone: cells that overlap hide each
     other, mitotic and newborn cells are smaller, outlines lose area when
     drawn on pixels and border cells count as cells. A few rounds of
     simulate-and-compare (same frame size as the real frames) move
-    ``log_area_mean`` and ``density`` by the measured log-ratios.
+    ``log_area_mean`` and ``density`` by the measured log-ratios (only the
+    size law with ``count=False``, when ``masks`` outline only some cells).
     """
     target_area = float(np.median(areas))
     target_count = float(np.median([len(np.unique(f)) - (0 in f) for f in masks]))
@@ -324,9 +350,9 @@ def calibrate_by_simulation(model: MaskModel, masks: np.ndarray, areas: np.ndarr
         whole = ~inst.border
         if whole.sum() < 10:
             break
-        count = float(np.median([len(np.unique(f)) - (0 in f) for f in sim]))
+        simulated = float(np.median([len(np.unique(f)) - (0 in f) for f in sim]))
         model = replace(model, log_area_mean=model.log_area_mean + np.log(target_area / np.median(inst.area[whole])),
-                        density=model.density * target_count / max(count, 1.0))
+                        density=model.density * target_count / max(simulated, 1.0) if count else model.density)
     return model
 
 
