@@ -46,7 +46,7 @@ def main() -> None:
                 ("t_f=100", SynthesisSettings(t_f=100, density=d)),
                 ("independent frames (t_s=200 each)", SynthesisSettings(independent_frames=True, density=d))]
     rows = temporal_rows(args.bundle, seq, TextureModel.load(args.bundle).intensity_range, args.clips, args.frames,
-                         args.size, settings, args.device)
+                         (args.size, args.size), settings, args.device)
     print(markdown(rows, ["setting", "flicker", "seconds_per_clip"]))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({**vars(args), "rows": rows}, indent=2) + "\n")

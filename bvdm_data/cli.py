@@ -528,7 +528,8 @@ def run_evaluate_realism(args: argparse.Namespace) -> int:
     settings = [(f"BVDM t_f={args.t_f}", SynthesisSettings(t_s=args.t_s, t_f=args.t_f, density=args.density)),
                 ("independent frames", SynthesisSettings(t_s=args.t_s, t_f=0, density=args.density,
                                                          independent_frames=True))]
-    rows = temporal_rows(args.bundle, seq, texture.intensity_range, args.clips, args.frames, args.size, settings)
+    rows = temporal_rows(args.bundle, seq, texture.intensity_range, args.clips, args.frames, tuple(args.size),
+                         settings)
     print("\ntemporal flicker (mean absolute change inside cells between frames, 0..1):")
     print(markdown(rows, ["setting", "flicker"]))
     return 0
@@ -624,7 +625,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--t-f", type=int, default=10, help="refinement steps (default 10)")
     p.add_argument("--clips", type=int, default=2, help="synthetic clips for flicker (default 2)")
     p.add_argument("--frames", type=int, default=6, help="frames per synthetic clip (default 6)")
-    p.add_argument("--size", type=int, default=192, help="synthetic frame size (default 192)")
+    p.add_argument("--size", type=POSITIVE, nargs=2, default=[192, 192], metavar=("H", "W"),
+                   help="synthetic frame size (default 192 192)")
     p.add_argument("--density", type=float, default=3e-4, help="cells per px^2 in synthetic clips (default 3e-4)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
 

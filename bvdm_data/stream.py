@@ -89,7 +89,7 @@ class BVDMStream(IterableDataset):
         >>> batch = next(iter(DataLoader(stream, batch_size=2, collate_fn=collate_clips)))  # doctest: +SKIP
     """
 
-    def __init__(self, bundle: str = "hela", clip_len: int = 8, size: tuple[int, int] = (256, 256), seed: int = 0,
+    def __init__(self, bundle: str = "hela", *, clip_len: int = 8, size: tuple[int, int] = (256, 256), seed: int = 0,
                  num_clips: int | None = None, t_s: int = 200, t_f: int = 10, sampler: str = "ddpm", stride: int = 1,
                  density: float | None = None, device: str | torch.device = "cpu", bf16: bool = False,
                  gen_batch: int | None = None, tv_tensors: bool = False, independent_frames: bool = False,

@@ -25,11 +25,11 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=128)
     parser.add_argument("--gen-batch", type=int, default=None, help="clips painted together (default 64 on a GPU)")
     parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--size", type=int, nargs=2, default=(256, 256), metavar=("H", "W"))
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("no CUDA device: this example needs a GPU")
-    stream = BVDMStream("hela", clip_len=args.frames, size=(args.size, args.size), device="cuda", bf16=True,
+    stream = BVDMStream("hela", clip_len=args.frames, size=tuple(args.size), device="cuda", bf16=True,
                         gen_batch=args.gen_batch, num_clips=args.clips)
     loader = DataLoader(stream, batch_size=4, num_workers=0, collate_fn=collate_clips, pin_memory=True)
     start = time.perf_counter()

@@ -2,9 +2,10 @@
 
     python examples/simulate_masks.py --out synth_masks/ --clips 2 --frames 30 --size 256 256
 
-Each clip becomes a CTC sequence (NN/tTTT.tif, NN_GT/TRA, NN_GT/SEG). Until the texture
-model ships, the frames are a flat rendering (cells at mid grey on black), so the
-folders can be checked with `bvdm-data validate` and opened in any CTC viewer.
+Each clip becomes a CTC sequence (NN/tTTT.tif, NN_GT/TRA, NN_GT/SEG). Only the mask
+model runs (seconds, no network): the frames are a flat rendering (cells at mid grey
+on black), for looking at the shape, lineage and motion laws in any CTC viewer or
+checking them with `bvdm-data validate`; `bvdm-data generate` paints real textures.
 """
 
 from __future__ import annotations

@@ -32,10 +32,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=4)
     parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--size", type=int, nargs=2, default=(128, 128), metavar=("H", "W"))
     args = parser.parse_args()
-    stream = BVDMStream("hela", clip_len=args.frames, size=(args.size, args.size), t_s=50, t_f=5, density=2e-4,
+    stream = BVDMStream("hela", clip_len=args.frames, size=tuple(args.size), t_s=50, t_f=5, density=2e-4,
                         num_clips=args.clips, gen_batch=args.clips)
+    print(f"painting {args.clips} clips of {args.frames} frames on the CPU, all together (a few minutes)...",
+          flush=True)
     for clip in stream:
         masks = clip["masks"].numpy()
         predicted = {(t, a, b) for t in range(len(masks) - 1) for a, b in match_by_overlap(masks[t], masks[t + 1])}

@@ -1,6 +1,6 @@
 """Train a small segmentation network on BVDMStream clips for a few steps.
 
-    python examples/train_segmentation.py --steps 20 --size 128
+    python examples/train_segmentation.py --steps 20 --size 128 128
 
 A tiny U-Net-like net predicts foreground and cell boundaries per frame from
 synthetic clips of the shipped `hela` bundle; instances would follow by
@@ -31,11 +31,11 @@ def targets(masks: torch.Tensor) -> torch.Tensor:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--size", type=int, nargs=2, default=(128, 128), metavar=("H", "W"))
     parser.add_argument("--frames", type=int, default=4)
     parser.add_argument("--t-s", type=int, default=50, help="fewer SDEdit steps than the paper's 200, for speed")
     args = parser.parse_args()
-    stream = BVDMStream("hela", clip_len=args.frames, size=(args.size, args.size), t_s=args.t_s, t_f=5,
+    stream = BVDMStream("hela", clip_len=args.frames, size=tuple(args.size), t_s=args.t_s, t_f=5,
                         density=2e-4, gen_batch=2, seed=0)
     loader = DataLoader(stream, batch_size=2, num_workers=2, collate_fn=collate_clips)
     net = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=2, dilation=2),

@@ -92,7 +92,7 @@ def texture_rows(texture: TextureModel, held: CellCrops, reference: CellCrops,
 
 
 def temporal_rows(bundle: str, seq: CTCSequence, intensity_range: tuple[float, float], clips: int, frames: int,
-                  size: int, settings: list[tuple[str, SynthesisSettings]], device: str = "cpu"
+                  size: tuple[int, int], settings: list[tuple[str, SynthesisSettings]], device: str = "cpu"
                   ) -> list[dict[str, Any]]:
     """Flicker of the real sequence (cells matched by overlap) and of synthetic clips per setting."""
     lo, hi = intensity_range
@@ -102,7 +102,7 @@ def temporal_rows(bundle: str, seq: CTCSequence, intensity_range: tuple[float, f
     for name, setting in settings:
         synth = Synthesizer(bundle, device, setting)
         t0 = time.perf_counter()
-        out = synth.generate([np.random.SeedSequence([7, k]) for k in range(clips)], frames, (size, size))
+        out = synth.generate([np.random.SeedSequence([7, k]) for k in range(clips)], frames, size)
         rows.append({"setting": name, "flicker": float(np.mean([flicker(c["video"], c["masks"]) for c in out])),
                      "seconds_per_clip": (time.perf_counter() - t0) / clips})
     return rows
