@@ -261,7 +261,8 @@ def run_fit_texture(args: argparse.Namespace) -> int:
         print("stopped by --hours: run the same command again to resume; the bundle is not written yet")
         return 0
     provenance = {"images": str(seq.images.folder), "labels": str(seq.labels.folder), "frames": args.frames or "all"}
-    export_texture(result.checkpoint, args.out, crops.statistics(), provenance={**provenance, "crops": len(crops)})
+    statistics = {**crops.statistics(), "image_dtype": str(seq.images.dtype)}  # files are written back in it
+    export_texture(result.checkpoint, args.out, statistics, provenance={**provenance, "crops": len(crops)})
     scene = SceneModel.fit(seq, crops.intensity_range, _frame_range(args.frames))
     scene.save(args.out, provenance=provenance)
     print(f"wrote the texture and scene parts of {args.out} (background {scene.background_mean:.3f}, "
@@ -285,7 +286,7 @@ def run_fit_statistics(args: argparse.Namespace) -> int:
     if any(abs(a - b) > 0.01 * (hi - lo) for a, b in zip(crops.intensity_range, texture.intensity_range)):
         raise BVDMDataError(f"these frames normalise to {crops.intensity_range}, the texture model was trained on "
                             f"{texture.intensity_range}: measure on the frames it was trained on (--frames)")
-    statistics = crops.statistics()
+    statistics = {**crops.statistics(), "image_dtype": str(seq.images.dtype)}
     provenance = {"statistics_from": {"images": str(seq.images.folder), "labels": str(seq.labels.folder),
                                       "frames": args.frames or "all", "crops": len(crops)}}
     writer = BundleWriter(root)
@@ -361,6 +362,7 @@ def run_generate(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from bvdm_data.ctc.writer import write_ctc_sequence
+    from bvdm_data.diffusion.texture import image_units
 
     if args.clips < 1:
         raise BVDMDataError(f"--clips must be at least 1, got {args.clips}")
@@ -369,10 +371,12 @@ def run_generate(args: argparse.Namespace) -> int:
     if existing and not args.overwrite:
         raise BVDMDataError(f"{out} already holds sequences {existing}; pass --overwrite to replace them")
     stream = _stream(args, args.clips)
+    band, dtype = image_units(stream.bundle)
     for clip in tqdm(stream, total=args.clips, desc="generate", unit="clip"):
         seq = f"{clip['meta']['index'] + 1:02d}"
-        write_ctc_sequence(clip, out, seq, overwrite=args.overwrite)
-    print(f"wrote {args.clips} CTC sequence(s) of {args.frames} frames to {out} (check: bvdm-data validate {out})")
+        write_ctc_sequence(clip, out, seq, overwrite=args.overwrite, intensity_range=band, dtype=dtype)
+    print(f"wrote {args.clips} CTC sequence(s) of {args.frames} frames to {out}, {dtype} in the fitted data's band "
+          f"{band[0]:.0f}..{band[1]:.0f} (check: bvdm-data validate {out})")
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from PIL import Image
 
 from bvdm_data.cli import main
@@ -15,7 +16,13 @@ def test_generate_writes_valid_ctc_sequences(tmp_path, tiny_bundle, capsys):
     assert main(["generate", "--bundle", str(tiny_bundle), "--out", str(out), "--clips", "2", *FAST]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["01", "01_GT", "02", "02_GT"]
     assert len(open_sequence(out, "02").labels.frames) == 3
-    capsys.readouterr()
+    # Frames are written in the units and band of the data the bundle was fitted on (HeLa: uint16, ~33000..37000).
+    from bvdm_data.diffusion.texture import image_units
+
+    (lo, hi), dtype = image_units(str(tiny_bundle))
+    frame = open_sequence(out, "01").images.read(0)
+    assert frame.dtype == np.dtype(dtype) == np.uint16 and lo - 1 <= frame.min() and frame.max() <= hi + 1
+    assert "in the fitted data's band" in capsys.readouterr().out
     assert main(["validate", str(out)]) == 0
     assert main(["generate", "--bundle", str(tiny_bundle), "--out", str(out), "--clips", "1", *FAST]) == 2
     assert "--overwrite" in capsys.readouterr().err

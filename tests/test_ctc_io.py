@@ -117,3 +117,12 @@ def test_four_digit_frames_and_float_video_written(tmp_path):
     assert (tmp_path / "01" / "t1000.tif").is_file()
     assert (tmp_path / "01_GT" / "TRA" / "man_track0000.tif").is_file()
     assert len(open_sequence(tmp_path, "01")) == 1001
+
+
+def test_frames_are_written_in_the_given_units(tmp_path, real_clip):
+    from bvdm_data.ctc import open_sequence, write_ctc_sequence
+
+    write_ctc_sequence(real_clip, tmp_path, "01", intensity_range=(20.0, 220.0), dtype="uint8")
+    frame = open_sequence(tmp_path, "01").images.read(0)
+    expected = np.round(20 + real_clip["video"][0, 0].numpy() * 200).astype(np.uint8)
+    assert frame.dtype == np.uint8 and np.array_equal(frame, expected)

@@ -25,10 +25,23 @@ def _label_dtype(masks: np.ndarray) -> type:
     return np.uint16 if int(masks.max(initial=0)) <= np.iinfo(np.uint16).max else np.uint32
 
 
-def video_to_uint16(video: torch.Tensor | np.ndarray) -> np.ndarray:
-    """``[T, 1, H, W]`` floats in 0..1 -> ``[T, H, W]`` uint16 (full range)."""
+def video_to_counts(video: torch.Tensor | np.ndarray, intensity_range: tuple[float, float] | None = None,
+                    dtype: str | np.dtype = "uint16") -> np.ndarray:
+    """``[T, 1, H, W]`` floats in 0..1 -> ``[T, H, W]`` integer frames of ``dtype``.
+
+    With ``intensity_range`` (the real data's ``(lo, hi)`` counts that 0..1
+    stands for, a bundle's ``texture.intensity_range``) frames come out in
+    the data's own units and band; without it, 0..1 spans the dtype's range.
+
+    Example:
+        >>> video_to_counts(np.array([[[[0.0, 0.5, 1.0]]]]), (30.0, 50.0), "uint8").tolist()
+        [[[30, 40, 50]]]
+    """
     array = video.detach().cpu().numpy() if isinstance(video, torch.Tensor) else np.asarray(video)
-    return np.round(np.clip(array[:, 0], 0.0, 1.0) * 65535.0).astype(np.uint16)
+    info = np.iinfo(np.dtype(dtype))
+    lo, hi = intensity_range if intensity_range is not None else (0.0, float(info.max))
+    counts = lo + np.clip(array[:, 0], 0.0, 1.0) * (hi - lo)
+    return np.clip(np.round(counts), info.min, info.max).astype(dtype)
 
 
 def _write_frames(folder: Path, kind: FrameKind, frames: np.ndarray) -> None:
@@ -57,10 +70,12 @@ def write_ctc_result(masks: torch.Tensor | np.ndarray, tracks: torch.Tensor | np
 
 
 def write_ctc_sequence(clip: Mapping[str, Any], root: str | os.PathLike, seq: str = "01",
-                       overwrite: bool = False) -> Path:
+                       overwrite: bool = False, intensity_range: tuple[float, float] | None = None,
+                       dtype: str | np.dtype = "uint16") -> Path:
     """Write a clip as CTC sequence ``root/seq`` with full GT in ``root/seq_GT``.
 
-    Frames become uint16 ``tTTT.tif`` (0..1 scaled to 0..65535); the GT holds
+    Frames become ``dtype`` ``tTTT.tif`` (:func:`video_to_counts`: in the real
+    data's band with ``intensity_range``, else 0..1 over the dtype's range); the GT holds
     ``TRA/man_trackTTT.tif`` + ``TRA/man_track.txt`` and, since a synthetic
     clip is fully annotated, ``SEG/man_segTTT.tif`` for every frame. The clip
     is checked against the contract first. Returns ``root/seq``.
@@ -71,7 +86,7 @@ def write_ctc_sequence(clip: Mapping[str, Any], root: str | os.PathLike, seq: st
     labels = masks.astype(_label_dtype(masks))
     with atomic_folder(root / seq, overwrite) as images_dir, \
             atomic_folder(root / f"{seq}_GT", overwrite) as gt_dir:
-        _write_frames(images_dir, IMAGES, video_to_uint16(clip["video"]))
+        _write_frames(images_dir, IMAGES, video_to_counts(clip["video"], intensity_range, dtype))
         (gt_dir / "TRA").mkdir()
         (gt_dir / "SEG").mkdir()
         _write_frames(gt_dir / "TRA", TRA, labels)

@@ -43,6 +43,23 @@ class TextureModel:
         return cls(denoiser, int(info["crop_size"]), tuple(info["intensity_range"]), info["statistics"])
 
 
+def image_units(bundle: Bundle | str) -> tuple[tuple[float, float], str]:
+    """The real frames' ``(lo, hi)`` counts that a clip's 0..1 stands for, and their dtype, for writing files.
+
+    The dtype is the one recorded at fit time (``image_dtype``); bundles from
+    before it was recorded get uint8 when their band fits 0..255, else uint16.
+
+    Example:
+        >>> image_units("hela")  # doctest: +SKIP
+        ((32980.0, 36860.0), 'uint16')
+    """
+    bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
+    info = bundle.read_json(PART, "texture.json")
+    lo, hi = (float(v) for v in info["intensity_range"])
+    dtype = info["statistics"].get("image_dtype") or ("uint8" if hi <= 255 else "uint16")
+    return (lo, hi), str(dtype)
+
+
 def export_texture(checkpoint: str | os.PathLike, bundle_root: str | os.PathLike,
                    statistics: dict[str, float], provenance: dict[str, Any] | None = None) -> None:
     """Write a checkpoint's EMA weights as the ``texture`` part of a bundle."""
