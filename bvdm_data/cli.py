@@ -481,8 +481,11 @@ def _generation_options(p: argparse.ArgumentParser, frames: int, size: tuple[int
 
 def run_fit(args: argparse.Namespace) -> int:
     """All stages from one CTC sequence with lineage: masks, then flow, then texture and scene."""
+    from bvdm_data.masks.fit import crop_size_for
+    from bvdm_data.masks.model import MaskModel
+
     common = dict(ctc=args.ctc, seq=args.seq, annotation=args.annotation, out=args.out, seed=args.seed,
-                  device=args.device, hours=args.hours, frames=args.frames, crop_size=64, batch_size=32)
+                  device=args.device, hours=args.hours, frames=args.frames, batch_size=32)
     shapes_from = args.shapes_from
     gold = Path(args.ctc) / f"{args.seq}_GT" / "SEG"
     if shapes_from is None and args.annotation == "GT" and gold.is_dir() and any(gold.glob("man_seg*.tif")):
@@ -493,6 +496,9 @@ def run_fit(args: argparse.Namespace) -> int:
     run_fit_masks(argparse.Namespace(**common, labels=None, num_angles=32, components=6, no_lineage=False,
                                      shapes_from=shapes_from, shapes_frames=args.shapes_frames,
                                      shape_components=args.shape_components))
+    crop = args.crop_size or crop_size_for(MaskModel.load(args.out))
+    print(f"crops of {crop} px for texture and flow ({'--crop-size' if args.crop_size else 'from the cells size'})")
+    common["crop_size"] = crop
     print("== flow ==")
     run_fit_flow(argparse.Namespace(**common, labels=None, work=None, iterations=args.flow_iterations, lr=1e-3,
                                     smoothness=0.01, diffeomorphic=False))
@@ -645,6 +651,8 @@ def build_parser() -> argparse.ArgumentParser:
     _shape_options(p)
     p.add_argument("--texture-iterations", type=int, default=10_000, help="DDPM training steps (default 10000)")
     p.add_argument("--flow-iterations", type=int, default=2000, help="flow training steps (default 2000)")
+    p.add_argument("--crop-size", type=POSITIVE, help="texture and flow crop size in px, a multiple of 16 (default: "
+                   "from the cells' size: a 95th-percentile cell plus 20 px, at least 64)")
     p.add_argument("--hours", type=float, help="stop each training after this long (run again to resume)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for the DDPM")

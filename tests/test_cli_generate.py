@@ -68,5 +68,6 @@ def test_fit_all_stages_then_generate(tmp_path, res_video, hela_root, capsys):
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "wrote the masks part" in text and "wrote the flow part" in text and "texture and scene parts" in text
+    assert "crops of 64 px for texture and flow (from the cells size)" in text
     assert main(["info", str(out), "--json"]) == 0
     assert set(__import__("json").loads(capsys.readouterr().out)["parts"]) == {"masks", "flow", "texture", "scene"}

@@ -265,3 +265,14 @@ def test_painted_labels_keep_the_clip_contract_video_and_tracks(tiny_bundle):
         SynthesisSettings(labels="drawn").check(1000)
     with pytest.raises(Exception, match="edge='blur' has none"):
         SynthesisSettings(labels="painted", edge="blur").check(1000)
+
+
+def test_crop_size_follows_the_cell_size():
+    from bvdm_data.masks.fit import crop_size_for
+
+    hela = MaskModel.load("hela")
+    assert crop_size_for(hela) == 64
+    big = dataclasses.replace(hela, log_area_mean=hela.log_area_mean + np.log(5.0))  # GOWT1-sized nuclei
+    crop = crop_size_for(big)
+    diameter = 2 * np.sqrt(np.exp(big.log_area_mean[0] + 1.645 * big.log_area_std[0]) / np.pi)
+    assert crop % 16 == 0 and diameter + 20 <= crop < diameter + 36
