@@ -208,8 +208,17 @@ def run_fit_masks(args: argparse.Namespace) -> int:
               f"{model.shape_components.shape[1]} shape modes"
               + ("" if complete else f"; it outlines only some of the cells {labels.folder} marks in the same "
                  "frames, so the density stays the tracks'"))
-    print(f"  cycle: {model.cycle_lengths.size} distinct observed lengths, "
-          f"{1 - model.cycle_probabilities.sum():.0%} of cells not seen to divide; "
+    note = model.real_statistics.get("cycle_law", {})
+    if note.get("source") == "division rate with a prior":
+        cycle = (f"cycle: only {note['complete_cycles']} complete cycle(s) seen: a gamma law (CV prior "
+                 f"{note['cv_prior']}) with mean {note['mean_frames']:.0f} frames = {note['cell_frames']} "
+                 f"cell-frames / {note['divisions']} division(s) (thin data)")
+    elif note.get("source") == "none":
+        cycle = "cycle: no division seen: simulated cells never divide (thin data)"
+    else:
+        cycle = (f"cycle: {note.get('complete_cycles', '?')} complete cycles, {model.cycle_lengths.size} distinct "
+                 f"lengths, {1 - model.cycle_probabilities.sum():.0%} of cells not seen to divide")
+    print(f"  {cycle}; "
           f"motion: persistence {model.velocity_persistence:.2f}, noise {model.velocity_noise:.2f} px/frame; "
           f"density {model.density * 1e4:.2f} cells per 100x100 px")
     sim = simulate_masks(model, masks.shape[0], masks.shape[1:], seed=args.seed, progress=True)

@@ -276,3 +276,23 @@ def test_crop_size_follows_the_cell_size():
     crop = crop_size_for(big)
     diameter = 2 * np.sqrt(np.exp(big.log_area_mean[0] + 1.645 * big.log_area_std[0]) / np.pi)
     assert crop % 16 == 0 and diameter + 20 <= crop < diameter + 36
+
+
+def test_cycle_law_falls_back_to_the_division_rate_when_cycles_are_thin():
+    from bvdm_data.masks.fit import MIN_COMPLETE_CYCLES, cycle_law
+
+    # Ten roots of 50 frames, two of which divide at the end; no daughter is followed to its own division.
+    rows = [[i + 1, 0, 49, 0] for i in range(10)]
+    rows += [[11, 50, 60, 1], [12, 50, 60, 1], [13, 50, 60, 2], [14, 50, 60, 2]]
+    lengths, probs, note = cycle_law(np.array(rows))
+    assert note["source"] == "division rate with a prior" and note["divisions"] == 2
+    assert probs.sum() == pytest.approx(1.0)
+    assert float((lengths * probs).sum()) == pytest.approx((500 + 4 * 11) / 2, rel=0.02)
+    # No division at all: no law; many complete cycles: Kaplan-Meier.
+    assert cycle_law(np.array([[1, 0, 9, 0]]))[2]["source"] == "none"
+    chain, next_id = [[1, 0, 9, 0]], 2
+    for parent in range(1, 2 * MIN_COMPLETE_CYCLES):
+        start = chain[parent - 1][2] + 1
+        chain += [[next_id, start, start + 9, parent], [next_id + 1, start, start + 9, parent]]
+        next_id += 2
+    assert cycle_law(np.array(chain))[2]["source"] == "Kaplan-Meier of observed cycles"

@@ -97,6 +97,45 @@ def cycle_length_distribution(tracks: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return times, probabilities
 
 
+MIN_COMPLETE_CYCLES = 5  # fewer seen from birth to division: the law comes from the division rate instead
+CYCLE_CV_PRIOR = 0.25    # spread of cycle lengths assumed then (cultured mammalian cells: about 0.2-0.3)
+
+
+def cycle_law(tracks: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The cell-cycle law and a note of what it rests on: Kaplan-Meier when the video shows complete cycles.
+
+    With fewer than :data:`MIN_COMPLETE_CYCLES` cells followed from birth to
+    division (GOWT1 01: none, though two cells divide), the law is a
+    discretised gamma whose mean is the observed exposure per division
+    (cell-frames / divisions, every track counted, censored ones too) and
+    whose coefficient of variation is the prior :data:`CYCLE_CV_PRIOR`:
+    simulated cells, caught at a uniform point of their cycle, then divide
+    at the observed rate. No division at all gives no law (cells never divide).
+
+    Example:
+        >>> rows = np.array([[1, 0, 99, 0], [2, 100, 120, 1], [3, 100, 120, 1], [4, 0, 120, 0]])
+        >>> lengths, probs, note = cycle_law(rows)
+        >>> note["source"], round(float((lengths * probs).sum())), note["divisions"]
+        ('division rate with a prior', 263, 1)
+    """
+    lengths, probabilities = cycle_length_distribution(tracks)
+    _, divided = cell_cycles(tracks)
+    complete = int(divided.sum())
+    dividers, _ = lineage_roles(tracks)
+    cell_frames = int((tracks[:, 2] - tracks[:, 1] + 1).sum())
+    note = {"complete_cycles": complete, "divisions": len(dividers), "cell_frames": cell_frames}
+    if complete >= MIN_COMPLETE_CYCLES or not dividers:
+        return lengths, probabilities, {**note, "source": "Kaplan-Meier of observed cycles" if complete else "none"}
+    from scipy import stats
+
+    mean = cell_frames / len(dividers)
+    shape = 1 / CYCLE_CV_PRIOR ** 2
+    support = np.arange(max(1, int(mean * (1 - 4 * CYCLE_CV_PRIOR))), int(np.ceil(mean * (1 + 6 * CYCLE_CV_PRIOR))) + 1)
+    weights = stats.gamma.pdf(support, a=shape, scale=mean / shape)
+    return support.astype(float), weights / weights.sum(), {**note, "source": "division rate with a prior",
+                                                            "mean_frames": mean, "cv_prior": CYCLE_CV_PRIOR}
+
+
 def _motion(inst: Instances, interphase: np.ndarray) -> tuple[float, float, float]:
     """AR(1) persistence and noise of displacements, and the spread of rotation, per frame."""
     order = np.lexsort((inst.frame, inst.label))
@@ -217,7 +256,7 @@ def fit_mask_model(masks: np.ndarray, tracks: np.ndarray | None, num_angles: int
         slope = float(np.polyfit(age[trend], np.log(inst.area[trend]), 1)[0])
         la_mean[0] = float(np.log(inst.area[trend]).mean() - slope * age[trend].mean() + slope * 0.5)
 
-    cycle_lengths, cycle_probs = cycle_length_distribution(tracks)
+    cycle_lengths, cycle_probs, cycle_note = cycle_law(tracks)
     seps, angles = _divisions(inst, tracks)
     rho, noise, rot_std = _motion(inst, phase == 0)
     first_frame = inst.frame == inst.frame.min()
@@ -242,7 +281,7 @@ def fit_mask_model(masks: np.ndarray, tracks: np.ndarray | None, num_angles: int
         rotation_std=rot_std,
         density=float(first_frame.sum() / (masks.shape[1] * masks.shape[2])),
         min_separation=_min_separation(inst),
-        real_statistics=summarize(stats),
+        real_statistics={**summarize(stats), "cycle_law": cycle_note},
     )
 
 
