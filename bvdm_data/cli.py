@@ -221,6 +221,8 @@ def run_fit_masks(args: argparse.Namespace) -> int:
     print(f"  {cycle}; "
           f"motion: persistence {model.velocity_persistence:.2f}, noise {model.velocity_noise:.2f} px/frame; "
           f"density {model.density * 1e4:.2f} cells per 100x100 px")
+    for fallback in model.real_statistics.get("fallbacks", []):
+        print(f"  thin data: {fallback}")
     sim = simulate_masks(model, masks.shape[0], masks.shape[1:], seed=args.seed, progress=True)
     real_tracks = labels.tracks if labels.tracks is not None else tracks_from_masks(masks)
     real = label_video_statistics(masks, real_tracks)

@@ -296,3 +296,16 @@ def test_cycle_law_falls_back_to_the_division_rate_when_cycles_are_thin():
         chain += [[next_id, start, start + 9, parent], [next_id + 1, start, start + 9, parent]]
         next_id += 2
     assert cycle_law(np.array(chain))[2]["source"] == "Kaplan-Meier of observed cycles"
+
+
+def test_fit_records_every_fallback_to_an_assumed_value():
+    from bvdm_data.clip import tracks_from_masks
+    from bvdm_data.masks import fit_mask_model
+
+    # Ten round cells drifting one pixel a frame, no division: thin lineage, motion and phases.
+    frames = round_cells(frames=1, size=256, radius=12, count=10)[0]
+    video = np.stack([np.roll(frames, t, axis=1) for t in range(3)])
+    model = fit_mask_model(video, tracks_from_masks(video))
+    notes = " | ".join(model.real_statistics["fallbacks"])
+    assert "cycle: 0 complete cycles; none" in notes and "divisions: no measurable division" in notes
+    assert "mitosis shapes and sizes: 0 whole cells" in notes and "motion:" in notes

@@ -49,7 +49,8 @@ def _shape_pca(radii: np.ndarray, num_components: int) -> tuple[np.ndarray, np.n
     return mean, vt[:c], std
 
 
-def _shape_persistence(inst: Instances, mean: np.ndarray, comps: np.ndarray, std: np.ndarray) -> float:
+def _shape_persistence(inst: Instances, mean: np.ndarray, comps: np.ndarray, std: np.ndarray,
+                       fallbacks: list[str]) -> float:
     """Correlation of the standardised shape latent between consecutive frames of a cell."""
     key = inst.label * 100000 + inst.frame
     index = {int(k): i for i, k in enumerate(key)}
@@ -65,6 +66,7 @@ def _shape_persistence(inst: Instances, mean: np.ndarray, comps: np.ndarray, std
         a.append(zi)
         b.append(min(zj, key=lambda z: float(((z - zi) ** 2).sum())))
     if len(a) < 10:
+        fallbacks.append(f"shape persistence: {len(a)} cells seen in consecutive frames (< 10); assumed 0.9")
         return 0.9
     a, b = np.asarray(a), np.asarray(b)
     return float(np.clip((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()), 0.0, 0.99))
@@ -136,7 +138,7 @@ def cycle_law(tracks: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
                                                             "mean_frames": mean, "cv_prior": CYCLE_CV_PRIOR}
 
 
-def _motion(inst: Instances, interphase: np.ndarray) -> tuple[float, float, float]:
+def _motion(inst: Instances, interphase: np.ndarray, fallbacks: list[str]) -> tuple[float, float, float]:
     """AR(1) persistence and noise of displacements, and the spread of rotation, per frame."""
     order = np.lexsort((inst.frame, inst.label))
     lab, frm = inst.label[order], inst.frame[order]
@@ -153,7 +155,13 @@ def _motion(inst: Instances, interphase: np.ndarray) -> tuple[float, float, floa
     else:
         valid = ~np.isnan(disp).any(1)
         rho, noise = 0.0, robust_std(disp[valid]) if valid.sum() >= 2 else 1.0
-    rot_std = float(1.4826 * np.median(np.abs(rot))) if rot.size else 0.1
+        fallbacks.append(f"motion: {int(both.sum())} pairs of consecutive steps (< 10); persistence assumed 0, "
+                         + ("noise from single steps" if valid.sum() >= 2 else "noise assumed 1 px/frame"))
+    if rot.size:
+        rot_std = robust_std(rot)
+    else:
+        rot_std = 0.1
+        fallbacks.append("rotation: no cell seen in consecutive frames; assumed 0.1 rad/frame")
     return rho, noise, rot_std
 
 
@@ -176,7 +184,7 @@ def _divisions(inst: Instances, tracks: np.ndarray) -> tuple[np.ndarray, np.ndar
     return np.asarray(seps), np.asarray(angles)
 
 
-def _min_separation(inst: Instances) -> float:
+def _min_separation(inst: Instances, fallbacks: list[str] | None = None) -> float:
     ratios = []
     for t in np.unique(inst.frame):
         sel = inst.frame == t
@@ -187,6 +195,8 @@ def _min_separation(inst: Instances) -> float:
         np.fill_diagonal(dist, np.inf)
         ratios.append((dist / (r[:, None] + r[None])).min(1))
     if not ratios:
+        if fallbacks is not None:
+            fallbacks.append("spacing: no frame with two cells; closest approach assumed 0.8 of the radii")
         return 0.8
     return float(np.clip(np.percentile(np.concatenate(ratios), 1), 0.5, 1.0))
 
@@ -235,9 +245,12 @@ def fit_mask_model(masks: np.ndarray, tracks: np.ndarray | None, num_angles: int
             f"(not touching the border); need {MIN_SHAPES_PER_PHASE} to fit a shape model")
 
     means, comps, stds, la_mean, la_std = [], [], [], [], []
+    fallbacks: list[str] = []
     for p in range(len(PHASES)):
         sel = good & (phase == p)
         if sel.sum() < MIN_SHAPES_PER_PHASE:
+            fallbacks.append(f"{PHASES[p]} shapes and sizes: {int(sel.sum())} whole cells (< {MIN_SHAPES_PER_PHASE}); "
+                             "interphase's used")
             sel = good & (phase == 0)
         mean, comp, std = _shape_pca(inst.radii[sel], num_components)
         means.append(mean)
@@ -257,8 +270,15 @@ def fit_mask_model(masks: np.ndarray, tracks: np.ndarray | None, num_angles: int
         la_mean[0] = float(np.log(inst.area[trend]).mean() - slope * age[trend].mean() + slope * 0.5)
 
     cycle_lengths, cycle_probs, cycle_note = cycle_law(tracks)
+    if cycle_note["source"] != "Kaplan-Meier of observed cycles":
+        fallbacks.append(f"cycle: {cycle_note['complete_cycles']} complete cycles; {cycle_note['source']}")
     seps, angles = _divisions(inst, tracks)
-    rho, noise, rot_std = _motion(inst, phase == 0)
+    if not seps.size:
+        fallbacks.append("divisions: no measurable division; daughters placed one newborn diameter apart, "
+                         "at right angles to the mother's major axis")
+    rho, noise, rot_std = _motion(inst, phase == 0, fallbacks)
+    persistence = _shape_persistence(inst.select(good & (phase == 0)), means[0], comps[0], stds[0], fallbacks)
+    min_separation = _min_separation(inst, fallbacks)
     first_frame = inst.frame == inst.frame.min()
 
     stats = label_video_statistics(masks, tracks, inst=inst)
@@ -266,7 +286,7 @@ def fit_mask_model(masks: np.ndarray, tracks: np.ndarray | None, num_angles: int
         shape_mean=np.stack(means),
         shape_components=comps,
         shape_std=stds,
-        shape_persistence=_shape_persistence(inst.select(good & (phase == 0)), means[0], comps[0], stds[0]),
+        shape_persistence=persistence,
         log_area_mean=np.asarray(la_mean),
         log_area_std=np.asarray(la_std),
         area_slope=slope,
@@ -280,8 +300,8 @@ def fit_mask_model(masks: np.ndarray, tracks: np.ndarray | None, num_angles: int
         velocity_noise=noise,
         rotation_std=rot_std,
         density=float(first_frame.sum() / (masks.shape[1] * masks.shape[2])),
-        min_separation=_min_separation(inst),
-        real_statistics={**summarize(stats), "cycle_law": cycle_note},
+        min_separation=min_separation,
+        real_statistics={**summarize(stats), "cycle_law": cycle_note, "fallbacks": fallbacks},
     )
 
 
