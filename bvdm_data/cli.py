@@ -256,7 +256,7 @@ def run_fit_texture(args: argparse.Namespace) -> int:
 
     from bvdm_data.ctc.sequence import open_sequence
     from bvdm_data.diffusion import TrainConfig, UNetConfig, export_texture, extract_cell_crops, train_texture
-    from bvdm_data.synth.scene import SceneModel
+    from bvdm_data.scene.model import SceneModel
 
     device = as_device(args.device)
     seq = open_sequence(args.ctc, args.seq, labels=args.annotation)
@@ -286,7 +286,7 @@ def run_fit_statistics(args: argparse.Namespace) -> int:
     from bvdm_data.ctc.sequence import open_sequence
     from bvdm_data.diffusion.crops import extract_cell_crops
     from bvdm_data.diffusion.texture import TextureModel
-    from bvdm_data.synth.scene import SceneModel
+    from bvdm_data.scene.model import SceneModel
 
     root = resolve_bundle(args.bundle)
     texture = TextureModel.load(root)

@@ -20,7 +20,7 @@ import torch
 from bvdm_data.ctc import open_sequence
 from bvdm_data.diffusion.crops import extract_cell_crops
 from bvdm_data.diffusion import export_texture, train_texture
-from bvdm_data.synth.scene import SceneModel
+from bvdm_data.scene.model import SceneModel
 from bvdm_data.training import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -60,7 +60,7 @@ def tiny_bundle(tmp_path_factory, res_video) -> Path:
     from bvdm_data.diffusion import UNetConfig, export_texture, extract_cell_crops, train_texture
     from bvdm_data.flow import FlowConfig, export_flow, extract_flow_pairs, train_flow
     from bvdm_data.masks import fit_mask_model
-    from bvdm_data.synth.scene import SceneModel
+    from bvdm_data.scene.model import SceneModel
     from bvdm_data.training import TrainConfig
 
     root = tmp_path_factory.mktemp("bundles") / "tiny"

@@ -15,7 +15,7 @@ from bvdm_data.evaluate.frames import STATISTICS, compare_frames, frame_statisti
 from bvdm_data.masks import MaskModel, simulate_masks
 from bvdm_data.masks.fit import density_of, refit_shapes
 from bvdm_data.synth.pipeline import SynthesisSettings, Synthesizer, unlabelled_lineages
-from bvdm_data.synth.scene import SceneModel, unlabelled_objects
+from bvdm_data.scene.model import SceneModel, unlabelled_objects
 
 PROFILE = [1.0, 0.95, 0.9, 0.8, 0.65, 0.4, 0.15, 0.05, 0.02, 0.01, 0.0, 0.0]
 

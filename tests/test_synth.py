@@ -190,7 +190,7 @@ def test_scene_background_ignores_cells_the_segmentation_missed(tmp_path, hela_r
     import tifffile
 
     from bvdm_data.ctc import open_sequence
-    from bvdm_data.synth.scene import SceneModel
+    from bvdm_data.scene.model import SceneModel
 
     seq = open_sequence(hela_root, "02", labels="ERR_SEG")
     lo_hi = (float(np.percentile(seq.images.read(0), 1)), float(np.percentile(seq.images.read(0), 99.9)))

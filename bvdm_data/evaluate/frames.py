@@ -41,7 +41,7 @@ from bvdm_data.clip import Clip
 from bvdm_data.masks.contours import measure_instances
 from bvdm_data.masks.fidelity import _solidity
 from bvdm_data.robust import robust_std
-from bvdm_data.synth.scene import BACKGROUND_MARGIN, unlabelled_objects
+from bvdm_data.scene.model import BACKGROUND_MARGIN, unlabelled_objects
 
 STATISTICS = ("density", "area", "solidity", "nn_distance", "touching", "brightness_cv", "background", "noise",
               "edge_ratio", "unlabelled", "displacement")

@@ -45,9 +45,10 @@ from bvdm_data.errors import BVDMDataError
 from bvdm_data.flow.model import load_flow
 from bvdm_data.masks.model import MaskModel
 from bvdm_data.masks.simulate import simulate_masks
+from bvdm_data.scene.model import SceneModel
 from bvdm_data.synth.annotation import relabel_from_painting
+from bvdm_data.synth.compose import compose
 from bvdm_data.synth.propagation import carry_over, paint_first_frame, paint_flat
-from bvdm_data.synth.scene import SceneModel, compose
 
 
 TEXTURES = ("ddpm", "flat", "detail")

@@ -1,4 +1,5 @@
-"""The scene: a background learnt from real frames, and cell textures composed onto it.
+"""The scene part of a bundle: a background learnt from real frames, how cells are pasted onto it, and the
+nuclei the annotation leaves out.
 
 Statistics are measured on real frames in the texture model's -1..1 scale,
 on pixels at least 5 px from any labelled cell, robustly (median, MAD):
@@ -166,27 +167,3 @@ class SceneModel:
             k = 2 * int(3 * self.alpha_sigma) + 1
             a = kornia.filters.gaussian_blur2d(a, (k, k), (self.alpha_sigma, self.alpha_sigma))
         return torch.maximum(a, masks[:, None].float())
-
-
-def compose(background: torch.Tensor, textures: torch.Tensor, alpha: torch.Tensor, corners: torch.Tensor) -> torch.Tensor:
-    """Paste crops onto one frame, all at once.
-
-    ``background`` ``[1, H, W]``; ``textures`` and ``alpha`` ``[N, 1, S, S]``;
-    ``corners`` ``[N, 2]`` top-left (y, x) of each crop in the frame (may lie
-    partly outside). Returns ``[1, H, W]``.
-    """
-    _, h, w = background.shape
-    n, _, s, _ = textures.shape
-    if n == 0:
-        return background
-    offsets = torch.arange(s, device=textures.device)
-    ys = (corners[:, 0, None, None] + offsets[None, :, None]).expand(n, s, s)
-    xs = (corners[:, 1, None, None] + offsets[None, None, :]).expand(n, s, s)
-    inside = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
-    index = (ys * w + xs)[inside]
-    a = alpha[:, 0][inside]
-    weight = torch.zeros(h * w, device=textures.device, dtype=textures.dtype).index_add_(0, index, a)
-    paint = torch.zeros(h * w, device=textures.device, dtype=textures.dtype).index_add_(0, index, a * textures[:, 0][inside])
-    bg = background.reshape(-1)
-    out = torch.where(weight > 1, paint / weight.clamp_min(1e-6), paint + (1 - weight) * bg)
-    return out.view(1, h, w)
