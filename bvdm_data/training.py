@@ -56,6 +56,17 @@ class TrainResult:
 BatchLoss = Callable[[nn.Module, np.random.Generator, torch.Generator, torch.device], torch.Tensor]
 
 
+
+def dihedral(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    """One of the 8 symmetries of the square on the last two axes: ``k`` quarter turns, then a mirror.
+
+    Example:
+        >>> dihedral(torch.tensor([[1, 2], [3, 4]]), 1, True).tolist()
+        [[4, 2], [3, 1]]
+    """
+    x = torch.rot90(x, k, dims=(-2, -1))
+    return torch.flip(x, dims=(-1,)) if flip else x
+
 def step_generator(seed: int, step: int) -> torch.Generator:
     """A CPU torch generator whose stream is a pure function of ``(seed, step)``."""
     g = torch.Generator()

@@ -49,6 +49,17 @@ def intensity_range(seq: CTCSequence, percentiles: tuple[float, float], max_fram
     return float(lo), float(hi)
 
 
+def to_unit(raw: np.ndarray, intensity_range: tuple[float, float], dtype: type = np.float32) -> np.ndarray:
+    """Raw counts -> 0..1 by an :func:`intensity_range`, clipped: how every part reads real frames.
+
+    Example:
+        >>> to_unit(np.array([10, 20, 40]), (20.0, 30.0)).tolist()
+        [0.0, 0.0, 1.0]
+    """
+    lo, hi = intensity_range
+    return np.clip((np.asarray(raw, dtype=dtype) - lo) / (hi - lo), 0.0, 1.0)
+
+
 class CTCClips(Dataset):
     """Windows of ``clip_len`` frames and ``size`` crops of real CTC sequences, as contract clips.
 
@@ -196,8 +207,7 @@ class CTCClips(Dataset):
         crop = (slice(win.y, win.y + ch), slice(win.x, win.x + cw))
         raw = np.stack([seq.images.read(f)[crop] for f in frames]).astype(np.float32)
         labels = np.stack([seq.labels.read(f)[crop] for f in frames]).astype(np.int64)
-        lo, hi = self.ranges[win.seq]
-        video = np.clip((raw - lo) / (hi - lo), 0.0, 1.0)
+        video = to_unit(raw, self.ranges[win.seq])
         if self.per_frame_ids:
             masks, tracks = relabel_per_frame(labels)
         else:

@@ -12,12 +12,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import ndimage
 
+from bvdm_data.cells import cell_windows
+from bvdm_data.ctc.clips import intensity_range, to_unit
 from bvdm_data.ctc.sequence import CTCSequence
 from bvdm_data.diffusion.edges import measure_edge_profile, measure_edge_profiles
 from bvdm_data.errors import BVDMDataError
 from bvdm_data.robust import robust_std
+from bvdm_data.training import dihedral
 
 
 @dataclass
@@ -84,8 +86,7 @@ def augment(images: torch.Tensor, rng: np.random.Generator, jitter: float = 0.05
     k = rng.integers(0, 4, len(out))
     flip = rng.random(len(out)) < 0.5
     for i in range(len(out)):  # per crop, not per pixel: a handful of views
-        x = torch.rot90(out[i], int(k[i]), dims=(-2, -1))
-        out[i] = torch.flip(x, dims=(-1,)) if flip[i] else x
+        out[i] = dihedral(out[i], int(k[i]), bool(flip[i]))
     gain = torch.as_tensor(1 + jitter * rng.standard_normal(len(out)), dtype=out.dtype).view(-1, 1, 1, 1)
     return ((out + 1) * gain - 1).clamp(-1, 1)
 
@@ -102,28 +103,17 @@ def extract_cell_crops(seq: CTCSequence, size: int = 64, percentiles: tuple[floa
     use = [f for f in (frames if frames is not None else seq.images.frames) if f in seq.labels.paths]
     if not use:
         raise BVDMDataError(f"{seq.labels.folder}: no labelled frame to crop cells from")
-    raw = np.stack([seq.images.read(f).astype(np.float32) for f in use])
-    lo, hi = (float(v) for v in np.percentile(raw, percentiles))
-    if not hi > lo:
-        raise BVDMDataError(f"{seq.images.folder}: constant frames, cannot normalise")
-    images = np.clip((raw - lo) / (hi - lo), 0, 1) * 2 - 1
-    half = size // 2
+    lo, hi = intensity_range(seq, percentiles, max_frames=len(use), frames=use)
+    images = to_unit(np.stack([seq.images.read(f) for f in use]), (lo, hi)) * 2 - 1
     crops, masks, empty, where = [], [], [], []
     for image, f in zip(images, use):
         labels = seq.labels.read(f)
-        for label_minus_1, box in enumerate(ndimage.find_objects(labels)):
-            if box is None:
+        for cell in cell_windows(labels, size):
+            if cell.area < min_area or not (cell.fits and cell.inside):
                 continue
-            cell = labels[box] == label_minus_1 + 1
-            if cell.sum() < min_area or max(cell.shape) > size:
-                continue
-            cy, cx = (int(round(v)) for v in ndimage.center_of_mass(cell))
-            y0, x0 = box[0].start + cy - half, box[1].start + cx - half
-            if y0 < 0 or x0 < 0 or y0 + size > labels.shape[0] or x0 + size > labels.shape[1]:
-                continue
-            window = (slice(y0, y0 + size), slice(x0, x0 + size))
+            window = cell.window(size)
             crops.append(image[window])
-            masks.append(labels[window] == label_minus_1 + 1)
+            masks.append(labels[window] == cell.label)
             empty.append(labels[window] == 0)
             where.append(f)
     if not crops:

@@ -32,6 +32,7 @@ from bvdm_data.clip import Clip, check_clip, relabel_per_frame
 from bvdm_data.ctc.writer import write_ctc_result, write_ctc_sequence
 from bvdm_data.errors import BVDMDataError
 from bvdm_data.evaluate.ctc import evaluate_ctc
+from bvdm_data.training import dihedral
 
 BACKGROUND, INTERIOR, BOUNDARY = 0, 1, 2
 
@@ -120,9 +121,8 @@ class FramePool:
             x0 = int(torch.randint(w - crop + 1, (1,), generator=gen))
             x, y = image[y0:y0 + crop, x0:x0 + crop], mask[y0:y0 + crop, x0:x0 + crop]
             k = int(torch.randint(4, (1,), generator=gen))
-            x, y = torch.rot90(x, k), torch.rot90(y, k)
-            if torch.rand((), generator=gen) < 0.5:
-                x, y = x.flip(-1), y.flip(-1)
+            flip = bool(torch.rand((), generator=gen) < 0.5)
+            x, y = dihedral(x, k, flip), dihedral(y, k, flip)
             gain = 1 + 0.1 * (2 * float(torch.rand((), generator=gen)) - 1)
             xs.append((x * gain).clamp(0, 1))
             ys.append(y)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bvdm_data.ctc.clips import to_unit
 from bvdm_data.ctc.sequence import CTCSequence
 from bvdm_data.diffusion.crops import CellCrops, extract_cell_crops
 from bvdm_data.diffusion.noise import derive_key
@@ -95,8 +96,7 @@ def temporal_rows(bundle: str, seq: CTCSequence, intensity_range: tuple[float, f
                   size: tuple[int, int], settings: list[tuple[str, SynthesisSettings]], device: str = "cpu"
                   ) -> list[dict[str, Any]]:
     """Flicker of the real sequence (cells matched by overlap) and of synthetic clips per setting."""
-    lo, hi = intensity_range
-    video = np.stack([np.clip((seq.images.read(f) - lo) / (hi - lo), 0, 1) for f in seq.images.frames])
+    video = np.stack([to_unit(seq.images.read(f), intensity_range, np.float64) for f in seq.images.frames])
     masks = np.stack([seq.labels.read(f) for f in seq.images.frames])
     rows = [{"setting": f"real ({len(video)} frames)", "flicker": flicker(video, masks, same_ids=False)}]
     for name, setting in settings:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy import ndimage
 
+from bvdm_data.cells import cell_windows
 from bvdm_data.errors import BVDMDataError
 
 SAME, DIVISION = 0, 1
@@ -41,22 +41,8 @@ class FlowPairs:
 
 def _cells(frame: np.ndarray, size: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """label -> (centred crop of its mask, centroid) for every cell that fits."""
-    out = {}
-    half = size // 2
-    h, w = frame.shape
-    for label_minus_1, box in enumerate(ndimage.find_objects(frame)):
-        if box is None:
-            continue
-        cell = frame[box] == label_minus_1 + 1
-        if max(cell.shape) > size:
-            continue
-        cy, cx = ndimage.center_of_mass(cell)
-        cy, cx = cy + box[0].start, cx + box[1].start
-        y0, x0 = int(round(cy)) - half, int(round(cx)) - half
-        if y0 < 0 or x0 < 0 or y0 + size > h or x0 + size > w:
-            continue
-        out[label_minus_1 + 1] = (frame[y0:y0 + size, x0:x0 + size] == label_minus_1 + 1, np.array([cy, cx]))
-    return out
+    return {c.label: (frame[c.window(size)] == c.label, np.array(c.centroid))
+            for c in cell_windows(frame, size) if c.fits and c.inside}
 
 
 def extract_flow_pairs(masks: np.ndarray, tracks: np.ndarray, size: int = 64) -> FlowPairs:

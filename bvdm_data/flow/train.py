@@ -12,12 +12,7 @@ from bvdm_data.errors import BVDMDataError
 from bvdm_data.flow.network import FlowConfig, FlowNet
 from bvdm_data.flow.pairs import FlowPairs
 from bvdm_data.flow.warp import smoothness, warp
-from bvdm_data.training import TrainConfig, TrainResult, build_model, train
-
-
-def dihedral(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
-    x = torch.rot90(x, k, dims=(-2, -1))
-    return torch.flip(x, dims=(-1,)) if flip else x
+from bvdm_data.training import TrainConfig, TrainResult, build_model, dihedral, train
 
 
 def train_flow(pairs: FlowPairs, out_dir: str | os.PathLike, config: TrainConfig = TrainConfig(iterations=2000),

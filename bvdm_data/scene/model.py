@@ -25,6 +25,7 @@ import torch
 from scipy import ndimage
 
 from bvdm_data.bundle import Bundle, BundleWriter
+from bvdm_data.ctc.clips import to_unit
 from bvdm_data.ctc.sequence import CTCSequence
 from bvdm_data.diffusion.noise import derive_key, keyed_normal
 from bvdm_data.errors import BVDMDataError
@@ -98,10 +99,9 @@ class SceneModel:
         """Measure the background of labelled real frames (pixels 5 px or more away from any cell)."""
         if seq.labels is None:
             raise BVDMDataError(f"{seq.images.folder}: the scene model needs labels to find the background")
-        lo, hi = intensity_range
         level, smooth, noise, contrast, labelled = [], [], [], [], 0
         for f in frames if frames is not None else seq.labels.frames:
-            x = np.clip((seq.images.read(f).astype(np.float64) - lo) / (hi - lo), 0, 1) * 2 - 1
+            x = to_unit(seq.images.read(f), intensity_range, np.float64) * 2 - 1
             labels = seq.labels.read(f)
             background = ~ndimage.binary_dilation(labels > 0, iterations=BACKGROUND_MARGIN)
             if background.sum() < 100:

@@ -36,6 +36,7 @@ from scipy import ndimage
 
 from bvdm_data.arguments import as_density, as_device, as_size, check_density_fits
 from bvdm_data.bundle import Bundle
+from bvdm_data.cells import cell_windows
 from bvdm_data.clip import Clip, relabel_tracks
 from bvdm_data.diffusion.crops import sample_brightness
 from bvdm_data.diffusion.noise import MASK32, derive_key
@@ -169,14 +170,10 @@ def _cell_crops(frame: np.ndarray, size: int) -> dict[int, _Cell]:
     half = size // 2
     padded = np.pad(frame, half)
     out = {}
-    for label_minus_1, box in enumerate(ndimage.find_objects(frame)):
-        if box is None:
-            continue
-        label = label_minus_1 + 1
-        cy, cx = ndimage.center_of_mass(frame[box] == label)
-        y0, x0 = int(round(cy)) + box[0].start - half, int(round(cx)) + box[1].start - half
-        crop = padded[y0 + half:y0 + half + size, x0 + half:x0 + half + size] == label
-        out[label] = _Cell(torch.from_numpy(crop), (y0, x0))
+    for cell in cell_windows(frame, size):
+        y0, x0 = cell.corner
+        crop = padded[y0 + half:y0 + half + size, x0 + half:x0 + half + size] == cell.label
+        out[cell.label] = _Cell(torch.from_numpy(crop), cell.corner)
     return out
 
 
