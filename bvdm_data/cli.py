@@ -359,14 +359,18 @@ def _gen_batch(args: argparse.Namespace) -> int:
     return args.gen_batch or default_gen_batch(args.device)
 
 
+def _synthesis(args: argparse.Namespace) -> dict:
+    """The painting settings the generation verbs share, as keyword arguments."""
+    return dict(t_s=args.t_s, t_f=args.t_f, sampler=args.sampler, stride=args.stride, density=args.density,
+                bf16=args.bf16, texture=args.texture, cell_batch=args.cell_batch, edge=args.edge,
+                edge_shift=args.edge_shift, unlabelled=args.unlabelled, labels=args.labels)
+
+
 def _stream(args: argparse.Namespace, num_clips: int):
     from bvdm_data.stream import BVDMStream
 
     return BVDMStream(args.bundle, clip_len=args.frames, size=tuple(args.size), seed=args.seed, num_clips=num_clips,
-                      t_s=args.t_s, t_f=args.t_f, sampler=args.sampler, stride=args.stride, density=args.density,
-                      device=args.device, bf16=args.bf16, gen_batch=_gen_batch(args), texture=args.texture,
-                      cell_batch=args.cell_batch, edge=args.edge, edge_shift=args.edge_shift,
-                      unlabelled=args.unlabelled, labels=args.labels)
+                      device=args.device, gen_batch=_gen_batch(args), **_synthesis(args))
 
 
 def run_generate(args: argparse.Namespace) -> int:
@@ -407,7 +411,7 @@ def run_cache(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
     from bvdm_data.cache import SHARDS, bundle_hash, shard_path, write_cache, write_shard_manifest
-    from bvdm_data.stream import clip_seed
+    from bvdm_data.stream import paint_indices
     from bvdm_data.synth import SynthesisSettings, Synthesizer
 
     if args.clips < 1:
@@ -422,25 +426,15 @@ def run_cache(args: argparse.Namespace) -> int:
         if device == "cuda":
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     try:
-        settings = SynthesisSettings(t_s=args.t_s, t_f=args.t_f, sampler=args.sampler, stride=args.stride,
-                                     density=args.density, bf16=args.bf16, texture=args.texture,
-                                     cell_batch=args.cell_batch, edge=args.edge, edge_shift=args.edge_shift,
-                                     unlabelled=args.unlabelled, labels=args.labels)
-        synth = Synthesizer(args.bundle, device, settings)
+        painting = _synthesis(args)
+        synth = Synthesizer(args.bundle, device, SynthesisSettings(**painting))
         size = synth.check_size(tuple(args.size))  # before the cache is created
         meta = {"bundle": synth.bundle.name, "bundle_sha256": bundle_hash(synth.bundle.root), "seed": args.seed,
-                "frames": args.frames, "size": list(size), "num_clips": args.clips, "t_s": args.t_s, "t_f": args.t_f,
-                "sampler": args.sampler, "stride": args.stride, "density": args.density, "bf16": args.bf16,
-                "texture": args.texture, "edge": args.edge, "edge_shift": args.edge_shift,
-                "unlabelled": args.unlabelled, "labels": args.labels}  # not cell_batch: pixels do not depend on it
+                "frames": args.frames, "size": list(size), "num_clips": args.clips,
+                **{k: v for k, v in painting.items() if k != "cell_batch"}}  # pixels do not depend on cell_batch
 
         def generate(indices):
-            clips, step = [], _gen_batch(args)
-            for i in range(0, len(indices), step):
-                part = indices[i:i + step]
-                metas = [{"index": k, "epoch": 0, "seed": args.seed} for k in part]
-                clips += synth.generate([clip_seed(args.seed, 0, k) for k in part], args.frames, size, metas)
-            return clips
+            return list(paint_indices(synth, indices, args.seed, 0, args.frames, size, _gen_batch(args)))
 
         target = shard_path(args.out, rank, world) if world > 1 else Path(args.out)
         written = write_cache(target, meta, range(rank, args.clips, world), generate, args.commit_every,

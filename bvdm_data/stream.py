@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -41,6 +41,34 @@ def shard() -> tuple[int, int]:
 def clip_seed(seed: int, epoch: int, index: int) -> np.random.SeedSequence:
     """The seed of clip ``index`` of ``epoch``."""
     return np.random.SeedSequence([seed, epoch, index])
+
+
+def paint_indices(synth: Synthesizer, indices: Iterable[int], seed: int, epoch: int, clip_len: int,
+                  size: tuple[int, int], gen_batch: int) -> Iterator[Clip]:
+    """Clips ``indices`` of ``(seed, epoch)``, painted ``gen_batch`` at a time: what every consumer generates.
+
+    The next batch is planned (masks, on the CPU) in a thread while this one
+    is painted; on an accelerator by several threads, as the CPU work then
+    sets the pace. :class:`BVDMStream` and ``bvdm-data cache`` both use it,
+    so a clip is the same from either.
+    """
+    indices = iter(indices)
+    planners = 1 if synth.device.type == "cpu" else PLANNERS
+
+    def plan(chunk: list[int]) -> Any:
+        if not chunk:
+            return None
+        return synth.plan([clip_seed(seed, epoch, k) for k in chunk], clip_len, size, workers=planners)
+
+    with ThreadPoolExecutor(1) as ahead:
+        chunk = list(itertools.islice(indices, gen_batch))
+        planned = plan(chunk)
+        while planned is not None:
+            following = list(itertools.islice(indices, gen_batch))
+            pending = ahead.submit(plan, following)
+            clips = synth.paint(planned, [{"index": k, "epoch": epoch, "seed": seed} for k in chunk])
+            planned, chunk = pending.result(), following
+            yield from clips
 
 
 class BVDMStream(IterableDataset):
@@ -180,28 +208,9 @@ class BVDMStream(IterableDataset):
         for _ in range(self._skip):
             next(indices, None)
         self._skip = 0
-        # The next batch is planned (masks, on the CPU) while this one is painted; on an accelerator by
-        # several threads, as the CPU work then sets the pace.
-        planners = 1 if synth.device.type == "cpu" else PLANNERS
-
-        def plan(chunk: list[int]) -> Any:
-            if not chunk:
-                return None
-            seeds = [clip_seed(self.seed, epoch, k) for k in chunk]
-            return synth.plan(seeds, self.clip_len, self.size, workers=planners)
-
-        with ThreadPoolExecutor(1) as ahead:
-            chunk = list(itertools.islice(indices, self.gen_batch))
-            planned = plan(chunk)
-            while planned is not None:
-                following = list(itertools.islice(indices, self.gen_batch))
-                pending = ahead.submit(plan, following)
-                metas = [{"index": k, "epoch": epoch, "seed": self.seed} for k in chunk]
-                clips = synth.paint(planned, metas)
-                planned, chunk = pending.result(), following
-                for clip in clips:
-                    self._yielded += 1
-                    yield self._wrap(clip)
+        for clip in paint_indices(synth, indices, self.seed, epoch, self.clip_len, self.size, self.gen_batch):
+            self._yielded += 1
+            yield self._wrap(clip)
 
     def _wrap(self, clip: Clip) -> Any:
         if self.tv_tensors:
