@@ -489,8 +489,14 @@ def run_fit(args: argparse.Namespace) -> int:
     from bvdm_data.masks.fit import crop_size_for
     from bvdm_data.masks.model import MaskModel
 
-    common = dict(ctc=args.ctc, seq=args.seq, annotation=args.annotation, out=args.out, seed=args.seed,
-                  device=args.device, hours=args.hours, frames=args.frames, batch_size=32)
+    def stage(verb: str, *options: str | None) -> argparse.Namespace:
+        """The stage's own parser reads the options, so its defaults hold; ``None`` options are left out."""
+        given = [str(o) for o in options if o is not None]
+        return build_parser().parse_args([verb, *given])
+
+    where = ["--ctc", args.ctc, "--seq", args.seq, "--annotation", args.annotation, "--out", args.out,
+             "--seed", args.seed]
+    optional = lambda flag, value: (flag, value) if value is not None else ()  # noqa: E731
     shapes_from = args.shapes_from
     gold = Path(args.ctc) / f"{args.seq}_GT" / "SEG"
     if shapes_from is None and args.annotation == "GT" and gold.is_dir() and any(gold.glob("man_seg*.tif")):
@@ -498,18 +504,18 @@ def run_fit(args: argparse.Namespace) -> int:
         shapes_from = str(gold)
         print(f"shapes and sizes from {gold} (the segmentation truth; TRA only marks cells); --shapes-from to change")
     print("== masks ==")
-    run_fit_masks(argparse.Namespace(**common, labels=None, num_angles=32, components=6, no_lineage=False,
-                                     shapes_from=shapes_from, shapes_frames=args.shapes_frames,
-                                     shape_components=args.shape_components))
+    run_fit_masks(stage("fit-masks", *where, *optional("--shapes-from", shapes_from),
+                        *optional("--shapes-frames", args.shapes_frames),
+                        *optional("--shape-components", args.shape_components)))
     crop = args.crop_size or crop_size_for(MaskModel.load(args.out))
     print(f"crops of {crop} px for texture and flow ({'--crop-size' if args.crop_size else 'from the cells size'})")
-    common["crop_size"] = crop
+    training = ["--crop-size", crop, "--device", args.device, *optional("--hours", args.hours),
+                *optional("--frames", args.frames)]
     print("== flow ==")
-    run_fit_flow(argparse.Namespace(**common, labels=None, work=None, iterations=args.flow_iterations, lr=1e-3,
-                                    smoothness=0.01, diffeomorphic=False))
+    run_fit_flow(stage("fit-flow", *where, *training, "--iterations", args.flow_iterations))
     print("== texture and scene ==")
-    return run_fit_texture(argparse.Namespace(**common, work=None, iterations=args.texture_iterations, lr=1e-4,
-                                              bf16=args.bf16))
+    return run_fit_texture(stage("fit-texture", *where, *training, "--iterations", args.texture_iterations,
+                                 *(("--bf16",) if args.bf16 else ())))
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
