@@ -82,7 +82,8 @@ def keyed_normal(keys: torch.Tensor, counter: int, shape: Sequence[int]) -> torc
     keys = torch.as_tensor(keys, dtype=torch.int64)
     n = math.prod(shape)
     pairs = (n + 1) // 2
-    base = mix32(keys ^ mix32(torch.tensor((counter * GOLDEN) & MASK32, dtype=torch.int64, device=keys.device)))
+    # Host-side ints only: a scalar tensor built on the device each step would be a blocking copy.
+    base = mix32(keys ^ _mix32_int((counter * GOLDEN) & MASK32))
     offsets = (torch.arange(2 * pairs, dtype=torch.int64, device=keys.device) * GOLDEN) & MASK32
     bits = mix32(base[:, None] + offsets[None])
     # 24 random bits per uniform, centred in their bin: u in (0, 1), never 0, so the log is finite.

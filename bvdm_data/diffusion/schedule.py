@@ -27,9 +27,18 @@ class CosineSchedule:
         betas = [min(1 - f(i + 1) / f(i), max_beta) for i in range(num_steps)]
         self.betas = torch.tensor(betas, dtype=torch.float64)
         self.alpha_bar = torch.cumprod(1 - self.betas, 0)
+        self.alpha_bar_prev = torch.cat([torch.ones(1, dtype=torch.float64), self.alpha_bar[:-1]])
+
+    def _on(self, values: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """``values`` on ``device``, copied once: a host-to-device copy per step would stall a GPU every step."""
+        cache = self.__dict__.setdefault("_device_copies", {})
+        key = (id(values), str(device))
+        if key not in cache:
+            cache[key] = values.to(device)
+        return cache[key]
 
     def _at(self, values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        return values.to(like.device)[t].to(like.dtype).view(-1, *([1] * (like.ndim - 1)))
+        return self._on(values, like.device)[t].to(like.dtype).view(-1, *([1] * (like.ndim - 1)))
 
     def add_noise(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Sample ``q(x_t | x_0)``: ``sqrt(ab) x0 + sqrt(1 - ab) noise``."""
@@ -44,7 +53,7 @@ class CosineSchedule:
                        clip: float | None = 1.0) -> torch.Tensor:
         """One DDPM step ``x_t -> x_{t-1}`` (posterior mean, posterior variance); no noise at t = 0."""
         ab = self._at(self.alpha_bar, t, xt)
-        ab_prev = self._at(torch.cat([torch.ones(1, dtype=torch.float64), self.alpha_bar[:-1]]), t, xt)
+        ab_prev = self._at(self.alpha_bar_prev, t, xt)
         beta = self._at(self.betas, t, xt)
         x0 = self.predict_x0(xt, t, eps)
         if clip is not None:
@@ -60,7 +69,6 @@ class CosineSchedule:
         x0 = self.predict_x0(xt, t, eps)
         if clip is not None:
             x0 = x0.clamp(-clip, clip)
-        ab_prev = torch.where(t_prev >= 0, self.alpha_bar.to(xt.device)[t_prev.clamp_min(0)],
-                              torch.ones((), dtype=torch.float64, device=xt.device))
+        ab_prev = torch.where(t_prev >= 0, self._on(self.alpha_bar, xt.device)[t_prev.clamp_min(0)], 1.0)
         ab_prev = ab_prev.to(xt.dtype).view(-1, *([1] * (xt.ndim - 1)))
         return ab_prev.sqrt() * x0 + (1 - ab_prev).sqrt() * eps
