@@ -390,13 +390,16 @@ class Synthesizer:
             if s.schedule == "frame":
                 self._paint_new(plan, [item for item in plan.new if item[1] == t], stats, textures)
             self._carry(plan, [item for item in plan.carried if item[1] == t], stats, textures)
-            for k, crops in enumerate(plan.crops):
-                ids = sorted(crops[t])
-                if ids:
-                    cell_masks = torch.stack([crops[t][cid].mask for cid in ids]).to(self.device)
-                    tex = torch.stack([textures[(k, t, cid)] for cid in ids])
-                    corners = torch.tensor([crops[t][cid].corner for cid in ids], device=self.device)
-                    frames[k][t] = compose(frames[k][t], tex, self.scene.alpha(cell_masks), corners)
+            # Every clip's frame t in one paste: one alpha, one scatter, no per-clip transfers.
+            cells = [(k, cid) for k, crops in enumerate(plan.crops) for cid in sorted(crops[t])]
+            if cells:
+                cell_masks = torch.stack([plan.crops[k][t][cid].mask for k, cid in cells]).to(self.device)
+                tex = torch.stack([textures[(k, t, cid)] for k, cid in cells])
+                place = torch.tensor([(k, *plan.crops[k][t][cid].corner) for k, cid in cells], device=self.device)
+                composed = compose(torch.cat([frames[k][t] for k in range(len(frames))]), tex,
+                                   self.scene.alpha(cell_masks), place[:, 1:], place[:, 0])
+                for k in range(len(frames)):
+                    frames[k][t] = composed[k:k + 1]
             for key in [key for key in textures if key[1] < t]:  # carried on from, no longer needed
                 del textures[key]
         return [self._finish(plan, k, torch.stack(frames[k]), backgrounds[k], meta[k] if meta is not None else {})
