@@ -261,6 +261,11 @@ def test_painted_labels_keep_the_clip_contract_video_and_tracks(tiny_bundle):
     assert abs(len(a["tracks"]) - len(b["tracks"])) <= 2
     assert int((a["tracks"][:, 3] > 0).sum()) == int((b["tracks"][:, 3] > 0).sum())
     assert boundary_offset(b["masks"].numpy(), a["masks"].numpy())["matched_iou"] > 0.7
+    # Labels redrawn in worker processes (the default on an accelerator) are the same.
+    pooled = Synthesizer(tiny_bundle, settings=dataclasses.replace(settings, labels="auto"), relabel_workers=2)
+    assert Synthesizer(tiny_bundle, settings=settings).relabel_workers == 0
+    both = pooled.generate(seeds + [np.random.SeedSequence(6)], 3, (96, 96))
+    assert torch.equal(both[0]["masks"], b["masks"]) and torch.equal(both[0]["tracks"], b["tracks"])
     with pytest.raises(Exception, match="labels must be one of"):
         SynthesisSettings(labels="drawn").check(1000)
     with pytest.raises(Exception, match="edge='blur' has none"):

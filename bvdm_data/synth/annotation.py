@@ -87,3 +87,9 @@ def relabel_from_painting(image: np.ndarray, background: np.ndarray, labels: np.
         view[inside] = 0
         view[keep] = cid
     return out
+
+
+def relabel_clip(video: np.ndarray, background: np.ndarray, labels: np.ndarray,
+                 profile: Sequence[float] | Mapping[str, list]) -> np.ndarray:
+    """:func:`relabel_from_painting` for every frame of a clip (``[T, H, W]`` arrays); a picklable job."""
+    return np.stack([relabel_from_painting(v, b, lab, profile) for v, b, lab in zip(video, background, labels)])

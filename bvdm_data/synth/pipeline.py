@@ -24,9 +24,11 @@ same whatever else shares its batch and however the work is chunked.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import warnings
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -47,7 +49,7 @@ from bvdm_data.flow.model import load_flow
 from bvdm_data.masks.model import MaskModel
 from bvdm_data.masks.simulate import simulate_masks
 from bvdm_data.scene.model import SceneModel
-from bvdm_data.synth.annotation import relabel_from_painting
+from bvdm_data.synth.annotation import relabel_clip
 from bvdm_data.synth.compose import compose
 from bvdm_data.synth.propagation import carry_over, paint_first_frame, paint_flat
 
@@ -227,10 +229,15 @@ class Synthesizer:
     """
 
     def __init__(self, bundle: str | Bundle = "hela", device: str | torch.device = "cpu",
-                 settings: SynthesisSettings = SynthesisSettings()) -> None:
+                 settings: SynthesisSettings = SynthesisSettings(), relabel_workers: int | None = None) -> None:
         bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
         self.bundle = bundle
         self.device = as_device(device)
+        # Processes redrawing labels from the painting: none on the CPU (painting dominates there), several on an
+        # accelerator, where the painting is fast and this CPU work would otherwise set the pace.
+        self.relabel_workers = (0 if self.device.type == "cpu" else min(8, os.cpu_count() or 1)) \
+            if relabel_workers is None else relabel_workers
+        self._relabel_pool: ProcessPoolExecutor | None = None
         self.settings = settings
         self.masks = MaskModel.load(bundle)
         self.texture = TextureModel.load(bundle, self.device, settings.bf16)
@@ -402,20 +409,32 @@ class Synthesizer:
                     frames[k][t] = composed[k:k + 1]
             for key in [key for key in textures if key[1] < t]:  # carried on from, no longer needed
                 del textures[key]
-        return [self._finish(plan, k, torch.stack(frames[k]), backgrounds[k], meta[k] if meta is not None else {})
+        videos = [torch.stack(frames[k]) for k in range(len(plan.sims))]
+        labels = [sim["masks"].numpy() for sim in plan.sims]
+        if self.labels == "painted":
+            labels = self._labels_from_painting(videos, backgrounds, labels)
+        return [self._finish(plan, k, videos[k], labels[k], meta[k] if meta is not None else {})
                 for k in range(len(plan.sims))]
 
-    def _finish(self, plan: ClipPlan, k: int, video: torch.Tensor, background: torch.Tensor,
+    def _labels_from_painting(self, videos: list[torch.Tensor], backgrounds: list[torch.Tensor],
+                              labels: list[np.ndarray]) -> list[np.ndarray]:
+        """Every clip's labels redrawn from its painting (synth/annotation.py), on the CPU; in worker processes
+        when ``relabel_workers`` is set (the default on an accelerator, where it would otherwise set the pace:
+        about 20 ms of CPU per padded 320^2 frame)."""
+        profile = edge_statistics(self.texture.statistics, self.settings.edge)["edge_profile"]
+        jobs = [(v[:, 0].float().cpu().numpy(), b[:, 0].float().cpu().numpy(), lab, profile)
+                for v, b, lab in zip(videos, backgrounds, labels)]
+        if self.relabel_workers > 0 and len(jobs) > 1:
+            if self._relabel_pool is None:
+                context = multiprocessing.get_context("spawn")  # no fork of a process holding CUDA state
+                self._relabel_pool = ProcessPoolExecutor(self.relabel_workers, mp_context=context)
+            return list(self._relabel_pool.map(relabel_clip, *zip(*jobs)))
+        return [relabel_clip(*job) for job in jobs]
+
+    def _finish(self, plan: ClipPlan, k: int, video: torch.Tensor, labels: np.ndarray,
                 meta: dict[str, Any]) -> Clip:
-        """Redraw labels from the painting if asked, crop the padded view, hide the unlabelled lineages,
-        relabel, and move the clip to the CPU."""
+        """Crop the padded view, hide the unlabelled lineages, relabel, and move the clip to the CPU."""
         (h, w), half = plan.size, self.crop_size // 2
-        labels = plan.sims[k]["masks"].numpy()
-        if self.labels == "painted":
-            profile = edge_statistics(self.texture.statistics, self.settings.edge)["edge_profile"]
-            painted, level = video[:, 0].float().cpu().numpy(), background[:, 0].float().cpu().numpy()
-            labels = np.stack([relabel_from_painting(painted[t], level[t], labels[t], profile)
-                               for t in range(len(labels))])
         video = video[:, :, half:half + h, half:half + w]
         view = labels[:, half:half + h, half:half + w]
         hidden, parents = plan.hidden[k], plan.parents[k]
