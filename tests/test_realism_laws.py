@@ -266,6 +266,19 @@ def test_painted_labels_keep_the_clip_contract_video_and_tracks(tiny_bundle):
     assert Synthesizer(tiny_bundle, settings=settings).relabel_workers == 0
     both = pooled.generate(seeds + [np.random.SeedSequence(6)], 3, (96, 96))
     assert torch.equal(both[0]["masks"], b["masks"]) and torch.equal(both[0]["tracks"], b["tracks"])
+    # Inside a DataLoader worker (a daemon process) no pool is started: the labels are redrawn inline.
+    import types
+
+    from bvdm_data.synth import pipeline
+
+    daemon = Synthesizer(tiny_bundle, settings=dataclasses.replace(settings, labels="auto"), relabel_workers=2)
+    real_current = pipeline.multiprocessing.current_process
+    pipeline.multiprocessing.current_process = lambda: types.SimpleNamespace(daemon=True)
+    try:
+        inline = daemon.generate(seeds + [np.random.SeedSequence(6)], 3, (96, 96))
+    finally:
+        pipeline.multiprocessing.current_process = real_current
+    assert daemon._relabel_pool is None and torch.equal(inline[0]["masks"], b["masks"])
     with pytest.raises(Exception, match="labels must be one of"):
         SynthesisSettings(labels="drawn").check(1000)
     with pytest.raises(Exception, match="edge='blur' has none"):

@@ -424,7 +424,8 @@ class Synthesizer:
         profile = edge_statistics(self.texture.statistics, self.settings.edge)["edge_profile"]
         jobs = [(v[:, 0].float().cpu().numpy(), b[:, 0].float().cpu().numpy(), lab, profile)
                 for v, b, lab in zip(videos, backgrounds, labels)]
-        if self.relabel_workers > 0 and len(jobs) > 1:
+        # A DataLoader worker is a daemon process, which may not start processes of its own: work inline there.
+        if self.relabel_workers > 0 and len(jobs) > 1 and not multiprocessing.current_process().daemon:
             if self._relabel_pool is None:
                 context = multiprocessing.get_context("spawn")  # no fork of a process holding CUDA state
                 self._relabel_pool = ProcessPoolExecutor(self.relabel_workers, mp_context=context)
