@@ -24,4 +24,5 @@ __all__ = [
     "ClipError",
     "check_clip",
     "collate_clips",
+    "restore_contract",
 ]

@@ -23,7 +23,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from bvdm_data.arguments import as_density, as_int, as_size
 from bvdm_data.bundle import Bundle
 from bvdm_data.clip import Clip
-from bvdm_data.errors import ArgumentError, BVDMDataError
+from bvdm_data.errors import ArgumentError
 from bvdm_data.synth.pipeline import SynthesisSettings, Synthesizer, default_gen_batch
 
 

@@ -33,7 +33,6 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-import torch
 from scipy import ndimage
 from scipy.spatial import cKDTree
 

@@ -34,7 +34,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from bvdm_data.arguments import as_density, as_device, as_size, check_density_fits
 from bvdm_data.bundle import Bundle

@@ -1,0 +1,97 @@
+"""What every verb group shares: exit codes, argument types, option groups and label sources."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+from bvdm_data.errors import BVDMDataError
+
+EXIT_PROBLEMS = 1
+
+
+EXIT_BAD_INPUT = 2
+
+
+def _count(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``minimum`` (argparse prints the one-line error and exits 2)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+POSITIVE, NON_NEGATIVE = _count(1), _count(0)
+
+
+def _density(text: str) -> float:
+    """An argparse type: a finite, non-negative number of cells per px^2."""
+    from bvdm_data.arguments import as_density
+
+    try:
+        return as_density(float(text))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _verb(sub: argparse._SubParsersAction, name: str, help_text: str, example: str,
+          run: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=help_text, description=help_text,
+                            epilog=f"example:\n  {example}", formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.set_defaults(run=run)
+    return parser
+
+
+def _label_source(args: argparse.Namespace):
+    """The label folder named by --labels, or by --ctc/--seq/--annotation."""
+    from bvdm_data.ctc.sequence import LabelFolder, label_folder
+
+    if args.labels:
+        return LabelFolder(args.labels)
+    if not args.ctc:
+        raise BVDMDataError("give --labels FOLDER (a TRA or RES folder) or --ctc DATASET --seq NN")
+    return LabelFolder(label_folder(Path(args.ctc), args.seq, args.annotation))
+
+
+def _frame_range(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        first, last = (int(v) for v in text.split(":"))
+    except ValueError as err:
+        raise BVDMDataError(f"--frames takes FIRST:STOP (e.g. 0:11), got {text!r}") from err
+    return list(range(first, last))
+
+
+def _label_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--labels", help="a TRA folder (man_trackTTT.tif + man_track.txt) or RES folder")
+    p.add_argument("--ctc", help="a CTC dataset folder, instead of --labels")
+    p.add_argument("--seq", default="01", help="sequence in --ctc (default 01)")
+    p.add_argument("--annotation", default="GT", help="annotation in --ctc: GT, RES ... (default GT)")
+
+
+def _shape_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--shapes-from", help="a per-frame segmentation folder (maskTTT.tif, e.g. 02_ERR_SEG) to take "
+                   "outlines, sizes and density from, so that they follow the annotation a segmenter is scored "
+                   "against; lineage and motion still come from the tracks")
+    p.add_argument("--shapes-frames", help="frames FIRST:STOP of --shapes-from (default all)")
+    p.add_argument("--shape-components", type=int, help="shape modes fitted on --shapes-from (default: as --components)")
+
+
+def _training_options(p: argparse.ArgumentParser, part: str, crop_multiple: int, iterations: int, lr: float) -> None:
+    p.add_argument("--out", required=True, help="bundle folder to write (created or updated)")
+    p.add_argument("--work", help=f"checkpoint folder (default OUT.{part}-work)")
+    p.add_argument("--crop-size", type=int, default=64, help=f"crop size in px, a multiple of {crop_multiple} (default 64)")
+    p.add_argument("--iterations", type=int, default=iterations, help=f"training steps (default {iterations})")
+    p.add_argument("--batch-size", type=int, default=32, help="examples per step (default 32)")
+    p.add_argument("--lr", type=float, default=lr, help=f"AdamW learning rate (default {lr:g})")
+    p.add_argument("--hours", type=float, help="stop after this long, leaving a checkpoint")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")

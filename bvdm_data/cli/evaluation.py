@@ -1,0 +1,76 @@
+"""Scoring: ``evaluate`` (CTC SEG/DET/TRA) and ``evaluate-realism`` (texture distances and flicker)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from bvdm_data.cli.common import POSITIVE, _frame_range, _verb
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from bvdm_data.evaluate import evaluate_ctc
+
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        scores = evaluate_ctc(args.res, args.gt, args.metrics)
+    for warning in caught:
+        print(f"bvdm-data evaluate: note: {warning.message}", file=sys.stderr)
+    print(" ".join(f"{name} {value:.4f}" for name, value in scores.items()))
+    return 0
+
+
+def run_evaluate_realism(args: argparse.Namespace) -> int:
+    from bvdm_data.ctc.sequence import open_sequence
+    from bvdm_data.diffusion.texture import TextureModel
+    from bvdm_data.evaluate.realism import ENCODER_NAME, markdown, split_crops, temporal_rows, texture_rows
+    from bvdm_data.synth import SynthesisSettings
+
+    seq = open_sequence(args.ctc, args.seq, labels=args.annotation)
+    texture = TextureModel.load(args.bundle)
+    held_out = _frame_range(args.held_out)
+    held, reference = split_crops(seq, texture.crop_size, held_out, args.cells, args.seed)
+    rows = texture_rows(texture, held, reference, [(f"BVDM t_s={args.t_s}", {"t_s": args.t_s})])
+    print(f"texture: {len(held)} held-out cells of frames {args.held_out}; lower is closer to real; "
+          f"Fréchet on {ENCODER_NAME} features")
+    print(markdown(rows, ["setting", "intensity", "spectrum", "frechet"]))
+    settings = [(f"BVDM t_f={args.t_f}", SynthesisSettings(t_s=args.t_s, t_f=args.t_f, density=args.density)),
+                ("independent frames", SynthesisSettings(t_s=args.t_s, t_f=0, density=args.density,
+                                                         independent_frames=True))]
+    rows = temporal_rows(args.bundle, seq, texture.intensity_range, args.clips, args.frames, tuple(args.size),
+                         settings)
+    print("\ntemporal flicker (mean absolute change inside cells between frames, 0..1):")
+    print(markdown(rows, ["setting", "flicker"]))
+    return 0
+
+
+def add_verbs(sub: argparse._SubParsersAction) -> None:
+    """Register this group's verbs on the ``bvdm-data`` parser."""
+    p = _verb(sub, "evaluate", "CTC SEG, DET and TRA of a result folder against ground truth (needs the [eval] "
+              "extra: py-ctcmetrics, the challenge's own Python metrics).",
+              "bvdm-data evaluate --res Fluo-N2DL-HeLa/01_RES --gt Fluo-N2DL-HeLa/01_GT", run_evaluate)
+    p.add_argument("--res", required=True, help="result folder (maskTTT.tif + res_track.txt)")
+    p.add_argument("--gt", required=True, help="ground-truth folder holding TRA/ (and SEG/ for SEG)")
+    p.add_argument("--metrics", nargs="+", default=["SEG", "DET", "TRA"], help="any of SEG DET TRA (default all)")
+
+    p = _verb(sub, "evaluate-realism", "Texture distances (intensity, spectrum, Fréchet) of SDEdit-painted held-out "
+              "masks and temporal flicker of synthetic clips, next to real-vs-real and the flat baseline.",
+              "bvdm-data evaluate-realism --bundle hela --ctc Fluo-N2DL-HeLa --seq 02 --annotation ERR_SEG "
+              "--held-out 11:14", run_evaluate_realism)
+    p.add_argument("--bundle", default="hela", help="bundle to evaluate (default hela)")
+    p.add_argument("--ctc", required=True, help="CTC dataset folder with the real frames")
+    p.add_argument("--seq", default="01", help="sequence (default 01)")
+    p.add_argument("--annotation", default="GT", help="labels to find cells (default GT)")
+    p.add_argument("--held-out", required=True, help="frames FIRST:STOP the bundle did not learn from")
+    p.add_argument("--cells", type=int, default=64, help="held-out cells to paint (default 64)")
+    p.add_argument("--t-s", type=int, default=200, help="SDEdit step (default 200)")
+    p.add_argument("--t-f", type=int, default=10, help="refinement steps (default 10)")
+    p.add_argument("--clips", type=int, default=2, help="synthetic clips for flicker (default 2)")
+    p.add_argument("--frames", type=int, default=6, help="frames per synthetic clip (default 6)")
+    p.add_argument("--size", type=POSITIVE, nargs=2, default=[192, 192], metavar=("H", "W"),
+                   help="synthetic frame size (default 192 192)")
+    p.add_argument("--density", type=float, default=3e-4, help="cells per px^2 in synthetic clips (default 3e-4)")
+    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+

@@ -1,0 +1,278 @@
+"""Fitting a bundle from real data: ``fit`` (every stage), ``fit-masks``, ``fit-texture``, ``fit-flow`` and
+``fit-statistics``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from bvdm_data.arguments import as_device
+from bvdm_data.cli.common import (POSITIVE, _frame_range, _label_options, _label_source, _shape_options,
+                                  _training_options, _verb)
+from bvdm_data.errors import BVDMDataError
+
+
+def run_fit_masks(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from bvdm_data.clip import tracks_from_masks
+    from bvdm_data.ctc.sequence import LabelFolder
+    from bvdm_data.masks import compare_statistics, fit_mask_model, format_comparison, label_video_statistics
+    from bvdm_data.masks import simulate_masks
+    from bvdm_data.masks.fit import labels_every_cell, per_frame_tracks, refit_shapes
+
+    labels = _label_source(args)
+    masks = labels.read_all(progress=True)
+    if labels.tracks is None and not args.no_lineage:
+        raise BVDMDataError(f"{labels.folder}: no lineage file ({labels.kind.track_file}); "
+                            "pass --no-lineage to read each label as one track without divisions")
+    model = fit_mask_model(masks, labels.tracks, num_angles=args.num_angles, num_components=args.components,
+                           assume_track_ids=args.no_lineage, progress=True)
+    print(f"fitted on {labels.folder}: {masks.shape[0]} frames of {masks.shape[1]}x{masks.shape[2]}, "
+          f"{0 if labels.tracks is None else len(labels.tracks)} tracks")
+    provenance = {"labels": str(labels.folder), "frames": int(masks.shape[0]), "frame_shape": list(masks.shape[1:])}
+    shapes = None
+    if args.shapes_from:
+        folder = LabelFolder(args.shapes_from)
+        frames = _frame_range(args.shapes_frames) or folder.frames
+        shapes = np.stack([folder.read(f) for f in frames])
+        same = [f for f in frames if 0 <= f < masks.shape[0]]
+        complete = not same or labels_every_cell(np.stack([folder.read(f) for f in same]), masks[same])
+        model = refit_shapes(model, shapes, num_components=args.shape_components, density=complete)
+        provenance["shapes"] = {"labels": str(folder.folder), "frames": [int(f) for f in frames],
+                                "density_from": "shapes" if complete else "tracks"}
+        print(f"shapes and sizes{' and density' if complete else ''} from {folder.folder} frames "
+              f"{frames[0]}..{frames[-1]}: median area {np.exp(model.log_area_mean[0]):.0f} px, "
+              f"{model.shape_components.shape[1]} shape modes"
+              + ("" if complete else f"; it outlines only some of the cells {labels.folder} marks in the same "
+                 "frames, so the density stays the tracks'"))
+    note = model.real_statistics.get("cycle_law", {})
+    if note.get("source") == "division rate with a prior":
+        cycle = (f"cycle: only {note['complete_cycles']} complete cycle(s) seen: a gamma law (CV prior "
+                 f"{note['cv_prior']}) with mean {note['mean_frames']:.0f} frames = {note['cell_frames']} "
+                 f"cell-frames / {note['divisions']} division(s) (thin data)")
+    elif note.get("source") == "none":
+        cycle = "cycle: no division seen: simulated cells never divide (thin data)"
+    else:
+        cycle = (f"cycle: {note.get('complete_cycles', '?')} complete cycles, {model.cycle_lengths.size} distinct "
+                 f"lengths, {1 - model.cycle_probabilities.sum():.0%} of cells not seen to divide")
+    print(f"  {cycle}; "
+          f"motion: persistence {model.velocity_persistence:.2f}, noise {model.velocity_noise:.2f} px/frame; "
+          f"density {model.density * 1e4:.2f} cells per 100x100 px")
+    for fallback in model.real_statistics.get("fallbacks", []):
+        print(f"  thin data: {fallback}")
+    sim = simulate_masks(model, masks.shape[0], masks.shape[1:], seed=args.seed, progress=True)
+    real_tracks = labels.tracks if labels.tracks is not None else tracks_from_masks(masks)
+    real = label_video_statistics(masks, real_tracks)
+    simulated = label_video_statistics(sim["masks"].numpy(), sim["tracks"].numpy())
+    if shapes is not None:
+        # Outlines, sizes and density are compared with the segmentation they were fitted on.
+        seg_sim = simulate_masks(model, min(3, len(shapes)), shapes.shape[1:], seed=args.seed)["masks"].numpy()
+        seg_real, seg_simulated = (label_video_statistics(m, per_frame_tracks(m)) for m in (shapes, seg_sim))
+        for name in ("area", "eccentricity", "solidity") + (("density",) if complete else ()):
+            real[name], simulated[name] = seg_real[name], seg_simulated[name]
+    rows = compare_statistics(real, simulated)
+    print("simulated (same size and length, seed %d) vs real:" % args.seed)
+    print(format_comparison(rows))
+    model.save(args.out, provenance=provenance, report=rows)
+    print(f"wrote the masks part of {args.out}")
+    return 0
+
+
+def run_fit_texture(args: argparse.Namespace) -> int:
+    from bvdm_data.ctc.sequence import open_sequence
+    from bvdm_data.diffusion import TrainConfig, UNetConfig, export_texture, extract_cell_crops, train_texture
+    from bvdm_data.scene.model import SceneModel
+
+    device = as_device(args.device)
+    seq = open_sequence(args.ctc, args.seq, labels=args.annotation)
+    crops = extract_cell_crops(seq, size=args.crop_size, frames=_frame_range(args.frames))
+    print(f"{len(crops)} cell crops of {args.crop_size} px from {seq.name}")
+    work = Path(args.work or f"{args.out.rstrip('/')}.texture-work")
+    config = TrainConfig(iterations=args.iterations, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                         bf16=args.bf16)
+    result = train_texture(crops, work, config, UNetConfig(), device=device,
+                           time_budget_s=None if args.hours is None else args.hours * 3600)
+    print(f"step {result.step}/{args.iterations}, {result.seconds / 3600:.2f} h in all; checkpoint {result.checkpoint}")
+    if result.step < args.iterations:
+        print("stopped by --hours: run the same command again to resume; the bundle is not written yet")
+        return 0
+    provenance = {"images": str(seq.images.folder), "labels": str(seq.labels.folder), "frames": args.frames or "all"}
+    statistics = {**crops.statistics(), "image_dtype": str(seq.images.dtype)}  # files are written back in it
+    export_texture(result.checkpoint, args.out, statistics, provenance={**provenance, "crops": len(crops)})
+    scene = SceneModel.fit(seq, crops.intensity_range, _frame_range(args.frames))
+    scene.save(args.out, provenance=provenance)
+    print(f"wrote the texture and scene parts of {args.out} (background {scene.background_mean:.3f}, "
+          f"slow variation {scene.background_smooth_std:.3f}, noise {scene.noise_std:.3f})")
+    return 0
+
+
+def run_fit_statistics(args: argparse.Namespace) -> int:
+    from bvdm_data.bundle import BundleWriter, resolve_bundle
+    from bvdm_data.ctc.sequence import open_sequence
+    from bvdm_data.diffusion.crops import extract_cell_crops
+    from bvdm_data.diffusion.texture import TextureModel
+    from bvdm_data.scene.model import SceneModel
+
+    root = resolve_bundle(args.bundle)
+    texture = TextureModel.load(root)
+    seq = open_sequence(args.ctc, args.seq, labels=args.annotation)
+    frames = _frame_range(args.frames)
+    crops = extract_cell_crops(seq, size=texture.crop_size, frames=frames)
+    lo, hi = texture.intensity_range
+    if any(abs(a - b) > 0.01 * (hi - lo) for a, b in zip(crops.intensity_range, texture.intensity_range)):
+        raise BVDMDataError(f"these frames normalise to {crops.intensity_range}, the texture model was trained on "
+                            f"{texture.intensity_range}: measure on the frames it was trained on (--frames)")
+    statistics = {**crops.statistics(), "image_dtype": str(seq.images.dtype)}
+    provenance = {"statistics_from": {"images": str(seq.images.folder), "labels": str(seq.labels.folder),
+                                      "frames": args.frames or "all", "crops": len(crops)}}
+    writer = BundleWriter(root)
+    info = json.loads((Path(root) / "texture" / "texture.json").read_text())
+    writer.update_json("texture", "texture.json", {**info, "statistics": statistics}, provenance)
+    scene = SceneModel.fit(seq, crops.intensity_range, frames)
+    scene.save(root, provenance={**writer.manifest["parts"].get("scene", {}).get("provenance", {}), **provenance})
+    profile = ", ".join(f"{v:.2f}" for v in statistics["edge_profile"])
+    print(f"{root}: {len(crops)} cells; edge profile (core -> outside) {profile}; unlabelled objects "
+          f"{scene.unlabelled_rate:.3f} per labelled cell; background {scene.background_mean:.3f}")
+    return 0
+
+
+def run_fit_flow(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from bvdm_data.flow import FlowConfig, export_flow, extract_flow_pairs, registration_dice, train_flow
+    from bvdm_data.flow.train import flow_model
+    from bvdm_data.training import TrainConfig, load_checkpoint
+
+    as_device(args.device)
+    labels = _label_source(args)
+    if labels.tracks is None:
+        raise BVDMDataError(f"{labels.folder}: the flow model learns from tracks; no lineage file found")
+    masks = labels.read_all(progress=True)
+    pairs = extract_flow_pairs(masks, labels.tracks, size=args.crop_size)
+    frames = _frame_range(args.frames)
+    train_pairs = pairs if frames is None else pairs.select(np.isin(pairs.frame, frames) & np.isin(pairs.frame + 1, frames))
+    held = None if frames is None else pairs.select(~np.isin(pairs.frame, frames) & ~np.isin(pairs.frame + 1, frames))
+    print(f"{len(train_pairs)} training pairs ({int((train_pairs.kind == 1).sum())} mother->daughter)"
+          + ("" if held is None else f", {len(held)} held out"))
+    work = Path(args.work or f"{args.out.rstrip('/')}.flow-work")
+    config = TrainConfig(iterations=args.iterations, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                         checkpoint_every=100)
+    result = train_flow(train_pairs, work, config, FlowConfig(diffeomorphic=args.diffeomorphic),
+                        args.smoothness, device=as_device(args.device),
+                        time_budget_s=None if args.hours is None else args.hours * 3600)
+    print(f"step {result.step}/{args.iterations}, {result.seconds / 3600:.2f} h in all; checkpoint {result.checkpoint}")
+    if result.step < args.iterations:
+        print("stopped by --hours: run the same command again to resume; the bundle is not written yet")
+        return 0
+    state = load_checkpoint(result.checkpoint)
+    model = flow_model(state["meta"], state["ema"], str(result.checkpoint))
+    metrics = {}
+    if held is not None and len(held):
+        metrics = {f"dice_{k}": v for k, v in registration_dice(model, held).items()}
+        metrics["held_out_pairs"] = len(held)
+        print("held-out mean Dice: " + ", ".join(f"{k[5:]} {v:.3f}" for k, v in metrics.items() if k.startswith("dice")))
+    export_flow(result.checkpoint, args.out, metrics,
+                provenance={"labels": str(labels.folder), "frames": args.frames or "all", "pairs": len(train_pairs)})
+    print(f"wrote the flow part of {args.out}")
+    return 0
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    """All stages from one CTC sequence with lineage: masks, then flow, then texture and scene."""
+    from bvdm_data.masks.fit import crop_size_for
+    from bvdm_data.masks.model import MaskModel
+
+    from bvdm_data.cli import build_parser
+
+    def stage(verb: str, *options: str | None) -> argparse.Namespace:
+        """The stage's own parser reads the options, so its defaults hold; ``None`` options are left out."""
+        given = [str(o) for o in options if o is not None]
+        return build_parser().parse_args([verb, *given])
+
+    where = ["--ctc", args.ctc, "--seq", args.seq, "--annotation", args.annotation, "--out", args.out,
+             "--seed", args.seed]
+    optional = lambda flag, value: (flag, value) if value is not None else ()  # noqa: E731
+    shapes_from = args.shapes_from
+    gold = Path(args.ctc) / f"{args.seq}_GT" / "SEG"
+    if shapes_from is None and args.annotation == "GT" and gold.is_dir() and any(gold.glob("man_seg*.tif")):
+        # TRA marks each cell (on GOWT1 often with a drawn disk); SEG outlines them: shapes follow the outlines.
+        shapes_from = str(gold)
+        print(f"shapes and sizes from {gold} (the segmentation truth; TRA only marks cells); --shapes-from to change")
+    print("== masks ==")
+    run_fit_masks(stage("fit-masks", *where, *optional("--shapes-from", shapes_from),
+                        *optional("--shapes-frames", args.shapes_frames),
+                        *optional("--shape-components", args.shape_components)))
+    crop = args.crop_size or crop_size_for(MaskModel.load(args.out))
+    print(f"crops of {crop} px for texture and flow ({'--crop-size' if args.crop_size else 'from the cells size'})")
+    training = ["--crop-size", crop, "--device", args.device, *optional("--hours", args.hours),
+                *optional("--frames", args.frames)]
+    print("== flow ==")
+    run_fit_flow(stage("fit-flow", *where, *training, "--iterations", args.flow_iterations))
+    print("== texture and scene ==")
+    return run_fit_texture(stage("fit-texture", *where, *training, "--iterations", args.texture_iterations,
+                                 *(("--bf16",) if args.bf16 else ())))
+
+
+def add_verbs(sub: argparse._SubParsersAction) -> None:
+    """Register this group's verbs on the ``bvdm-data`` parser."""
+    p = _verb(sub, "fit", "Fit every part of a bundle (masks, flow, texture, scene) from one CTC sequence with "
+              "lineage; resumable: run the same command again after a stop.",
+              "bvdm-data fit --ctc path/to/Fluo-N2DL-HeLa --seq 02 --out mybundle/", run_fit)
+    p.add_argument("--ctc", required=True, help="CTC dataset folder")
+    p.add_argument("--seq", default="01", help="sequence (default 01)")
+    p.add_argument("--annotation", default="GT", help="annotation with lineage: GT or RES (default GT)")
+    p.add_argument("--frames", help="frames FIRST:STOP to learn from (default all)")
+    p.add_argument("--out", required=True, help="bundle folder to write")
+    _shape_options(p)
+    p.add_argument("--texture-iterations", type=int, default=10_000, help="DDPM training steps (default 10000)")
+    p.add_argument("--flow-iterations", type=int, default=2000, help="flow training steps (default 2000)")
+    p.add_argument("--crop-size", type=POSITIVE, help="texture and flow crop size in px, a multiple of 16 (default: "
+                   "from the cells' size: a 95th-percentile cell plus 20 px, at least 64)")
+    p.add_argument("--hours", type=float, help="stop each training after this long (run again to resume)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast for the DDPM")
+    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+
+    p = _verb(sub, "fit-masks", "Fit the mask model (shape, size, lineage, motion) from a real label video with "
+              "lineage, write it into a bundle and report simulated vs real statistics.",
+              "bvdm-data fit-masks --labels Fluo-N2DL-HeLa/01_RES --out mybundle/", run_fit_masks)
+    _label_options(p)
+    p.add_argument("--out", required=True, help="bundle folder to write (created or updated)")
+    p.add_argument("--num-angles", type=int, default=32, help="radii per outline (default 32)")
+    p.add_argument("--components", type=int, default=6, help="shape modes per phase (default 6)")
+    p.add_argument("--no-lineage", action="store_true", help="labels without lineage file: no divisions")
+    _shape_options(p)
+    p.add_argument("--seed", type=int, default=0, help="seed of the simulation used for the report")
+
+    p = _verb(sub, "fit-statistics", "Measure again, without retraining, what a bundle's texture and scene parts "
+              "take from real frames: cell brightness law, edge profile, background, and the nuclei the annotation "
+              "leaves out.",
+              "bvdm-data fit-statistics --bundle mybundle --ctc Fluo-N2DL-HeLa --seq 02 --annotation ERR_SEG "
+              "--frames 0:11", run_fit_statistics)
+    p.add_argument("--bundle", required=True, help="bundle folder to update")
+    p.add_argument("--ctc", required=True, help="CTC dataset folder with the frames the texture was trained on")
+    p.add_argument("--seq", default="01", help="sequence (default 01)")
+    p.add_argument("--annotation", default="GT", help="labels: GT, ERR_SEG ... (default GT)")
+    p.add_argument("--frames", help="frames FIRST:STOP the texture was trained on (default all)")
+
+    p = _verb(sub, "fit-texture", "Train the texture DDPM on cell-centred crops of real frames (resumable: run "
+              "the same command again to continue) and write it, with the scene statistics, into a bundle.",
+              "bvdm-data fit-texture --ctc Fluo-N2DL-HeLa --seq 02 --annotation ERR_SEG --frames 0:11 "
+              "--out mybundle/ --hours 2", run_fit_texture)
+    p.add_argument("--ctc", required=True, help="CTC dataset folder")
+    p.add_argument("--seq", default="01", help="sequence (default 01)")
+    p.add_argument("--annotation", default="GT", help="labels to find cells: GT, ST, ERR_SEG ... (default GT)")
+    p.add_argument("--frames", help="frames FIRST:STOP to crop from (default all; keep some for evaluation)")
+    _training_options(p, "texture", crop_multiple=16, iterations=10_000, lr=1e-4)
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (faster on GPUs and AMX CPUs)")
+
+    p = _verb(sub, "fit-flow", "Train the flow model on one cell's masks in consecutive frames (and mother -> "
+              "daughter) of a label video with lineage; resumable; writes it into a bundle.",
+              "bvdm-data fit-flow --labels Fluo-N2DL-HeLa/01_RES --frames 0:80 --out mybundle/", run_fit_flow)
+    _label_options(p)
+    p.add_argument("--frames", help="train on pairs inside frames FIRST:STOP; the others are held out for Dice")
+    _training_options(p, "flow", crop_multiple=8, iterations=2000, lr=1e-3)
+    p.add_argument("--smoothness", type=float, default=0.01, help="weight of the flow smoothness (default 0.01)")
+    p.add_argument("--diffeomorphic", action="store_true", help="integrate a velocity field (scaling and squaring)")

@@ -1,0 +1,168 @@
+"""Making clips: ``generate`` (CTC sequences), ``preview`` (a GIF) and ``cache`` (an LMDB cache, sharded
+under torchrun)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bvdm_data.cli.common import NON_NEGATIVE, POSITIVE, _density, _verb
+from bvdm_data.errors import BVDMDataError
+
+
+def _gen_batch(args: argparse.Namespace) -> int:
+    from bvdm_data.synth.pipeline import default_gen_batch
+
+    return args.gen_batch or default_gen_batch(args.device)
+
+
+def _synthesis(args: argparse.Namespace) -> dict:
+    """The painting settings the generation verbs share, as keyword arguments."""
+    return dict(t_s=args.t_s, t_f=args.t_f, sampler=args.sampler, stride=args.stride, density=args.density,
+                bf16=args.bf16, texture=args.texture, cell_batch=args.cell_batch, edge=args.edge,
+                edge_shift=args.edge_shift, unlabelled=args.unlabelled, labels=args.labels)
+
+
+def _stream(args: argparse.Namespace, num_clips: int):
+    from bvdm_data.stream import BVDMStream
+
+    return BVDMStream(args.bundle, clip_len=args.frames, size=tuple(args.size), seed=args.seed, num_clips=num_clips,
+                      device=args.device, gen_batch=_gen_batch(args), **_synthesis(args))
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from bvdm_data.ctc.writer import write_ctc_sequence
+    from bvdm_data.diffusion.texture import image_units
+
+    if args.clips < 1:
+        raise BVDMDataError(f"--clips must be at least 1, got {args.clips}")
+    out = Path(args.out)
+    existing = [f"{k + 1:02d}" for k in range(args.clips) if (out / f"{k + 1:02d}").exists()]
+    if existing and not args.overwrite:
+        raise BVDMDataError(f"{out} already holds sequences {existing}; pass --overwrite to replace them")
+    stream = _stream(args, args.clips)
+    band, dtype = image_units(stream.bundle)
+    for clip in tqdm(stream, total=args.clips, desc="generate", unit="clip"):
+        seq = f"{clip['meta']['index'] + 1:02d}"
+        write_ctc_sequence(clip, out, seq, overwrite=args.overwrite, intensity_range=band, dtype=dtype)
+    print(f"wrote {args.clips} CTC sequence(s) of {args.frames} frames to {out}, {dtype} in the fitted data's band "
+          f"{band[0]:.0f}..{band[1]:.0f} (check: bvdm-data validate {out})")
+    return 0
+
+
+def run_preview(args: argparse.Namespace) -> int:
+    from bvdm_data.preview import contour_frames, write_gif, write_lineage_png
+
+    clip = next(iter(_stream(args, 1)))
+    gif = write_gif(contour_frames(clip["video"], clip["masks"]), args.out)
+    png = write_lineage_png(clip["tracks"], args.frames, gif.with_name(gif.stem + "_lineage.png"), clip["meta"])
+    print(f"wrote {gif} and {png}: {len(clip['tracks'])} tracks, {int((clip['tracks'][:, 3] > 0).sum())} with a parent")
+    return 0
+
+
+def run_cache(args: argparse.Namespace) -> int:
+    import os
+
+    import torch.distributed as dist
+
+    from bvdm_data.cache import SHARDS, bundle_hash, shard_path, write_cache, write_shard_manifest
+    from bvdm_data.stream import paint_indices
+    from bvdm_data.synth import SynthesisSettings, Synthesizer
+
+    if args.clips < 1:
+        raise BVDMDataError(f"--clips must be at least 1, got {args.clips}")
+    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    if world == 1 and ((Path(args.out) / SHARDS).is_file() or any(Path(args.out).glob("shard-*-of-*"))):
+        raise BVDMDataError(f"{args.out} is a sharded cache ({SHARDS}, shard-*); resume it with torchrun and the "
+                            "same --nproc_per_node, or write to another path")
+    device = args.device
+    if world > 1:  # under torchrun: each rank writes its own shard of the same index partition as BVDMStream
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        if device == "cuda":
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    try:
+        painting = _synthesis(args)
+        synth = Synthesizer(args.bundle, device, SynthesisSettings(**painting))
+        size = synth.check_size(tuple(args.size))  # before the cache is created
+        meta = {"bundle": synth.bundle.name, "bundle_sha256": bundle_hash(synth.bundle.root), "seed": args.seed,
+                "frames": args.frames, "size": list(size), "num_clips": args.clips,
+                **{k: v for k, v in painting.items() if k != "cell_batch"}}  # pixels do not depend on cell_batch
+
+        def generate(indices):
+            return list(paint_indices(synth, indices, args.seed, 0, args.frames, size, _gen_batch(args)))
+
+        target = shard_path(args.out, rank, world) if world > 1 else Path(args.out)
+        written = write_cache(target, meta, range(rank, args.clips, world), generate, args.commit_every,
+                              args.compression, progress=rank == 0)
+        print(f"rank {rank}/{world}: wrote {written} clip(s) to {target}" if world > 1 else
+              f"wrote {written} clip(s) to {target} ({args.clips - written} were already there)")
+        if world > 1:
+            dist.barrier()
+            if rank == 0:
+                write_shard_manifest(args.out, world)
+        return 0
+    finally:
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _generation_options(p: argparse.ArgumentParser, frames: int, size: tuple[int, int]) -> None:
+    p.add_argument("--bundle", default="hela", help="shipped bundle name or bundle folder (default hela)")
+    p.add_argument("--frames", type=POSITIVE, default=frames, help=f"frames per clip (default {frames})")
+    p.add_argument("--size", type=POSITIVE, nargs=2, default=list(size), metavar=("H", "W"),
+                   help=f"frame size (default {size[0]} {size[1]})")
+    p.add_argument("--seed", type=NON_NEGATIVE, default=0, help="clip k depends on (seed, k) only (default 0)")
+    p.add_argument("--t-s", type=int, default=200, help="SDEdit noise step of a cell's first frame (default 200)")
+    p.add_argument("--t-f", type=int, default=10, help="refinement steps after warping (default 10)")
+    p.add_argument("--sampler", default="ddpm", choices=["ddpm", "ddim"], help="denoising sampler (default ddpm)")
+    p.add_argument("--stride", type=int, default=1, help="DDIM step stride (default 1)")
+    p.add_argument("--density", type=_density, help="cells per px^2 in the first frame (default: fitted)")
+    p.add_argument("--texture", default="ddpm", choices=["ddpm", "flat", "detail"],
+                   help="ddpm; flat: CellCycleGAN-style flat cells, the baseline for ablations; detail: the DDPM's "
+                   "fine texture on the flat cell's measured envelope (default ddpm)")
+    p.add_argument("--cell-batch", type=POSITIVE, help="at most this many cells per network call, to cap "
+                   "memory; pixels do not depend on it (default: 256 on cpu, 4096 on cuda)")
+    p.add_argument("--edge", default="by_brightness", choices=["by_brightness", "mean", "blur"],
+                   help="a new cell's edge: the profile measured on the real annotation per brightness (default), "
+                   "one mean profile, or a flat mask blurred 1 px (ablations)")
+    p.add_argument("--edge-shift", type=float, default=0.0, help="px the painted edge sits outside the mask "
+                   "beyond the measured profile, negative inside (default 0; see benchmarks/downstream.py "
+                   "--calibrate-edge)")
+    p.add_argument("--labels", default="auto", choices=["auto", "painted", "masks"], help="painted: each label "
+                   "redrawn from its painted cell by the real annotation's measured convention; masks: the simulated "
+                   "masks (an ablation); auto (default): painted where the bundle has a measured edge profile")
+    p.add_argument("--unlabelled", action="store_true", help="also paint, unlabelled, the nuclei the real "
+                   "annotation leaves out, at its measured rate (an ablation: it lowered SEG on HeLa)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast for the networks")
+    p.add_argument("--gen-batch", type=POSITIVE, help="clips painted together (default: 1 on cpu, where batching "
+                   "measured no gain, 64 on cuda)")
+
+
+def add_verbs(sub: argparse._SubParsersAction) -> None:
+    """Register this group's verbs on the ``bvdm-data`` parser."""
+    p = _verb(sub, "generate", "Write synthetic annotated clips as CTC sequences (NN/, NN_GT/TRA, NN_GT/SEG).",
+              "bvdm-data generate --bundle hela --out synth/ --clips 4 --frames 20", run_generate)
+    p.add_argument("--out", required=True, help="dataset folder to write")
+    p.add_argument("--clips", type=POSITIVE, default=1, help="sequences to write (default 1)")
+    p.add_argument("--overwrite", action="store_true", help="replace sequences that exist")
+    _generation_options(p, 20, (256, 256))
+
+    p = _verb(sub, "preview", "Write an animated GIF of one synthetic clip with coloured instance contours, "
+              "and a lineage plot beside it (NAME_lineage.png).",
+              "bvdm-data preview --bundle hela --out preview.gif", run_preview)
+    p.add_argument("--out", default="preview.gif", help="GIF to write (default preview.gif)")
+    _generation_options(p, 8, (256, 256))
+
+    p = _verb(sub, "cache", "Pre-generate clips into an LMDB cache; run again to resume; under torchrun each rank "
+              "writes one shard of the same cache.",
+              "bvdm-data cache --bundle hela --out synth.lmdb --clips 100000   "
+              "(many GPUs: torchrun --nproc_per_node=8 -m bvdm_data cache ... --device cuda)", run_cache)
+    p.add_argument("--out", required=True, help="cache folder to write or resume")
+    p.add_argument("--clips", type=POSITIVE, required=True, help="clips in the finished cache")
+    p.add_argument("--commit-every", type=POSITIVE, default=16, help="clips per transaction (default 16)")
+    p.add_argument("--compression", default="zlib", choices=["zlib", "raw"], help="record encoding (default zlib)")
+    _generation_options(p, 8, (256, 256))
+
