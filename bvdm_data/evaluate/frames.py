@@ -20,6 +20,7 @@ measures all of these the same way on any list of clips of the contract
   frame, which works without track ids).
 
 Example:
+    >>> import torch
     >>> clip = {"video": torch.zeros(2, 1, 64, 64), "masks": torch.zeros(2, 64, 64, dtype=torch.int32)}
     >>> clip["masks"][:, 20:30, 20:30] = 1; clip["video"][:, :, 20:30, 20:30] = 0.5
     >>> stats = frame_statistics([clip])
