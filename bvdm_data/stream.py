@@ -10,7 +10,6 @@ clip and the set of clips does not depend on the number of workers.
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -24,10 +23,7 @@ from bvdm_data.arguments import as_density, as_int, as_size
 from bvdm_data.bundle import Bundle
 from bvdm_data.clip import Clip
 from bvdm_data.errors import ArgumentError
-from bvdm_data.synth.pipeline import SynthesisSettings, Synthesizer, default_gen_batch
-
-
-PLANNERS = min(8, os.cpu_count() or 1)  # threads planning clips (masks) while an accelerator paints
+from bvdm_data.synth.pipeline import DEVICE_CPU_WORKERS, SynthesisSettings, Synthesizer, default_gen_batch
 
 
 def shard() -> tuple[int, int]:
@@ -53,7 +49,7 @@ def paint_indices(synth: Synthesizer, indices: Iterable[int], seed: int, epoch: 
     so a clip is the same from either.
     """
     indices = iter(indices)
-    planners = 1 if synth.device.type == "cpu" else PLANNERS
+    planners = 1 if synth.device.type == "cpu" else DEVICE_CPU_WORKERS
 
     def plan(chunk: list[int]) -> Any:
         if not chunk:

@@ -62,8 +62,10 @@ FIRST_PAINT, CARRY, BACKGROUND = 1, 2, 3  # purposes in noise keys
 DEVICE_GEN_BATCH = 64       # clips in flight
 DEVICE_CELL_BATCH = 4096    # cells per network call
 CPU_CELL_BATCH = 256        # cells per network call on the CPU (bounds memory; pixels do not depend on it)
-MOSTLY_EMPTY_CELLS = 1.0
-MAX_EDGE_SHIFT = 3.0  # px; the measured profile reaches 6 px each side of the outline  # expected cells per frame under which a request warns (over a third start empty)
+# CPU threads/processes that plan clips and redraw labels while an accelerator paints.
+DEVICE_CPU_WORKERS = min(8, os.cpu_count() or 1)
+MOSTLY_EMPTY_CELLS = 1.0  # expected cells per frame under which a request warns (over a third start empty)
+MAX_EDGE_SHIFT = 3.0      # px; the measured profile reaches 6 px each side of the outline
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -178,6 +180,14 @@ def _cell_crops(frame: np.ndarray, size: int) -> dict[int, _Cell]:
     return out
 
 
+def _by_frame(items: list[tuple], num_frames: int) -> list[list[tuple]]:
+    """``(clip, frame, ...)`` items grouped by frame, in their order."""
+    out: list[list[tuple]] = [[] for _ in range(num_frames)]
+    for item in items:
+        out[item[1]].append(item)
+    return out
+
+
 def default_gen_batch(device: str | torch.device) -> int:
     """Clips painted together when the caller does not say: 1 on the CPU, :data:`DEVICE_GEN_BATCH` elsewhere."""
     return 1 if as_device(device).type == "cpu" else DEVICE_GEN_BATCH
@@ -234,7 +244,7 @@ class Synthesizer:
         self.device = as_device(device)
         # Processes redrawing labels from the painting: none on the CPU (painting dominates there), several on an
         # accelerator, where the painting is fast and this CPU work would otherwise set the pace.
-        self.relabel_workers = (0 if self.device.type == "cpu" else min(8, os.cpu_count() or 1)) \
+        self.relabel_workers = (0 if self.device.type == "cpu" else DEVICE_CPU_WORKERS) \
             if relabel_workers is None else relabel_workers
         self._relabel_pool: ProcessPoolExecutor | None = None
         self.settings = settings
@@ -273,7 +283,6 @@ class Synthesizer:
     @property
     def crop_size(self) -> int:
         return self.texture.crop_size
-
 
     def plan(self, seeds: Sequence[np.random.SeedSequence], num_frames: int, size: tuple[int, int],
              workers: int = 1) -> ClipPlan:
@@ -392,10 +401,11 @@ class Synthesizer:
         backgrounds = [self.scene.background(plan.num_frames, plan.padded, derive_key(key, BACKGROUND), self.device)
                        for key in plan.keys]
         frames = [list(b) for b in backgrounds]
+        new_at, carried_at = _by_frame(plan.new, plan.num_frames), _by_frame(plan.carried, plan.num_frames)
         for t in range(plan.num_frames):
             if s.schedule == "frame":
-                self._paint_new(plan, [item for item in plan.new if item[1] == t], stats, textures)
-            self._carry(plan, [item for item in plan.carried if item[1] == t], stats, textures)
+                self._paint_new(plan, new_at[t], stats, textures)
+            self._carry(plan, carried_at[t], stats, textures)
             # Every clip's frame t in one paste: one alpha, one scatter, no per-clip transfers.
             cells = [(k, cid) for k, crops in enumerate(plan.crops) for cid in sorted(crops[t])]
             if cells:
@@ -451,8 +461,10 @@ class Synthesizer:
         """One clip per seed, all painted together (:meth:`plan`, then :meth:`paint`).
 
         A clip depends only on its seed and the settings: not on the other
-        seeds, the batch, ``cell_batch`` or ``schedule`` (on one device; CPU
-        and CUDA give the same masks and tracks, and pixels equal to float
-        rounding).
+        seeds, the batch, ``cell_batch`` or ``schedule`` (on one device, up
+        to float rounding). CPU and CUDA give pixels equal to float rounding;
+        with the simulated masks as labels the same masks and tracks, while
+        labels redrawn from the painting can differ where a pixel sits within
+        that rounding of the threshold.
         """
         return self.paint(self.plan(seeds, num_frames, size), meta)
