@@ -37,8 +37,8 @@ def run_fit_masks(args: argparse.Namespace) -> int:
         folder = LabelFolder(args.shapes_from)
         frames = _frame_range(args.shapes_frames) or folder.frames
         shapes = np.stack([folder.read(f) for f in frames])
-        same = [f for f in frames if 0 <= f < masks.shape[0]]
-        complete = not same or labels_every_cell(np.stack([folder.read(f) for f in same]), masks[same])
+        same = [i for i, f in enumerate(frames) if 0 <= f < masks.shape[0]]  # frames the tracks also mark
+        complete = not same or labels_every_cell(shapes[same], masks[[frames[i] for i in same]])
         model = refit_shapes(model, shapes, num_components=args.shape_components, density=complete)
         provenance["shapes"] = {"labels": str(folder.folder), "frames": [int(f) for f in frames],
                                 "density_from": "shapes" if complete else "tracks"}

@@ -28,14 +28,14 @@ class CosineSchedule:
         self.betas = torch.tensor(betas, dtype=torch.float64)
         self.alpha_bar = torch.cumprod(1 - self.betas, 0)
         self.alpha_bar_prev = torch.cat([torch.ones(1, dtype=torch.float64), self.alpha_bar[:-1]])
+        self._device_copies: dict[tuple[int, str], torch.Tensor] = {}
 
     def _on(self, values: torch.Tensor, device: torch.device) -> torch.Tensor:
         """``values`` on ``device``, copied once: a host-to-device copy per step would stall a GPU every step."""
-        cache = self.__dict__.setdefault("_device_copies", {})
         key = (id(values), str(device))
-        if key not in cache:
-            cache[key] = values.to(device)
-        return cache[key]
+        if key not in self._device_copies:
+            self._device_copies[key] = values.to(device)
+        return self._device_copies[key]
 
     def _at(self, values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         return self._on(values, like.device)[t].to(like.dtype).view(-1, *([1] * (like.ndim - 1)))

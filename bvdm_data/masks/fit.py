@@ -305,10 +305,14 @@ def fit_mask_model(masks: np.ndarray, tracks: np.ndarray | None, num_angles: int
     )
 
 
+def cells_per_frame(masks: np.ndarray) -> float:
+    """Median over frames of the labelled cells in a ``[T, H, W]`` label video (border cells included)."""
+    return float(np.median([len(np.unique(f)) - (0 in f) for f in masks]))
+
+
 def density_of(masks: np.ndarray) -> float:
     """Median over frames of labelled cells per px^2 (border cells included: they are in view)."""
-    per_frame = [len(np.unique(f)) - (0 in f) for f in masks]
-    return float(np.median(per_frame) / (masks.shape[1] * masks.shape[2]))
+    return cells_per_frame(masks) / (masks.shape[1] * masks.shape[2])
 
 
 def refit_shapes(model: MaskModel, masks: np.ndarray, num_components: int | None = None, min_area: int = 20,
@@ -384,10 +388,7 @@ def labels_every_cell(segmentation: np.ndarray, tracked: np.ndarray, share: floa
         >>> labels_every_cell(full, full), labels_every_cell(some, full)
         (True, False)
     """
-    def count(video: np.ndarray) -> float:
-        return float(np.median([len(np.unique(f)) - (0 in f) for f in video]))
-
-    return count(segmentation) >= share * count(tracked)
+    return cells_per_frame(segmentation) >= share * cells_per_frame(tracked)
 
 
 def calibrate_by_simulation(model: MaskModel, masks: np.ndarray, areas: np.ndarray, rounds: int = 3,
@@ -402,14 +403,14 @@ def calibrate_by_simulation(model: MaskModel, masks: np.ndarray, areas: np.ndarr
     size law with ``count=False``, when ``masks`` outline only some cells).
     """
     target_area = float(np.median(areas))
-    target_count = float(np.median([len(np.unique(f)) - (0 in f) for f in masks]))
+    target_count = cells_per_frame(masks)
     for k in range(rounds):
         sim = simulate_masks(model, 4, masks.shape[1:], seed=seed + 100 + k)["masks"].numpy()
         inst = measure_instances(sim)
         whole = ~inst.border
         if whole.sum() < 10:
             break
-        simulated = float(np.median([len(np.unique(f)) - (0 in f) for f in sim]))
+        simulated = cells_per_frame(sim)
         model = replace(model, log_area_mean=model.log_area_mean + np.log(target_area / np.median(inst.area[whole])),
                         density=model.density * target_count / max(simulated, 1.0) if count else model.density)
     return model
