@@ -352,5 +352,5 @@ def run_protocol(arms: dict[str, Sequence[FramePool]], test: Clip, config: Proto
     return rows
 
 
-__all__ = ["FramePool", "ProtocolConfig", "SegNet", "boundary_offset", "instances", "per_frame_clip", "run_protocol", "score_on_real",
-           "seg_targets", "segment", "track_by_overlap", "train_segmenter"]
+__all__ = ["FramePool", "ProtocolConfig", "SegNet", "boundary_offset", "instances", "per_frame_clip",
+           "run_protocol", "score_on_real", "seg_targets", "segment", "track_by_overlap", "train_segmenter"]
