@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 from bvdm_data import BVDMStream, collate_clips
+from bvdm_data.clip import cell_frames
 from bvdm_data.evaluate.downstream import SegNet, seg_targets
 from bvdm_data.evaluate.realism import markdown
 from bvdm_data.stream import clip_seed
@@ -43,11 +44,6 @@ ROOT = Path(__file__).resolve().parents[1]
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def cell_frames(clips: list[dict]) -> int:
-    """Labelled cells summed over frames: each track row spans last - first + 1 frames."""
-    return int(sum(int((c["tracks"][:, 2] - c["tracks"][:, 1] + 1).sum()) for c in clips))
 
 
 def throughput(bundle: str, device: torch.device, settings: SynthesisSettings, clips: int, frames: int,
@@ -67,7 +63,7 @@ def throughput(bundle: str, device: torch.device, settings: SynthesisSettings, c
     out = synth.paint(plan)
     sync(device)
     paint_s = time.perf_counter() - t0
-    n = cell_frames(out)
+    n = sum(cell_frames(c["tracks"]) for c in out)
     return {"clips": clips, "cell_frames": n, "plan_s": round(plan_s, 2), "paint_s": round(paint_s, 2),
             "painted_cells": len(plan.new) + len(plan.carried),
             "paint_cell_frames_per_s": round(n / paint_s, 1),

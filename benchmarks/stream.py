@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from bvdm_data import BVDMStream
+from bvdm_data.clip import cell_frames
 
 
 def rss_mb() -> float:
@@ -29,11 +30,6 @@ def rss_mb() -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def cell_frames(clip) -> int:
-    t = clip["tracks"]
-    return int((t[:, 2] - t[:, 1] + 1).sum())
 
 
 def main() -> None:
@@ -54,7 +50,7 @@ def main() -> None:
         stream = BVDMStream(args.bundle, clip_len=args.frames, size=(args.size, args.size), density=args.density,
                             num_clips=args.clips, gen_batch=gen_batch, seed=1)
         start = time.perf_counter()
-        cells = sum(cell_frames(c) for c in stream)
+        cells = sum(cell_frames(c["tracks"]) for c in stream)
         seconds = time.perf_counter() - start
         base = base or args.clips / seconds
         print(f"| {gen_batch} | {args.clips / seconds:.3f} | {cells / seconds:.2f} | {args.clips / seconds / base:.2f}x |",

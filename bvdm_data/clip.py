@@ -34,6 +34,7 @@ from bvdm_data.errors import ClipError
 
 __all__ = [
     "Clip",
+    "cell_frames",
     "check_clip",
     "collate_clips",
     "relabel_tracks",
@@ -289,6 +290,17 @@ def relabel_per_frame(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n = cell_keys.size
     tracks = np.stack([np.arange(1, n + 1), frames, frames, np.zeros(n, dtype=np.int64)], axis=1)
     return new.reshape(masks.shape).astype(np.int32), tracks.astype(np.int64)
+
+
+def cell_frames(tracks: torch.Tensor | np.ndarray) -> int:
+    """Annotated cell-frames of a clip: each track row is in view from its first to its last frame.
+
+    Example:
+        >>> cell_frames(np.array([[1, 0, 3, 0], [2, 2, 2, 1]]))
+        5
+    """
+    tracks = np.asarray(tracks).reshape(-1, 4)
+    return int((tracks[:, 2] - tracks[:, 1] + 1).sum())
 
 
 def restore_contract(clip: Mapping[str, Any]) -> dict[str, Any]:

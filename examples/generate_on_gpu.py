@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from bvdm_data import BVDMStream, collate_clips
+from bvdm_data.clip import cell_frames
 
 
 def main() -> None:
@@ -35,7 +36,7 @@ def main() -> None:
     start = time.perf_counter()
     cells = 0
     for batch in loader:
-        cells += sum(int((t[:, 2] - t[:, 1] + 1).sum()) for t in batch["tracks"])  # annotated cell-frames
+        cells += sum(cell_frames(t) for t in batch["tracks"])  # annotated cell-frames
     seconds = time.perf_counter() - start
     print(f"{args.clips} clips in {seconds:.1f} s: {args.clips / seconds:.2f} clips/s, {cells / seconds:.1f} "
           f"annotated cell-frames/s on {torch.cuda.get_device_name()}")

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from bvdm_data.clip import tracks_from_masks
+from bvdm_data.clip import cell_frames, tracks_from_masks
 from bvdm_data.errors import BVDMDataError
 from bvdm_data.masks.contours import Instances, measure_instances
 from bvdm_data.masks.fidelity import label_video_statistics, summarize
@@ -124,13 +124,13 @@ def cycle_law(tracks: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
     _, divided = cell_cycles(tracks)
     complete = int(divided.sum())
     dividers, _ = lineage_roles(tracks)
-    cell_frames = int((tracks[:, 2] - tracks[:, 1] + 1).sum())
-    note = {"complete_cycles": complete, "divisions": len(dividers), "cell_frames": cell_frames}
+    exposure = cell_frames(tracks)
+    note = {"complete_cycles": complete, "divisions": len(dividers), "cell_frames": exposure}
     if complete >= MIN_COMPLETE_CYCLES or not dividers:
         return lengths, probabilities, {**note, "source": "Kaplan-Meier of observed cycles" if complete else "none"}
     from scipy import stats
 
-    mean = cell_frames / len(dividers)
+    mean = exposure / len(dividers)
     shape = 1 / CYCLE_CV_PRIOR ** 2
     support = np.arange(max(1, int(mean * (1 - 4 * CYCLE_CV_PRIOR))), int(np.ceil(mean * (1 + 6 * CYCLE_CV_PRIOR))) + 1)
     weights = stats.gamma.pdf(support, a=shape, scale=mean / shape)
