@@ -429,7 +429,7 @@ class Synthesizer:
                               labels: list[np.ndarray]) -> list[np.ndarray]:
         """Every clip's labels redrawn from its painting (synth/annotation.py), on the CPU; in worker processes
         when ``relabel_workers`` is set (the default on an accelerator, where it would otherwise set the pace:
-        about 20 ms of CPU per padded 320^2 frame)."""
+        27 ms of CPU per padded 320^2 frame, benchmarks/results/relabel_cpu.txt)."""
         profile = edge_statistics(self.texture.statistics, self.settings.edge)["edge_profile"]
         jobs = [(v[:, 0].float().cpu().numpy(), b[:, 0].float().cpu().numpy(), lab, profile)
                 for v, b, lab in zip(videos, backgrounds, labels)]
