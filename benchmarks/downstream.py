@@ -1,6 +1,6 @@
 """Train on synthetic, test on real (the paper's Table 1, at CPU size), with an ablation of what surrounds texture.
 
-    .venv/bin/python benchmarks/downstream.py [--steps 1500] [--seeds 0 1 2] [--ablation] [--quick]
+    .venv/bin/python benchmarks/downstream.py [--dataset hela|gowt1] [--steps 1500] [--seeds 0 1 2] [--quick]
 
 One small U-Net segmenter (background / interior / boundary, instances by
 seeded growth) plus an overlap tracker, trained with the same budget (steps,
@@ -29,6 +29,13 @@ convention can be calibrated without touching the test).
 It also prints the frame statistics (`bvdm_data.evaluate.frames`) of the
 real training frames next to each synthetic source.
 
+`--dataset gowt1` runs the paper's protocol on the one real pair with
+lineage: the real arms train on GOWT1 sequence 01 (its 30 frames with gold
+SEG, nuclei without an outline labelled by their grown TRA marker), the
+synthetic arms on the `gowt1` bundle (fitted on 01), and every arm is scored
+on the whole of sequence 02: SEG on its 20 gold SEG frames, DET and TRA
+(segmenter + `track_by_overlap`) against its gold TRA.
+
 Synthetic cell density: `--density match` (default) uses the labelled density
 of the real training frames, `--density fitted` the bundle's own. Caches are
 made first if missing (`bvdm-data cache` on --device). `--workers N` trains
@@ -43,11 +50,12 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from bvdm_data import CTCClips, LMDBClips
 from bvdm_data.cli import main as cli
-from bvdm_data.evaluate.downstream import FramePool, ProtocolConfig, run_protocol
+from bvdm_data.evaluate.downstream import FramePool, ProtocolConfig, RealSequence, per_frame_clip, run_protocol
 from bvdm_data.evaluate.frames import compare_frames, frame_statistics
 from bvdm_data.evaluate.realism import markdown
 
@@ -78,13 +86,13 @@ def labelled_density(pool: FramePool) -> float:
     return cells / sum(m.numel() for m in pool.masks)
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def plot(rows: list[dict], path: Path, test: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics = [m for m in ("SEG", "DET") if m in rows[0]]
+    metrics = [m for m in ("SEG", "DET", "TRA") if m in rows[0]]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(rows)), 3.6))
     width = 0.8 / len(metrics)
     for i, m in enumerate(metrics):
@@ -94,28 +102,30 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.set_xticks([k + width * (len(metrics) - 1) / 2 for k in range(len(rows))], [r["arm"] for r in rows],
                   rotation=30, ha="right", fontsize=7)
     ax.set_ylim(0, 1.05)
-    ax.set_ylabel("score on real 02 frames 11-13")
+    ax.set_ylabel("score on real frames")
+    ax.set_title(test, fontsize=8)
     ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
 
-def _seed_rows(arms: dict, test, config: ProtocolConfig, calibration) -> list[dict]:
+def _seed_rows(arms: dict, test, config: ProtocolConfig, calibration, metrics: tuple[str, ...]) -> list[dict]:
     torch.set_num_threads(2)
-    return run_protocol(arms, test, config, calibration=calibration)
+    return run_protocol(arms, test, config, metrics, calibration=calibration)
 
 
-def train_arms(arms: dict, test, calibration, configs: list[ProtocolConfig], workers: int) -> list[dict]:
+def train_arms(arms: dict, test, calibration, configs: list[ProtocolConfig], workers: int,
+               metrics: tuple[str, ...] = ("SEG", "DET")) -> list[dict]:
     """One row per arm: scores and outline offsets averaged over the seeds of ``configs``."""
     if workers > 1:
         with torch.multiprocessing.get_context("spawn").Pool(workers) as pool:
-            runs = pool.starmap(_seed_rows, [(arms, test, c, calibration) for c in configs])
+            runs = pool.starmap(_seed_rows, [(arms, test, c, calibration, metrics) for c in configs])
     else:
-        runs = [run_protocol(arms, test, c, calibration=calibration) for c in configs]
+        runs = [run_protocol(arms, test, c, metrics, calibration=calibration) for c in configs]
     rows = []
     for k, name in enumerate(arms):
         per_seed = [r[k] for r in runs]
-        means = ("SEG", "DET", "offset_px", "matched_iou", "calibration_offset_px")
+        means = (*metrics, "offset_px", "matched_iou", "calibration_offset_px")
         rows.append({"arm": name, **{m: sum(r[m] for r in per_seed) / len(per_seed) for m in means},
                      **({"SEG_min": min(r["SEG"] for r in per_seed), "SEG_max": max(r["SEG"] for r in per_seed)}
                         if len(per_seed) > 1 else {}),
@@ -124,10 +134,56 @@ def train_arms(arms: dict, test, calibration, configs: list[ProtocolConfig], wor
     return rows
 
 
+def hela_data(args: argparse.Namespace) -> tuple[list, object, dict, dict]:
+    """HeLa: train on 02 frames 0-10, test on 02 frames 11-13, both with ERR_SEG (a segmentation, no lineage)."""
+    real = CTCClips(args.data, ["02"], labels="ERR_SEG", clip_len=1, per_frame_ids=True, frames=TRAIN)
+    test = CTCClips(args.data, ["02"], labels="ERR_SEG", clip_len=len(TEST), per_frame_ids=True, frames=TEST)[0]
+    video = CTCClips(args.data, ["02"], labels="ERR_SEG", clip_len=len(TRAIN), per_frame_ids=True, frames=TRAIN)[0]
+    protocol = {"test": "02 frames 11-13 vs ERR_SEG", "train_real": "02 frames 0-10 with ERR_SEG",
+                "train_real_scarce": "02 frame 0", "metrics": ("SEG", "DET")}
+    return [real[i] for i in range(len(real))], test, video, protocol
+
+
+def gowt1_data(args: argparse.Namespace) -> tuple[list, object, dict, dict]:
+    """GOWT1: train on sequence 01, test on the whole of sequence 02 against its gold SEG and TRA.
+
+    The real arm learns from the 30 frames of 01 with gold SEG; SEG outlines ~5 of ~25 nuclei per frame, so the
+    others are labelled with their TRA markers grown by the measured rim (`ctc.outlines.OutlinedLabels`): a
+    segmenter trained on SEG alone would learn that most nuclei are background. The calibration frames (outline
+    offset on real training frames) keep the gold outlines only.
+    """
+    from bvdm_data.ctc import open_sequence
+    from bvdm_data.ctc.clips import intensity_range, to_unit
+    from bvdm_data.ctc.outlines import OutlinedLabels
+
+    root = Path(args.data)
+    seq = open_sequence(root, "01", labels="GT")
+    labels = OutlinedLabels(root / "01_GT" / "SEG", root / "01_GT" / "TRA")
+    lo_hi = intensity_range(seq, (1.0, 99.9))  # as CTCClips normalises a sequence
+    clips, outlines_only = [], []
+    for f in labels.frames:
+        video = torch.from_numpy(to_unit(seq.images.read(f)[None].astype(np.float32), lo_hi)[:, None])
+        frame = labels.read(f)
+        clips.append(per_frame_clip(video, frame[None], {"source": "ctc", "sequence": "01", "frame": f}))
+        outlines_only.append((video, np.where(frame > labels.last_outlined(f), 0, frame)))
+    video = torch.cat([v for v, _ in outlines_only])
+    calibration = per_frame_clip(video, np.stack([m for _, m in outlines_only]), {"source": "ctc", "sequence": "01"})
+    test = RealSequence.load(root, "02")
+    protocol = {"test": f"02, all {len(test.video)} frames: SEG on its {len(test.seg_index)} gold SEG frames, DET and "
+                        "TRA on the gold TRA (tracker: track_by_overlap)",
+                "train_real": f"01, the {len(clips)} frames with gold SEG; nuclei without an outline labelled by "
+                              f"their TRA marker grown by {labels.rim_px:.1f} px",
+                "train_real_scarce": f"01 frame {labels.frames[0]}", "metrics": ("SEG", "DET", "TRA")}
+    return clips, test, calibration, protocol
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "Fluo-N2DL-HeLa"))
-    parser.add_argument("--bundle", default="hela")
+    parser.add_argument("--dataset", default="hela", choices=["hela", "gowt1"], help="hela: train and test on "
+                        "HeLa 02 (ERR_SEG); gowt1: train on GOWT1 01, test on 02 with SEG and TRA (default hela)")
+    parser.add_argument("--data", help="the dataset's CTC folder (default ../shared/data/Fluo-N2DL-HeLa or "
+                        "Fluo-N2DH-GOWT1)")
+    parser.add_argument("--bundle", help="bundle for the synthetic arms (default: the dataset's name)")
     parser.add_argument("--base-bundle", help="bundle whose mask model is the ablation baseline (fitted on tracks only)")
     parser.add_argument("--ablation", action="store_true", help="add the one-change-at-a-time BVDM arms")
     parser.add_argument("--texture-ablation", action="store_true", help="add a BVDM arm that keeps only the "
@@ -161,13 +217,16 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="for training and, if caches are missing, generation")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "downstream.json"))
     args = parser.parse_args()
+    args.data = args.data or str(ROOT.parent / "shared" / "data" / {"hela": "Fluo-N2DL-HeLa",
+                                                                    "gowt1": "Fluo-N2DH-GOWT1"}[args.dataset])
+    args.bundle = args.bundle or args.dataset
     torch.set_num_threads(args.threads)
     steps = 200 if args.quick else args.steps
 
-    real = CTCClips(args.data, ["02"], labels="ERR_SEG", clip_len=1, per_frame_ids=True, frames=TRAIN)
-    test = CTCClips(args.data, ["02"], labels="ERR_SEG", clip_len=len(TEST), per_frame_ids=True, frames=TEST)[0]
-    real_pool = FramePool((real[i] for i in range(len(real))), "real")
-    scarce_pool = FramePool([real[0]], "real-1")
+    real_clips, test, real_video, protocol = (gowt1_data if args.dataset == "gowt1" else hela_data)(args)
+    real_pool = FramePool(real_clips, "real")
+    scarce_pool = FramePool(real_clips[:1], "real-1")
+    metrics = protocol["metrics"]
     real_density = labelled_density(real_pool)
     density = {"match": real_density, "fitted": None}[args.density] if args.density in ("match", "fitted") \
         else float(args.density)
@@ -211,34 +270,33 @@ def main() -> None:
         arms.update({f"ablation: {name}": [pools[name]] for name in
                      ("base", "base + shapes", "base + edge", "base + unlabelled")})
 
-    real_video = CTCClips(args.data, ["02"], labels="ERR_SEG", clip_len=len(TRAIN), per_frame_ids=True, frames=TRAIN)
-    real_stats = frame_statistics([real_video[0]])
+    real_stats = frame_statistics([real_video])
     synthetic_stats = {} if args.no_statistics else \
         {name: frame_statistics(clips, max_frames=STATISTICS_FRAMES) for name, clips in sources.items()}
     if synthetic_stats:
         statistics_table = markdown(compare_frames(real_stats, synthetic_stats),
                                     ["statistic", "real"] + [c for n in sources for c in (n, f"{n} rel.")])
-        print(f"\nframe statistics, median (real: 02 frames 0-10 with ERR_SEG)\n\n{statistics_table}")
+        print(f"\nframe statistics, median (real: {protocol['train_real']})\n\n{statistics_table}")
 
     t0 = time.perf_counter()
     configs = [ProtocolConfig(steps=steps, batch_size=args.batch_size, crop=args.crop, seed=seed, device=args.device)
                for seed in args.seeds]
-    rows = train_arms(arms, test, real_video[0], configs, args.workers)
+    rows = train_arms(arms, test, real_video, configs, args.workers, metrics)
     shift = None
     if args.calibrate_edge:
         # One calibration round on real frames the test never sees: move the painted edge by the outline offset
         # that the BVDM-trained segmenter shows on the real training frames.
         shift = round(max(-3.0, min(3.0, next(r for r in rows if r["arm"] == "(b) BVDM")["calibration_offset_px"])), 2)
-        print(f"\nedge calibration: BVDM-trained outlines sit {shift:+.2f} px from the real annotation on 02 frames "
-              f"0-10; repainting with --edge-shift {shift}")
+        print(f"\nedge calibration: BVDM-trained outlines sit {shift:+.2f} px from the real annotation on "
+              f"{protocol['train_real']}; repainting with --edge-shift {shift}")
         calibrated = FramePool(cache(None, "ddpm", density, args, args.bundle, ("--edge-shift", str(shift))),
                                "BVDM-calibrated")
         more = {"(b*) BVDM, edge calibrated": [calibrated], "(d*) real + BVDM, edge calibrated": [real_pool, calibrated],
                 "(d1*) real 1 frame + BVDM, edge calibrated": [scarce_pool, calibrated]}
         if args.synthetic_only:
             more = {"(b*) BVDM, edge calibrated": [calibrated]}
-        rows += train_arms(more, test, real_video[0], configs, args.workers)
-    columns = ["arm", "SEG", "DET"] + (["SEG_min", "SEG_max"] if len(args.seeds) > 1 else []) + \
+        rows += train_arms(more, test, real_video, configs, args.workers, metrics)
+    columns = ["arm", *metrics] + (["SEG_min", "SEG_max"] if len(args.seeds) > 1 else []) + \
         ["matched_iou", "offset_px", "calibration_offset_px", "train_s", "frames"]
     table = markdown(rows, columns)
     print(f"\nsynthetic density {density if density is not None else 'fitted'} cells/px^2 "
@@ -248,8 +306,7 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"steps": steps, "batch_size": args.batch_size, "crop": args.crop, "seeds": args.seeds,
-                               "device": args.device, "threads": args.threads, "test": "02 frames 11-13 vs ERR_SEG",
-                               "train_real": "02 frames 0-10", "train_real_scarce": "02 frame 0",
+                               "device": args.device, "threads": args.threads, "dataset": args.dataset, **protocol,
                                "synthetic": {"frames": len(pools["BVDM"]), "bundle": args.bundle,
                                              "base_bundle": args.base_bundle, "density": density,
                                              "density_real_training_frames": real_density,
@@ -260,7 +317,7 @@ def main() -> None:
                                if synthetic_stats else None},
                               indent=2) + "\n")
     try:
-        plot(rows, out.with_suffix(".png"))
+        plot(rows, out.with_suffix(".png"), protocol["test"])
     except ImportError:
         print("matplotlib is not installed: no plot (pip install matplotlib)")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -113,3 +115,30 @@ def test_boundary_offset_measures_how_far_outlines_sit_outside():
     assert -1.2 < boundary_offset(shrunk, ref)["offset_px"] < -0.65  # perimeters count 8-connected rims
     one_missed = np.where(ref == 2, 0, ref)
     assert boundary_offset(one_missed, ref)["matched"] == 0.5
+
+
+def test_a_whole_real_sequence_is_scored_against_its_own_sparse_gold_truth(tmp_path):
+    """GOWT1-style test data: TRA markers on every frame, SEG outlines of some cells on some frames."""
+    from tests.test_outlines import MARKER, RADIUS, gowt1_like
+
+    from bvdm_data.evaluate.downstream import RealSequence, score_segmentation
+
+    root = gowt1_like(tmp_path, frames=3)
+    test = RealSequence.load(root, "01")
+    assert test.video.shape == (3, 1, 160, 160) and test.seg_index == [0, 2]
+    assert 0 <= float(test.video.min()) and float(test.video.max()) <= 1
+    # Whole nuclei with per-frame ids: every outlined cell matched exactly, every marker found and linked.
+    yy, xx = np.mgrid[:160, :160]
+    nuclei = np.zeros((3, 160, 160), np.int32)
+    for t in range(3):
+        for k, (cy, cx) in enumerate([(40, 40), (40, 120), (120, 40), (120, 120), (80, 80)], start=1):
+            nuclei[t][np.hypot(yy - cy - t, xx - cx) <= RADIUS] = 6 - k if t == 1 else k
+    scores = score_segmentation(nuclei, test.gt)
+    assert scores == pytest.approx({"SEG": 1.0, "DET": 1.0, "TRA": 1.0})
+    # One cell, by its marker only (half a nucleus): DET drops, SEG drops more.
+    markers = np.stack([np.where(np.hypot(yy - 40 - t, xx - 40) <= MARKER, 1, 0) for t in range(3)])
+    worse = score_segmentation(markers.astype(np.int32), test.gt)
+    assert worse["SEG"] < 0.5 * scores["SEG"] and worse["DET"] < 1.0
+    shutil.rmtree(root / "01_GT" / "SEG")
+    with pytest.raises(BVDMDataError, match="no SEG"):
+        RealSequence.load(root, "01")

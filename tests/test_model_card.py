@@ -50,6 +50,10 @@ def test_card_describes_the_fitted_model():
     text = " ".join((HELA / "MODEL_CARD.md").read_text().split())  # prose is wrapped anywhere
     assert f"{model.cycle_lengths.size} distinct observed cycle lengths" in text
     assert f"density {model.density * 1e4:.2f} cells per 100×100 px" in text
+    division = model.real_statistics["division_calibration"]
+    assert f"{division['share_of_residual']:.0%} divides".replace("%", " %") in text
+    assert f"the rest ({1 - model.cycle_probabilities.sum():.0%}) never divides".replace("%", " %") in text
+    assert f"{model.velocity_noise:.2f} px/frame per axis" in text
     assert f"{model.shape_components.shape[1]} PCA shape modes" in text
     profile = json.loads((HELA / "texture" / "texture.json").read_text())["statistics"]["edge_profile"]
     shown = re.search(r"inwards ([0-9., ]+) and outwards", text).group(1)

@@ -316,6 +316,41 @@ def test_cycle_law_falls_back_to_the_division_rate_when_cycles_are_thin():
     assert cycle_law(np.array(chain))[2]["source"] == "Kaplan-Meier of observed cycles"
 
 
+def test_cycles_shorter_than_a_newborn_plus_a_mitosis_are_left_out_of_the_law():
+    from bvdm_data.masks.fit import cycle_length_distribution, cycle_law
+
+    # A chain of 10-frame cycles, plus one cell that "divides" a frame after its birth (a tracker split).
+    rows, next_id = [[1, 0, 9, 0]], 2
+    for parent in range(1, 8):
+        start = rows[parent - 1][2] + 1
+        rows += [[next_id, start, start + 9, parent], [next_id + 1, start, start + 9, parent]]
+        next_id += 2
+    rows += [[next_id, 80, 80, 3], [next_id + 1, 81, 89, next_id], [next_id + 2, 81, 89, next_id]]
+    rows = np.array(rows)
+    lengths, probs = cycle_length_distribution(rows)
+    assert 1 in lengths
+    lengths, probs = cycle_length_distribution(rows, min_length=4)
+    assert lengths.tolist() == [10.0]
+    _, _, note = cycle_law(rows, min_length=4)
+    assert note["short_cycles_left_out"] == 1 and note["complete_cycles"] == 6  # ids 2-7; not the split
+
+
+def test_calibration_by_simulation_meets_its_targets():
+    from bvdm_data.masks.fit import calibrate_by_simulation, track_targets
+
+    model = MaskModel.load("hela")
+    tracked = simulate_masks(dataclasses.replace(model, density=model.density * 1.5, velocity_noise=3.0), 6, (256, 256),
+                             seed=3)["masks"].numpy()
+    targets = track_targets(tracked)
+    out = calibrate_by_simulation(model, (256, 256), **targets, fields=6, frames=4, rounds=3)
+    assert out.velocity_noise > 1.3 * model.velocity_noise and out.density > 1.2 * model.density
+    check = [simulate_masks(out, 4, (256, 256), seed=50 + s)["masks"].numpy() for s in range(6)]
+    assert np.mean([density_of(v) for v in check]) == pytest.approx(targets["density"], rel=0.2)
+    steps = np.concatenate([track_targets(v).get("step", np.nan) * np.ones(1) for v in check])
+    assert np.nanmedian(steps) == pytest.approx(targets["step"], rel=0.2)
+    assert np.array_equal(out.log_area_mean, model.log_area_mean)  # no area target: the size law stays
+
+
 def test_fit_records_every_fallback_to_an_assumed_value():
     from bvdm_data.clip import tracks_from_masks
     from bvdm_data.masks import fit_mask_model

@@ -20,7 +20,8 @@ def run_fit_masks(args: argparse.Namespace) -> int:
     from bvdm_data.ctc.sequence import LabelFolder
     from bvdm_data.masks import compare_statistics, fit_mask_model, format_comparison, label_video_statistics
     from bvdm_data.masks import simulate_masks
-    from bvdm_data.masks.fit import labels_every_cell, per_frame_tracks, refit_shapes
+    from bvdm_data.masks.fit import (calibrate_division_rate, calibrated, labels_every_cell, per_frame_tracks,
+                                     refit_shapes, track_targets)
 
     labels = _label_source(args)
     masks = labels.read_all(progress=True)
@@ -39,7 +40,7 @@ def run_fit_masks(args: argparse.Namespace) -> int:
         shapes = np.stack([folder.read(f) for f in frames])
         same = [i for i, f in enumerate(frames) if 0 <= f < masks.shape[0]]  # frames the tracks also mark
         complete = not same or labels_every_cell(shapes[same], masks[[frames[i] for i in same]])
-        model = refit_shapes(model, shapes, num_components=args.shape_components, density=complete)
+        model = refit_shapes(model, shapes, num_components=args.shape_components, density=complete, tracked=masks)
         provenance["shapes"] = {"labels": str(folder.folder), "frames": [int(f) for f in frames],
                                 "density_from": "shapes" if complete else "tracks"}
         print(f"shapes and sizes{' and density' if complete else ''} from {folder.folder} frames "
@@ -47,6 +48,21 @@ def run_fit_masks(args: argparse.Namespace) -> int:
               f"{model.shape_components.shape[1]} shape modes"
               + ("" if complete else f"; it outlines only some of the cells {labels.folder} marks in the same "
                  "frames, so the density stays the tracks'"))
+    if shapes is None:
+        model = calibrated(model, masks.shape[1:], **track_targets(masks))
+    fix = model.real_statistics["calibration"]
+    print("calibrated by simulation (" + ", ".join(f"{k} {v:.4g}" for k, v in fix["targets"].items()) + "): "
+          + ", ".join(f"{k} {fix['before'][k]:.4g} -> {fix['after'][k]:.4g}" for k in fix["after"]
+                      if fix["after"][k] != fix["before"][k]))
+    min_cycle = model.mitosis_frames + model.newborn_frames  # shorter cycles are tracking artefacts
+    real_tracks = labels.tracks if labels.tracks is not None else tracks_from_masks(masks)
+    real = label_video_statistics(masks, real_tracks, min_cycle=min_cycle)
+    model = calibrate_division_rate(model, float(real["divisions_per_cell_frame"][0]), seed=args.seed)
+    fix = model.real_statistics.get("division_calibration")
+    if fix:
+        print(f"division rate calibrated by simulation: {fix['share_of_residual']:.0%} of the {fix['residual']:.0%} "
+              f"not seen to divide divide at the observed lengths ({fix['simulated']:.4f} vs "
+              f"{fix['target']:.4f} per cell-frame)")
     note = model.real_statistics.get("cycle_law", {})
     if note.get("source") == "division rate with a prior":
         cycle = (f"cycle: only {note['complete_cycles']} complete cycle(s) seen: a gamma law (CV prior "
@@ -55,17 +71,16 @@ def run_fit_masks(args: argparse.Namespace) -> int:
     elif note.get("source") == "none":
         cycle = "cycle: no division seen: simulated cells never divide (thin data)"
     else:
-        cycle = (f"cycle: {note.get('complete_cycles', '?')} complete cycles, {model.cycle_lengths.size} distinct "
-                 f"lengths, {1 - model.cycle_probabilities.sum():.0%} of cells not seen to divide")
+        cycle = (f"cycle: {note.get('complete_cycles', '?')} complete cycles ({note.get('short_cycles_left_out', 0)} "
+                 f"shorter than {note.get('min_length', 1)} frames left out), {model.cycle_lengths.size} distinct "
+                 f"lengths, {1 - model.cycle_probabilities.sum():.0%} of cells never divide")
     print(f"  {cycle}; "
           f"motion: persistence {model.velocity_persistence:.2f}, noise {model.velocity_noise:.2f} px/frame; "
           f"density {model.density * 1e4:.2f} cells per 100x100 px")
     for fallback in model.real_statistics.get("fallbacks", []):
         print(f"  thin data: {fallback}")
     sim = simulate_masks(model, masks.shape[0], masks.shape[1:], seed=args.seed, progress=True)
-    real_tracks = labels.tracks if labels.tracks is not None else tracks_from_masks(masks)
-    real = label_video_statistics(masks, real_tracks)
-    simulated = label_video_statistics(sim["masks"].numpy(), sim["tracks"].numpy())
+    simulated = label_video_statistics(sim["masks"].numpy(), sim["tracks"].numpy(), min_cycle=min_cycle)
     if shapes is not None:
         # Outlines, sizes and density are compared with the segmentation they were fitted on.
         seg_sim = simulate_masks(model, min(3, len(shapes)), shapes.shape[1:], seed=args.seed)["masks"].numpy()
@@ -83,7 +98,6 @@ def run_fit_masks(args: argparse.Namespace) -> int:
 def run_fit_texture(args: argparse.Namespace) -> int:
     from bvdm_data.ctc.sequence import open_sequence
     from bvdm_data.diffusion import TrainConfig, UNetConfig, export_texture, extract_cell_crops, train_texture
-    from bvdm_data.scene.model import SceneModel
 
     device = as_device(args.device)
     seq = open_sequence(args.ctc, args.seq, labels=args.annotation)
@@ -98,42 +112,70 @@ def run_fit_texture(args: argparse.Namespace) -> int:
     if result.step < args.iterations:
         print("stopped by --hours: run the same command again to resume; the bundle is not written yet")
         return 0
+    statistics, scene, source = _measure(_statistics_sequence(args), args.crop_size, crops.intensity_range,
+                                         _frame_range(args.frames))
     provenance = {"images": str(seq.images.folder), "labels": str(seq.labels.folder), "frames": args.frames or "all"}
-    statistics = {**crops.statistics(), "image_dtype": str(seq.images.dtype)}  # files are written back in it
-    export_texture(result.checkpoint, args.out, statistics, provenance={**provenance, "crops": len(crops)})
-    scene = SceneModel.fit(seq, crops.intensity_range, _frame_range(args.frames))
-    scene.save(args.out, provenance=provenance)
+    export_texture(result.checkpoint, args.out, statistics,
+                   provenance={**provenance, "crops": len(crops), "statistics_from": source})
+    scene.save(args.out, provenance={**provenance, "statistics_from": source})
     print(f"wrote the texture and scene parts of {args.out} (background {scene.background_mean:.3f}, "
           f"slow variation {scene.background_smooth_std:.3f}, noise {scene.noise_std:.3f})")
     return 0
 
 
+def _measure(seq, crop_size: int, intensity: tuple[float, float], frames: list[int] | None):
+    """What the texture and scene parts measure on real frames (brightness law, edge profile, background,
+    unlabelled objects), in the texture's units; with where it was measured."""
+    from bvdm_data.diffusion.crops import extract_cell_crops
+    from bvdm_data.scene.model import SceneModel
+
+    frames = None if frames is None else [f for f in frames if f in seq.labels.paths]
+    crops = extract_cell_crops(seq, size=crop_size, frames=frames, intensity=intensity)
+    statistics = {**crops.statistics(), "image_dtype": str(seq.images.dtype)}  # files are written back in it
+    scene = SceneModel.fit(seq, intensity, frames)
+    labels = str(seq.labels.folder) if type(seq.labels).__name__ == "LabelFolder" else repr(seq.labels)
+    source = {"images": str(seq.images.folder), "labels": labels, "frames": frames or "all", "crops": len(crops)}
+    return statistics, scene, source
+
+
+def _statistics_sequence(args: argparse.Namespace):
+    """The sequence whose labels the statistics are measured with: ``--annotation``, completed by ``--outlines``."""
+    from dataclasses import replace
+
+    from bvdm_data.ctc.outlines import OutlinedLabels
+    from bvdm_data.ctc.sequence import open_sequence
+
+    seq = open_sequence(args.ctc, args.seq, labels=args.annotation)
+    if not args.outlines:
+        return seq
+    labels = OutlinedLabels(args.outlines, seq.labels.folder)
+    print(f"cells' edges from {labels.outlines.folder} ({len(labels)} frames); cells it leaves out are masked by "
+          f"their {seq.labels.folder.name} markers grown by {labels.rim_px:.1f} px (90th percentile of how far an "
+          f"outline reaches beyond its marker)")
+    return replace(seq, labels=labels)
+
+
+def _outline_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--outlines", help="a segmentation that outlines only some cells (e.g. the CTC's gold NN_GT/SEG) "
+                   "to measure cells' edges and brightness on, when --annotation only marks cells (GOWT1's TRA "
+                   "markers cover 58 %% of a nucleus); the other marked cells are kept out of the background")
+
+
 def run_fit_statistics(args: argparse.Namespace) -> int:
     from bvdm_data.bundle import BundleWriter, resolve_bundle
-    from bvdm_data.ctc.sequence import open_sequence
-    from bvdm_data.diffusion.crops import extract_cell_crops
     from bvdm_data.diffusion.texture import TextureModel
-    from bvdm_data.scene.model import SceneModel
 
     root = resolve_bundle(args.bundle)
     texture = TextureModel.load(root)
-    seq = open_sequence(args.ctc, args.seq, labels=args.annotation)
-    frames = _frame_range(args.frames)
-    crops = extract_cell_crops(seq, size=texture.crop_size, frames=frames)
-    lo, hi = texture.intensity_range
-    if any(abs(a - b) > 0.01 * (hi - lo) for a, b in zip(crops.intensity_range, texture.intensity_range)):
-        raise BVDMDataError(f"these frames normalise to {crops.intensity_range}, the texture model was trained on "
-                            f"{texture.intensity_range}: measure on the frames it was trained on (--frames)")
-    statistics = {**crops.statistics(), "image_dtype": str(seq.images.dtype)}
-    provenance = {"statistics_from": {"images": str(seq.images.folder), "labels": str(seq.labels.folder),
-                                      "frames": args.frames or "all", "crops": len(crops)}}
+    statistics, scene, source = _measure(_statistics_sequence(args), texture.crop_size, texture.intensity_range,
+                                         _frame_range(args.frames))
+    provenance = {"statistics_from": source}
     writer = BundleWriter(root)
     info = json.loads((Path(root) / "texture" / "texture.json").read_text())
     writer.update_json("texture", "texture.json", {**info, "statistics": statistics}, provenance)
-    scene = SceneModel.fit(seq, crops.intensity_range, frames)
     scene.save(root, provenance={**writer.manifest["parts"].get("scene", {}).get("provenance", {}), **provenance})
     profile = ", ".join(f"{v:.2f}" for v in statistics["edge_profile"])
-    print(f"{root}: {len(crops)} cells; edge profile (core -> outside) {profile}; unlabelled objects "
+    print(f"{root}: {source['crops']} cells; edge profile (core -> outside) {profile}; unlabelled objects "
           f"{scene.unlabelled_rate:.3f} per labelled cell; background {scene.background_mean:.3f}")
     return 0
 
@@ -211,8 +253,10 @@ def run_fit(args: argparse.Namespace) -> int:
     print("== flow ==")
     run_fit_flow(stage("fit-flow", *where, *training, "--iterations", args.flow_iterations))
     print("== texture and scene ==")
+    # Gold SEG outlines what TRA only marks: cells' edges and brightness are measured on the outlines.
+    outlines = str(gold) if shapes_from == str(gold) else None
     return run_fit_texture(stage("fit-texture", *where, *training, "--iterations", args.texture_iterations,
-                                 *(("--bf16",) if args.bf16 else ())))
+                                 *(("--bf16",) if args.bf16 else ()), *optional("--outlines", outlines)))
 
 
 def add_verbs(sub: argparse._SubParsersAction) -> None:
@@ -255,7 +299,8 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ctc", required=True, help="CTC dataset folder with the frames the texture was trained on")
     p.add_argument("--seq", default="01", help="sequence (default 01)")
     p.add_argument("--annotation", default="GT", help="labels: GT, ERR_SEG ... (default GT)")
-    p.add_argument("--frames", help="frames FIRST:STOP the texture was trained on (default all)")
+    p.add_argument("--frames", help="frames FIRST:STOP to measure on (default all; keep test frames out)")
+    _outline_option(p)
 
     p = _verb(sub, "fit-texture", "Train the texture DDPM on cell-centred crops of real frames (resumable: run "
               "the same command again to continue) and write it, with the scene statistics, into a bundle.",
@@ -267,6 +312,7 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", help="frames FIRST:STOP to crop from (default all; keep some for evaluation)")
     _training_options(p, "texture", crop_multiple=16, iterations=10_000, lr=1e-4)
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (faster on GPUs and AMX CPUs)")
+    _outline_option(p)
 
     p = _verb(sub, "fit-flow", "Train the flow model on one cell's masks in consecutive frames (and mother -> "
               "daughter) of a label video with lineage; resumable; writes it into a bundle.",

@@ -92,24 +92,35 @@ def augment(images: torch.Tensor, rng: np.random.Generator, jitter: float = 0.05
 
 
 def extract_cell_crops(seq: CTCSequence, size: int = 64, percentiles: tuple[float, float] = (1.0, 99.9),
-                       min_area: int = 20, frames: list[int] | None = None) -> CellCrops:
+                       min_area: int = 20, frames: list[int] | None = None,
+                       intensity: tuple[float, float] | None = None) -> CellCrops:
     """Crops centred on every whole cell of the labelled frames of ``seq``.
 
     Works with per-frame ids (a segmentation without lineage) as well as
-    track ids: each frame's labels are read independently.
+    track ids: each frame's labels are read independently. With
+    :class:`~bvdm_data.ctc.outlines.OutlinedLabels` as labels, crops are
+    centred on the outlined cells only, and the other cells' grown markers
+    are not background. Intensities map to -1..1 by the ``percentiles`` of
+    these frames, or by ``intensity`` (counts at -1 and 1) when given, e.g.
+    a trained texture model's range.
     """
     if seq.labels is None:
         raise BVDMDataError(f"{seq.images.folder}: no labels to find cells in")
     use = [f for f in (frames if frames is not None else seq.images.frames) if f in seq.labels.paths]
     if not use:
         raise BVDMDataError(f"{seq.labels.folder}: no labelled frame to crop cells from")
-    lo, hi = intensity_range(seq, percentiles, max_frames=len(use), frames=use)
+    lo, hi = intensity if intensity is not None else intensity_range(seq, percentiles, max_frames=len(use), frames=use)
     images = to_unit(np.stack([seq.images.read(f) for f in use]), (lo, hi)) * 2 - 1
     crops, masks, empty, where = [], [], [], []
+    # A label source that completes sparse outlines with markers (ctc.outlines) says which labels are outlines.
+    last_outlined = getattr(seq.labels, "last_outlined", None)
     for image, f in zip(images, use):
         labels = seq.labels.read(f)
+        outlined = last_outlined(f) if last_outlined is not None else None
         for cell in cell_windows(labels, size):
             if cell.area < min_area or not (cell.fits and cell.inside):
+                continue
+            if outlined is not None and cell.label > outlined:
                 continue
             window = cell.window(size)
             crops.append(image[window])

@@ -309,15 +309,57 @@ def boundary_offset(predicted: np.ndarray, reference: np.ndarray) -> dict[str, f
             "matched": len(offsets) / max(1, total)}
 
 
+def score_segmentation(predicted: np.ndarray, gt: str | Path, metrics: Sequence[str] = ("SEG", "DET", "TRA")
+                       ) -> dict[str, float]:
+    """CTC scores of per-frame instances ``[T, H, W]``, linked by :func:`track_by_overlap`, against ``gt`` (``NN_GT``)."""
+    masks, tracks = track_by_overlap(predicted)
+    with tempfile.TemporaryDirectory() as tmp:
+        write_ctc_result(masks, tracks, Path(tmp) / "RES")
+        return evaluate_ctc(Path(tmp) / "RES", gt, metrics)
+
+
 def score_on_real(net: SegNet, test: Clip, min_area: int = 40, metrics: Sequence[str] = ("SEG", "DET")
                   ) -> dict[str, float]:
     """SEG/DET (and TRA when ``test`` has real lineage) of segmenter + tracker on a real clip, via py-ctcmetrics."""
     check_clip(test)
-    predicted, tracks = track_by_overlap(segment(net, test["video"], min_area))
     with tempfile.TemporaryDirectory() as tmp:
         write_ctc_sequence(test, tmp, "01")
-        write_ctc_result(predicted, tracks, Path(tmp) / "01_RES")
-        return evaluate_ctc(Path(tmp) / "01_RES", Path(tmp) / "01_GT", metrics)
+        return score_segmentation(segment(net, test["video"], min_area), Path(tmp) / "01_GT", metrics)
+
+
+@dataclass
+class RealSequence:
+    """A whole real CTC test sequence scored against its own ground truth folder (TRA on every frame, sparse SEG).
+
+    ``video`` ``[T, 1, H, W]`` in 0..1; ``seg_index`` the positions in
+    ``video`` of the frames with a gold ``SEG`` mask, ``seg`` those masks
+    (for :func:`boundary_offset`).
+
+    Example:
+        >>> test = RealSequence.load("Fluo-N2DH-GOWT1", "02")  # doctest: +SKIP
+        >>> test.video.shape, len(test.seg_index)  # doctest: +SKIP
+        (torch.Size([92, 1, 1024, 1024]), 20)
+    """
+
+    video: torch.Tensor
+    gt: Path
+    seg_index: list[int]
+    seg: np.ndarray
+
+    @classmethod
+    def load(cls, root: str | Path, seq: str, percentiles: tuple[float, float] = (1.0, 99.9)) -> RealSequence:
+        from bvdm_data.ctc.clips import intensity_range, to_unit
+        from bvdm_data.ctc.sequence import open_sequence
+
+        sequence = open_sequence(root, seq, labels="GT")
+        if sequence.seg is None:
+            raise BVDMDataError(f"{root}/{seq}_GT: no SEG folder to score segmentation against")
+        frames = list(sequence.images.frames)
+        raw = np.stack([sequence.images.read(f) for f in frames]).astype(np.float32)
+        video = torch.from_numpy(to_unit(raw, intensity_range(sequence, percentiles, frames=frames))[:, None])
+        seg_frames = [f for f in sequence.seg.frames if f in frames]
+        seg = np.stack([sequence.seg.read(f) for f in seg_frames]).astype(np.int64)
+        return cls(video, Path(root) / f"{seq}_GT", [frames.index(f) for f in seg_frames], seg)
 
 
 def per_frame_clip(video: torch.Tensor, labels: np.ndarray, meta: dict[str, Any]) -> Clip:
@@ -327,12 +369,14 @@ def per_frame_clip(video: torch.Tensor, labels: np.ndarray, meta: dict[str, Any]
             "meta": meta}
 
 
-def run_protocol(arms: dict[str, Sequence[FramePool]], test: Clip, config: ProtocolConfig,
+def run_protocol(arms: dict[str, Sequence[FramePool]], test: Clip | RealSequence, config: ProtocolConfig,
                  metrics: Sequence[str] = ("SEG", "DET"), progress: bool = True,
                  calibration: Clip | None = None) -> list[dict[str, Any]]:
     """Train one segmenter per arm with the same budget and score each on the real ``test`` clip.
 
-    Returns one row per arm: the scores, the outline offset on ``test``
+    ``test`` is a clip (scored against its own masks and tracks) or a
+    :class:`RealSequence` (scored against its ground truth folder). Returns
+    one row per arm: the scores, the outline offset on ``test``
     (:func:`boundary_offset`; also on ``calibration``, real frames apart from
     the test, as ``calibration_offset_px``), training seconds and frames seen.
     """
@@ -341,8 +385,13 @@ def run_protocol(arms: dict[str, Sequence[FramePool]], test: Clip, config: Proto
         t0 = time.perf_counter()
         net = train_segmenter(pools, config, progress)
         seconds = time.perf_counter() - t0
-        scores = score_on_real(net, test, config.min_area, metrics)
-        offset = boundary_offset(segment(net, test["video"], config.min_area), test["masks"].numpy())
+        if isinstance(test, RealSequence):
+            predicted = segment(net, test.video, config.min_area)
+            scores = score_segmentation(predicted, test.gt, metrics)
+            offset = boundary_offset(predicted[test.seg_index], test.seg)
+        else:
+            scores = score_on_real(net, test, config.min_area, metrics)
+            offset = boundary_offset(segment(net, test["video"], config.min_area), test["masks"].numpy())
         if calibration is not None:
             offset["calibration_offset_px"] = boundary_offset(segment(net, calibration["video"], config.min_area),
                                                               calibration["masks"].numpy())["offset_px"]
@@ -352,5 +401,6 @@ def run_protocol(arms: dict[str, Sequence[FramePool]], test: Clip, config: Proto
     return rows
 
 
-__all__ = ["FramePool", "ProtocolConfig", "SegNet", "boundary_offset", "instances", "per_frame_clip",
-           "run_protocol", "score_on_real", "seg_targets", "segment", "track_by_overlap", "train_segmenter"]
+__all__ = ["FramePool", "ProtocolConfig", "RealSequence", "SegNet", "boundary_offset", "instances", "per_frame_clip",
+           "run_protocol", "score_on_real", "score_segmentation", "seg_targets", "segment", "track_by_overlap",
+           "train_segmenter"]

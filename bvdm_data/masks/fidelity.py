@@ -37,8 +37,32 @@ def _solidity(masks: np.ndarray, inst: Instances, rng: np.random.Generator) -> n
     return np.asarray(out)
 
 
+def displacements(inst: Instances) -> np.ndarray:
+    """Centroid steps (px) of each whole cell (not touching the border) between consecutive frames of its track."""
+    order = np.lexsort((inst.frame, inst.label))
+    lab, frm, cen, ok = inst.label[order], inst.frame[order], inst.centroid[order], (~inst.border)[order]
+    step = (lab[1:] == lab[:-1]) & (frm[1:] == frm[:-1] + 1) & ok[1:] & ok[:-1]
+    return np.hypot(*(cen[1:] - cen[:-1])[step].T)
+
+
+def divisions_in_view(tracks: np.ndarray, num_frames: int, min_cycle: int = 1) -> int:
+    """Divisions seen in a ``num_frames`` video: mothers whose last frame is inside it (not its last frame).
+
+    A mother born by division fewer than ``min_cycle`` frames before it
+    divides again is a tracking artefact (a split of one nucleus) and is not
+    counted, as the cycle law leaves such cycles out.
+
+    Example:
+        >>> divisions_in_view(np.array([[1, 0, 4, 0], [2, 5, 5, 1], [3, 5, 9, 1], [4, 6, 9, 2], [5, 6, 9, 2]]), 10, 4)
+        1
+    """
+    dividers, _ = lineage_roles(tracks)
+    return sum(1 for l, b, e, p in np.asarray(tracks).reshape(-1, 4).tolist()
+               if l in dividers and e < num_frames - 1 and not (p > 0 and e - b + 1 < min_cycle))
+
+
 def label_video_statistics(masks: np.ndarray, tracks: np.ndarray, inst: Instances | None = None,
-                           seed: int = 0) -> dict[str, np.ndarray]:
+                           seed: int = 0, min_cycle: int = 1) -> dict[str, np.ndarray]:
     """Measure a ``[T, H, W]`` label video with CTC lineage rows ``(label, begin, end, parent)``.
 
     Returns arrays: ``area``, ``eccentricity``, ``solidity`` (whole cells,
@@ -46,29 +70,24 @@ def label_video_statistics(masks: np.ndarray, tracks: np.ndarray, inst: Instance
     between consecutive frames), ``cycle_length`` (frames from birth to the
     last frame before division, complete cycles only), ``density`` (cells per
     10 000 px^2, per frame) and ``divisions_per_cell_frame`` (one value).
+    Cycles shorter than ``min_cycle`` frames, and their divisions, are left
+    out as tracking artefacts (the fit passes a newborn plus a mitotic phase).
     """
     masks = np.asarray(masks)
     tracks = np.asarray(tracks, dtype=np.int64).reshape(-1, 4)
     inst = inst if inst is not None else measure_instances(masks)
     whole = ~inst.border
-    order = np.lexsort((inst.frame, inst.label))
-    lab, frm, cen, ok = inst.label[order], inst.frame[order], inst.centroid[order], whole[order]
-    step = (lab[1:] == lab[:-1]) & (frm[1:] == frm[:-1] + 1) & ok[1:] & ok[:-1]
-    displacement = np.hypot(*(cen[1:] - cen[:-1])[step].T)
 
-    dividers, _ = lineage_roles(tracks)
     lengths, divided = cell_cycles(tracks)
-    cycles = lengths[divided]
-    # A division counts where the mother's last frame is inside the video.
-    last_frame = masks.shape[0] - 1
-    divisions = sum(1 for l, _, e, _ in tracks.tolist() if l in dividers and e < last_frame)
+    cycles = lengths[divided & (lengths >= min_cycle)]
+    divisions = divisions_in_view(tracks, masks.shape[0], min_cycle)
     frame_area = masks.shape[1] * masks.shape[2] / 1e4
     per_frame = np.bincount(inst.frame, minlength=masks.shape[0])
     return {
         "area": inst.area[whole],
         "eccentricity": inst.eccentricity[whole],
         "solidity": _solidity(masks, inst, np.random.default_rng(seed)),
-        "displacement": displacement,
+        "displacement": displacements(inst),
         "cycle_length": cycles,
         "density": per_frame / frame_area,
         "divisions_per_cell_frame": np.array([divisions / max(len(inst), 1)]),
