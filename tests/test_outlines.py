@@ -14,8 +14,8 @@ from bvdm_data.errors import CTCFormatError
 RADIUS, MARKER = 14, 10  # nucleus and marker radii: markers cover ~half a nucleus, like GOWT1's TRA
 
 
-def gowt1_like(root, frames=3, size=160, seed=0):
-    """A CTC dataset whose TRA marks every nucleus with a small disc and whose SEG outlines two per frame."""
+def gowt1_like(root, frames=3, size=160, outlined=2, seed=0):
+    """A CTC dataset whose TRA marks every nucleus with a small disc and whose SEG outlines a few per frame."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size]
     centres = [(40, 40), (40, 120), (120, 40), (120, 120), (80, 80)]
@@ -30,7 +30,7 @@ def gowt1_like(root, frames=3, size=160, seed=0):
             d = np.hypot(yy - cy - t, xx - cx)
             image += 100 / (1 + np.exp(d - RADIUS))  # a bright disc with a soft edge at RADIUS
             tra[d <= MARKER] = k
-            if k <= 2:
+            if k <= outlined:
                 seg[d <= RADIUS] = 10 * k  # SEG ids are per frame, not track ids
         tifffile.imwrite(root / "01" / f"t{t:03d}.tif", np.clip(image, 0, 255).astype(np.uint8))
         tifffile.imwrite(root / "01_GT/TRA" / f"man_track{t:03d}.tif", tra)
@@ -87,3 +87,25 @@ def test_crops_and_edge_statistics_follow_the_outlines_not_the_markers(tmp_path)
     # and the background is not lifted by the rims of cells that have only a marker.
     assert outlined.statistics()["cell_mean"] < by_markers.statistics()["cell_mean"]
     assert outlined.statistics()["background_mean"] <= by_markers.statistics()["background_mean"]
+
+
+def test_fit_measures_edges_on_the_gold_outlines_when_tra_only_marks_cells(tmp_path, capsys):
+    """`fit` on GOWT1-style data: shapes and edge statistics from the sparse gold SEG, lineage from TRA."""
+    import json
+
+    from bvdm_data.cli import main
+
+    root = gowt1_like(tmp_path / "ds", frames=12, outlined=3)
+    out = tmp_path / "bundle"
+    assert main(["fit", "--ctc", str(root), "--seq", "01", "--out", str(out), "--texture-iterations", "2",
+                 "--flow-iterations", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "shapes and sizes from" in text and "cells' edges from" in text and "markers grown by" in text
+    source = json.loads((out / "manifest.json").read_text())["parts"]["texture"]["provenance"]["statistics_from"]
+    # 3 outlined cells in 11 SEG frames, but the third drifts out of a whole 64-px crop after frame 8.
+    assert "OutlinedLabels" in source["labels"] and source["crops"] == 11 + 11 + 8
+    # The shape law's sizes are the outlines', not the markers' (a marker covers half a nucleus here).
+    from bvdm_data.masks import MaskModel
+
+    area = MaskModel.load(out).real_statistics["segmentation"]["area"]["median"]
+    assert area == pytest.approx(np.pi * RADIUS ** 2, rel=0.1)

@@ -126,6 +126,7 @@ def run_fit_texture(args: argparse.Namespace) -> int:
 def _measure(seq, crop_size: int, intensity: tuple[float, float], frames: list[int] | None):
     """What the texture and scene parts measure on real frames (brightness law, edge profile, background,
     unlabelled objects), in the texture's units; with where it was measured."""
+    from bvdm_data.ctc.outlines import OutlinedLabels
     from bvdm_data.diffusion.crops import extract_cell_crops
     from bvdm_data.scene.model import SceneModel
 
@@ -133,7 +134,7 @@ def _measure(seq, crop_size: int, intensity: tuple[float, float], frames: list[i
     crops = extract_cell_crops(seq, size=crop_size, frames=frames, intensity=intensity)
     statistics = {**crops.statistics(), "image_dtype": str(seq.images.dtype)}  # files are written back in it
     scene = SceneModel.fit(seq, intensity, frames)
-    labels = str(seq.labels.folder) if type(seq.labels).__name__ == "LabelFolder" else repr(seq.labels)
+    labels = repr(seq.labels) if isinstance(seq.labels, OutlinedLabels) else str(seq.labels.folder)
     source = {"images": str(seq.images.folder), "labels": labels, "frames": frames or "all", "crops": len(crops)}
     return statistics, scene, source
 
@@ -150,8 +151,8 @@ def _statistics_sequence(args: argparse.Namespace):
         return seq
     labels = OutlinedLabels(args.outlines, seq.labels.folder)
     print(f"cells' edges from {labels.outlines.folder} ({len(labels)} frames); cells it leaves out are masked by "
-          f"their {seq.labels.folder.name} markers grown by {labels.rim_px:.1f} px (90th percentile of how far an "
-          f"outline reaches beyond its marker)")
+          f"their {seq.labels.folder.name} markers grown by {labels.rim_px:.1f} px (percentile {labels.rim_quantile:g} "
+          f"of how far an outline reaches beyond its marker)")
     return replace(seq, labels=labels)
 
 

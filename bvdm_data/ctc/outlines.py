@@ -60,8 +60,9 @@ class OutlinedLabels:
     ``read(f)`` gives, for every frame the outlines cover, the outlined cells
     as labels ``1..n`` (``n = last_outlined(f)``) and every marked cell no
     outline overlaps as a further label, its marker grown by the measured
-    rim (the 90th percentile of :func:`marker_rim` over the outlined frames),
-    so that its edge does not count as background. Crops and edge profiles
+    rim (by default the 90th percentile of :func:`marker_rim` over the
+    outlined frames, so that its edge does not count as background; the
+    median makes a grown marker stand for a typical whole nucleus). Crops and edge profiles
     use labels ``1..n`` only; the background is what no label covers.
 
     Example:
@@ -84,7 +85,7 @@ class OutlinedLabels:
         rims = np.concatenate([marker_rim(self.outlines.read(f), self.markers.read(f)) for f in self.frames])
         if rims.size == 0:
             raise CTCFormatError(f"no outline of {self.outlines.folder} overlaps a marker of {self.markers.folder}")
-        self.rims = rims
+        self.rims, self.rim_quantile = rims, float(rim_quantile)
         self.rim_px = float(max(np.percentile(rims, rim_quantile), 0.0))
         self._outlined: dict[int, int] = {}
 

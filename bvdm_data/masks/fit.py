@@ -446,7 +446,9 @@ def calibrate_by_simulation(model: MaskModel, size: tuple[int, int], *, area: fl
         if density is not None:
             changes["density"] = model.density * density * h * w / max(count, 1.0)
         if step is not None and steps.size >= 10:
-            changes["velocity_noise"] = model.velocity_noise * step / float(np.median(steps))
+            shown = float(np.median(steps))
+            # A still model cannot be scaled: start from the Rayleigh median of a 2-D Gaussian step (1.177 sigma).
+            changes["velocity_noise"] = model.velocity_noise * step / shown if shown > 0 else step / 1.1774
         if not changes:
             break
         model = replace(model, **changes)
