@@ -39,9 +39,9 @@ from scipy.spatial import cKDTree
 
 from bvdm_data.clip import Clip
 from bvdm_data.masks.contours import measure_instances
-from bvdm_data.masks.fidelity import _solidity
+from bvdm_data.masks.fidelity import solidities
 from bvdm_data.robust import robust_std
-from bvdm_data.scene.model import BACKGROUND_MARGIN, unlabelled_objects
+from bvdm_data.scene.model import background_of, unlabelled_objects
 
 STATISTICS = ("density", "area", "solidity", "nn_distance", "touching", "brightness_cv", "background", "noise",
               "edge_ratio", "unlabelled", "displacement")
@@ -52,8 +52,8 @@ def _frame(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> d
     ids = np.unique(labels)
     ids = ids[ids > 0]
     out: dict[str, Any] = {}
-    background = ~ndimage.binary_dilation(labels > 0, iterations=BACKGROUND_MARGIN)
-    found = unlabelled_objects(image, labels)
+    background = background_of(labels)
+    found = unlabelled_objects(image, labels, background)
     level = None
     if found is not None:
         level, contrast = found
@@ -70,7 +70,7 @@ def _frame(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> d
     # windows are not denser than large ones.
     if whole.any():
         out["density"] = float((labels > 0).sum() / np.median(inst.area[whole]) / (h * w) * 1e4)
-    out["solidity"] = _solidity(masks, inst, rng)
+    out["solidity"] = solidities(masks, inst, rng)
     if len(ids) >= 2:
         dist, _ = cKDTree(inst.centroid).query(inst.centroid, k=2)
         out["nn_distance"] = dist[:, 1]

@@ -21,7 +21,11 @@ RATES = ("divisions_per_cell_frame",)
 MAX_SOLIDITY_SAMPLES = 1500
 
 
-def _solidity(masks: np.ndarray, inst: Instances, rng: np.random.Generator) -> np.ndarray:
+def solidities(masks: np.ndarray, inst: Instances, rng: np.random.Generator) -> np.ndarray:
+    """Area / convex-hull area of whole cells (not touching the border), at most ``MAX_SOLIDITY_SAMPLES`` of them.
+
+    Pixels count as unit squares, so a one-pixel cell has solidity 1.
+    """
     picks = np.flatnonzero(~inst.border)
     if picks.size > MAX_SOLIDITY_SAMPLES:
         picks = rng.choice(picks, MAX_SOLIDITY_SAMPLES, replace=False)
@@ -86,7 +90,7 @@ def label_video_statistics(masks: np.ndarray, tracks: np.ndarray, inst: Instance
     return {
         "area": inst.area[whole],
         "eccentricity": inst.eccentricity[whole],
-        "solidity": _solidity(masks, inst, np.random.default_rng(seed)),
+        "solidity": solidities(masks, inst, np.random.default_rng(seed)),
         "displacement": displacements(inst),
         "cycle_length": cycles,
         "density": per_frame / frame_area,

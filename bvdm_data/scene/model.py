@@ -41,7 +41,13 @@ BLOB_SIGMAS = 4.0     # an unlabelled object is this many robust spreads of the 
 MIN_BLOB_AREA = 80    # px
 
 
-def unlabelled_objects(image: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray] | None:
+def background_of(labels: np.ndarray) -> np.ndarray:
+    """Pixels at least ``BACKGROUND_MARGIN`` px from any label: where the background is measured."""
+    return ~ndimage.binary_dilation(labels > 0, iterations=BACKGROUND_MARGIN)
+
+
+def unlabelled_objects(image: np.ndarray, labels: np.ndarray, background: np.ndarray | None = None
+                       ) -> tuple[float, np.ndarray] | None:
     """Bright objects that no label touches: ``(background level, their mean contrast above it)``.
 
     An object is a connected region of the image smoothed at ``BLOB_SIGMA``
@@ -49,7 +55,8 @@ def unlabelled_objects(image: np.ndarray, labels: np.ndarray) -> tuple[float, np
     ``BACKGROUND_MARGIN`` px from any label) and covers ``MIN_BLOB_AREA`` px
     without touching a label: a nucleus the annotation left out (dim, out of
     focus, or just missed). Its contrast is the mean over its half-maximum
-    region. ``None`` when the frame has too little background.
+    region. ``None`` when the frame has too little background. Pass
+    ``background`` (:func:`background_of` ``labels``) when it is at hand.
 
     Example:
         >>> img = np.zeros((64, 64)); img[10:25, 10:25] = 1.0; img[40:55, 40:55] = 0.5
@@ -58,7 +65,7 @@ def unlabelled_objects(image: np.ndarray, labels: np.ndarray) -> tuple[float, np
         >>> len(contrast), round(float(contrast[0]), 1)
         (1, 0.5)
     """
-    background = ~ndimage.binary_dilation(labels > 0, iterations=BACKGROUND_MARGIN)
+    background = background_of(labels) if background is None else background
     if background.sum() < 100:
         return None
     level = float(np.median(image[background]))
@@ -103,7 +110,7 @@ class SceneModel:
         for f in frames if frames is not None else seq.labels.frames:
             x = to_unit(seq.images.read(f), intensity_range, np.float64) * 2 - 1
             labels = seq.labels.read(f)
-            background = ~ndimage.binary_dilation(labels > 0, iterations=BACKGROUND_MARGIN)
+            background = background_of(labels)
             if background.sum() < 100:
                 continue
             values = x[background]
@@ -114,7 +121,7 @@ class SceneModel:
             level.append(median)
             smooth.append(robust_std(field[background & (weight > 0.3)]))
             noise.append(robust_std((x - ndimage.gaussian_filter(x, HIGHPASS_SIGMA))[background]))
-            found = unlabelled_objects(x, labels)
+            found = unlabelled_objects(x, labels, background)
             if found is not None:
                 contrast.append(found[1])
                 labelled += len(np.unique(labels)) - 1
