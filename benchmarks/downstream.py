@@ -275,7 +275,7 @@ def main() -> None:
         arms.update({f"ablation: {name}": [pools[name]] for name in
                      ("base", "base + shapes", "base + edge", "base + unlabelled")})
 
-    real_stats = frame_statistics([real_video])
+    real_stats = None if args.no_statistics else frame_statistics([real_video])
     synthetic_stats = {} if args.no_statistics else \
         {name: frame_statistics(clips, max_frames=STATISTICS_FRAMES) for name, clips in sources.items()}
     if synthetic_stats:
