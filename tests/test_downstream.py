@@ -30,6 +30,22 @@ def test_targets_mark_the_border_between_touching_cells():
     assert (target[4:8, 3] == INTERIOR).all() and target[0, 0] == 0
 
 
+def test_ignored_pixels_are_skipped_by_the_loss():
+    from bvdm_data.evaluate.downstream import IGNORE
+
+    masks = two_touching_cells().clone()
+    masks[0, :2, :2] = IGNORE
+    target = seg_targets(masks)[0]
+    assert (target[:2, :2] == IGNORE).all() and (target[4:8, 3] == INTERIOR).all()
+    # A frame known only where it is ignored gives no training signal: the net is left as it was initialised.
+    clip = {"video": torch.rand(1, 1, 32, 32), "masks": torch.full((1, 32, 32), IGNORE, dtype=torch.int32)}
+    config = ProtocolConfig(steps=3, batch_size=2, crop=32, width=8)
+    trained = train_segmenter([FramePool([clip], "ignored")], config, progress=False)
+    torch.manual_seed(config.seed)
+    fresh = SegNet(config.width)
+    assert all(torch.equal(a, b) for a, b in zip(trained.state_dict().values(), fresh.state_dict().values()))
+
+
 def test_instances_split_touching_cells_at_the_predicted_boundary():
     target = seg_targets(two_touching_cells())[0]
     logits = torch.nn.functional.one_hot(target, 3).permute(2, 0, 1).float()

@@ -84,14 +84,21 @@ class SegNet(nn.Module):
         return self.head(x)
 
 
+IGNORE = -1  # a mask value for pixels whose class is unknown (a cell the annotation marks but does not outline)
+
+
 def seg_targets(masks: torch.Tensor) -> torch.Tensor:
-    """Classes ``[N, H, W]`` from instance masks: a cell pixel with a 4-neighbour of another label is boundary."""
+    """Classes ``[N, H, W]`` from instance masks: a cell pixel with a 4-neighbour of another label is boundary.
+
+    Pixels labelled :data:`IGNORE` get the class ``IGNORE`` too, which the loss skips.
+    """
     m = masks.long()[:, None].float()
     padded = F.pad(m, (1, 1, 1, 1), mode="replicate")
     neighbours = [padded[..., 1:-1, :-2], padded[..., 1:-1, 2:], padded[..., :-2, 1:-1], padded[..., 2:, 1:-1]]
     edge = torch.stack([n != m for n in neighbours]).any(0)[:, 0]
     inside = masks > 0
-    return torch.where(inside & edge, BOUNDARY, torch.where(inside, INTERIOR, BACKGROUND)).long()
+    classes = torch.where(inside & edge, BOUNDARY, torch.where(inside, INTERIOR, BACKGROUND))
+    return torch.where(masks == IGNORE, IGNORE, classes).long()
 
 
 class FramePool:
@@ -153,8 +160,10 @@ def train_segmenter(pools: Sequence[FramePool], config: ProtocolConfig, progress
         parts = [pool.batch(n, config.crop, gen) for pool, n in zip(pools, shares) if n > 0]
         x = torch.cat([p[0] for p in parts]).to(device)
         y = seg_targets(torch.cat([p[1] for p in parts])).to(device)
+        if not (y != IGNORE).any():  # nothing known in this batch (crops inside ignored cells): no step
+            continue
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            loss = F.cross_entropy(net(x).float(), y, weight=weight)
+            loss = F.cross_entropy(net(x).float(), y, weight=weight, ignore_index=IGNORE)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
