@@ -20,6 +20,7 @@ def run_fit_masks(args: argparse.Namespace) -> int:
     from bvdm_data.ctc.sequence import LabelFolder
     from bvdm_data.masks import compare_statistics, fit_mask_model, format_comparison, label_video_statistics
     from bvdm_data.masks import simulate_masks
+    from bvdm_data.masks.contours import measure_instances
     from bvdm_data.masks.fit import (calibrate_division_rate, calibrated, labels_every_cell, per_frame_tracks,
                                      refit_shapes, track_targets)
 
@@ -30,6 +31,7 @@ def run_fit_masks(args: argparse.Namespace) -> int:
                             "pass --no-lineage to read each label as one track without divisions")
     model = fit_mask_model(masks, labels.tracks, num_angles=args.num_angles, num_components=args.components,
                            assume_track_ids=args.no_lineage, progress=True)
+    tracked = measure_instances(masks)  # once: calibration targets and the report both measure the tracked video
     print(f"fitted on {labels.folder}: {masks.shape[0]} frames of {masks.shape[1]}x{masks.shape[2]}, "
           f"{0 if labels.tracks is None else len(labels.tracks)} tracks")
     provenance = {"labels": str(labels.folder), "frames": int(masks.shape[0]), "frame_shape": list(masks.shape[1:])}
@@ -40,7 +42,8 @@ def run_fit_masks(args: argparse.Namespace) -> int:
         shapes = np.stack([folder.read(f) for f in frames])
         same = [i for i, f in enumerate(frames) if 0 <= f < masks.shape[0]]  # frames the tracks also mark
         complete = not same or labels_every_cell(shapes[same], masks[[frames[i] for i in same]])
-        model = refit_shapes(model, shapes, num_components=args.shape_components, density=complete, tracked=masks)
+        model = refit_shapes(model, shapes, num_components=args.shape_components, density=complete,
+                             tracked=track_targets(masks, tracked))
         provenance["shapes"] = {"labels": str(folder.folder), "frames": [int(f) for f in frames],
                                 "density_from": "shapes" if complete else "tracks"}
         print(f"shapes and sizes{' and density' if complete else ''} from {folder.folder} frames "
@@ -49,14 +52,14 @@ def run_fit_masks(args: argparse.Namespace) -> int:
               + ("" if complete else f"; it outlines only some of the cells {labels.folder} marks in the same "
                  "frames, so the density stays the tracks'"))
     if shapes is None:
-        model = calibrated(model, masks.shape[1:], **track_targets(masks))
+        model = calibrated(model, masks.shape[1:], **track_targets(masks, tracked))
     fix = model.real_statistics["calibration"]
     print("calibrated by simulation (" + ", ".join(f"{k} {v:.4g}" for k, v in fix["targets"].items()) + "): "
           + ", ".join(f"{k} {fix['before'][k]:.4g} -> {fix['after'][k]:.4g}" for k in fix["after"]
                       if fix["after"][k] != fix["before"][k]))
     min_cycle = model.mitosis_frames + model.newborn_frames  # shorter cycles are tracking artefacts
     real_tracks = labels.tracks if labels.tracks is not None else tracks_from_masks(masks)
-    real = label_video_statistics(masks, real_tracks, min_cycle=min_cycle)
+    real = label_video_statistics(masks, real_tracks, inst=tracked, min_cycle=min_cycle)
     model = calibrate_division_rate(model, float(real["divisions_per_cell_frame"][0]), seed=args.seed)
     fix = model.real_statistics.get("division_calibration")
     if fix:

@@ -326,7 +326,7 @@ def density_of(masks: np.ndarray) -> float:
 
 
 def refit_shapes(model: MaskModel, masks: np.ndarray, num_components: int | None = None, min_area: int = 20,
-                 progress: bool = False, density: bool = True, tracked: np.ndarray | None = None) -> MaskModel:
+                 progress: bool = False, density: bool = True, tracked: dict[str, float] | None = None) -> MaskModel:
     """Take shapes, sizes, density and spacing from a per-frame segmentation ``[T, H, W]``; keep the rest.
 
     The lineage, cycle and motion laws need tracks; shapes and sizes need
@@ -340,7 +340,7 @@ def refit_shapes(model: MaskModel, masks: np.ndarray, num_components: int | None
     these frames, unless ``density=False`` (a sparse segmentation that
     outlines only some cells, like the CTC's gold ``SEG`` of GOWT1: see
     :func:`labels_every_cell`), which keeps the tracks' density. Given
-    ``tracked`` (the track-id video the model was fitted on), the motion noise
+    ``tracked`` (:func:`track_targets` of the track-id video the model was fitted on), the motion noise
     and, with ``density=False``, the density are calibrated against it in the
     same simulate-and-compare rounds as the size (see
     :func:`calibrate_by_simulation`). Tracks' measurements stay in
@@ -383,7 +383,7 @@ def refit_shapes(model: MaskModel, masks: np.ndarray, num_components: int | None
                    min_separation=_min_separation(inst),
                    real_statistics={**{k: v for k, v in model.real_statistics.items() if k != "segmentation"},
                                     "segmentation": stats})
-    targets = track_targets(tracked) if tracked is not None else {}
+    targets = dict(tracked or {})
     if density:
         targets["density"] = density_of(masks)
     return calibrated(refit, masks.shape[1:], area=float(np.median(inst.area[good])), **targets)
@@ -516,12 +516,13 @@ def calibrate_division_rate(model: MaskModel, rate: float, size: tuple[int, int]
     return replace(share(low), real_statistics={**model.real_statistics, "division_calibration": note})
 
 
-def track_targets(masks: np.ndarray) -> dict[str, float]:
+def track_targets(masks: np.ndarray, inst: Instances | None = None) -> dict[str, float]:
     """What a tracked ``[T, H, W]`` video (ids = track ids) shows: cells in view per px^2 and the median step.
 
     Targets of :func:`calibrate_by_simulation` for the laws that come from
     tracks; ``step`` (median centroid step of whole cells, px/frame) is left
-    out when fewer than 10 steps are seen.
+    out when fewer than 10 steps are seen. Pass ``inst`` (:func:`measure_instances`
+    of ``masks``) when it is at hand.
 
     Example:
         >>> video = np.zeros((2, 32, 32), np.int32); video[:, 10:14, 10:14] = 1
@@ -530,7 +531,7 @@ def track_targets(masks: np.ndarray) -> dict[str, float]:
     """
     masks = np.asarray(masks)
     out = {"density": density_of(masks)}
-    steps = displacements(measure_instances(masks))
+    steps = displacements(measure_instances(masks) if inst is None else inst)
     if steps.size >= 10:
         out["step"] = float(np.median(steps))
     return out
