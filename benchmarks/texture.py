@@ -1,11 +1,14 @@
 """Texture DDPM: realism vs t_s and DDIM stride, and batched vs one-cell-at-a-time speed.
 
-    .venv/bin/python benchmarks/texture.py [--bundle hela] [--data ../shared/data/Fluo-N2DL-HeLa]
+    .venv/bin/python benchmarks/texture.py [--dataset hela|gowt1] [--bundle NAME] [--data CTC_FOLDER]
 
-Real crops come from sequence 02 with its ERR_SEG masks: frames 0-10 trained
-the shipped model, frames 11-13 are held out. Generated crops are SDEdit
-outputs from the held-out masks, compared with the held-out real crops, next
-to real-vs-real (training-frame crops: the floor) and the flat baseline
+hela: real crops come from sequence 02 with its ERR_SEG masks: frames 0-10
+trained the shipped model, frames 11-13 are held out. gowt1: the model
+trained on sequence 01; the held-out crops are the gold-outlined nuclei of
+sequence 02 (other video), the real-vs-real reference those of 01 (its
+training data), both in the texture's intensity units. Generated crops are
+SDEdit outputs from the held-out masks, compared with the held-out real
+crops, next to real-vs-real (the floor) and the flat baseline
 (bvdm_data.evaluate.realism). Speed in the same run: SDEdit at t_s=200, one
 cell at a time vs batches. Writes benchmarks/results/texture.json.
 """
@@ -16,19 +19,34 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from bvdm_data.ctc import open_sequence
+from bvdm_data.ctc.outlines import with_outlines
 from bvdm_data.diffusion import TextureModel
+from bvdm_data.diffusion.crops import CellCrops, extract_cell_crops
 from bvdm_data.evaluate.realism import ENCODER_NAME, markdown, paint_masks, split_crops, texture_rows
 
 ROOT = Path(__file__).resolve().parents[1]
+DATA = {"hela": "Fluo-N2DL-HeLa", "gowt1": "Fluo-N2DH-GOWT1"}
+
+
+def other_video_crops(data: str, texture: TextureModel, cells: int, seed: int = 0) -> tuple[CellCrops, CellCrops]:
+    """``cells`` gold-outlined nuclei of 02 (held out) and of 01 (the training video), in the texture's units."""
+    rng = np.random.default_rng(seed)
+    crops = [extract_cell_crops(with_outlines(open_sequence(data, seq, labels="GT"), Path(data) / f"{seq}_GT" / "SEG"),
+                                texture.crop_size, intensity=texture.intensity_range) for seq in ("02", "01")]
+    n = min(cells, *(len(c) for c in crops))
+    held, reference = (c.select(rng.choice(len(c), n, replace=False)) for c in crops)
+    return held, reference
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bundle", default="hela")
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "Fluo-N2DL-HeLa"))
+    parser.add_argument("--dataset", default="hela", choices=sorted(DATA))
+    parser.add_argument("--bundle", help="default: the dataset's name")
+    parser.add_argument("--data", help="the dataset's CTC folder (default ../shared/data/...)")
     parser.add_argument("--cells", type=int, default=64, help="held-out cells per setting")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--t-s", type=int, nargs="+", default=[100, 200, 400, 600])
@@ -36,11 +54,16 @@ def main() -> None:
     parser.add_argument("--skip-speed", action="store_true", help="only the realism table")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "texture.json"))
     args = parser.parse_args()
+    args.bundle = args.bundle or args.dataset
+    args.data = args.data or str(ROOT.parent / "shared" / "data" / DATA[args.dataset])
     torch.set_num_threads(args.threads)
 
     texture = TextureModel.load(args.bundle, args.device)
-    seq = open_sequence(args.data, "02", labels="ERR_SEG")
-    held, reference = split_crops(seq, texture.crop_size, [11, 12, 13], args.cells)
+    if args.dataset == "gowt1":
+        held, reference = other_video_crops(args.data, texture, args.cells)
+    else:
+        held, reference = split_crops(open_sequence(args.data, "02", labels="ERR_SEG"), texture.crop_size, [11, 12, 13],
+                                      args.cells)
     settings = [(f"DDPM t_s={t}", {"t_s": t}) for t in args.t_s]
     settings += [(f"DDIM t_s=200 stride {k} ({len(range(199, -1, -k))} steps)", {"t_s": 200, "sampler": "ddim",
                                                                                  "stride": k}) for k in (4, 10)]
@@ -48,7 +71,7 @@ def main() -> None:
     print(f"{len(held)} held-out cells, {texture.crop_size} px, encoder {ENCODER_NAME}, {args.device}, "
           f"{args.threads} threads\n")
     print(markdown(rows, ["setting", "intensity", "spectrum", "frechet", "cells_per_s"]))
-    results = {"encoder": ENCODER_NAME, "cells": len(held), "device": args.device, "threads": args.threads, "rows": rows}
+    results = {"dataset": args.dataset, "bundle": args.bundle, "encoder": ENCODER_NAME, "cells": len(held), "device": args.device, "threads": args.threads, "rows": rows}
     if args.skip_speed:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")

@@ -7,7 +7,7 @@ import pytest
 import tifffile
 
 from bvdm_data.ctc import open_sequence
-from bvdm_data.ctc.outlines import OutlinedLabels, grow_labels, marker_rim
+from bvdm_data.ctc.outlines import OutlinedLabels, grow_labels, marker_rim, with_outlines
 from bvdm_data.diffusion.crops import extract_cell_crops
 from bvdm_data.errors import CTCFormatError
 
@@ -67,6 +67,14 @@ def test_outlined_labels_keep_outlines_and_mask_the_other_cells(tmp_path):
         labels.read(1)
 
 
+def test_with_outlines_completes_the_markers_of_a_sequence(tmp_path):
+    root = gowt1_like(tmp_path)
+    seq = with_outlines(open_sequence(root, "01", labels="GT"), root / "01_GT/SEG")
+    assert isinstance(seq.labels, OutlinedLabels) and seq.labels.frames == [0, 2] and seq.images.frames == [0, 1, 2]
+    with pytest.raises(CTCFormatError, match="without labels"):
+        with_outlines(open_sequence(root, "01", labels=None), root / "01_GT/SEG")
+
+
 def test_marker_rim_measures_how_far_outlines_reach_beyond_markers():
     yy, xx = np.mgrid[:64, :64]
     d = np.hypot(yy - 32, xx - 32)
@@ -78,9 +86,7 @@ def test_crops_and_edge_statistics_follow_the_outlines_not_the_markers(tmp_path)
     root = gowt1_like(tmp_path)
     seq = open_sequence(root, "01", labels="GT")
     by_markers = extract_cell_crops(seq, size=48)
-    outlined = extract_cell_crops(
-        type(seq)(images=seq.images, labels=OutlinedLabels(root / "01_GT/SEG", root / "01_GT/TRA"), name="x"),
-        size=48, intensity=by_markers.intensity_range)
+    outlined = extract_cell_crops(with_outlines(seq, root / "01_GT/SEG"), size=48, intensity=by_markers.intensity_range)
     assert len(by_markers) == 5 * 3 and len(outlined) == 2 * 2  # two outlined cells in two frames
     assert outlined.masks.sum((1, 2)).float().mean() == pytest.approx(np.pi * RADIUS ** 2, rel=0.1)
     # Inside a marker the nucleus is uniformly bright; the outline includes the soft edge, so its mean is lower,

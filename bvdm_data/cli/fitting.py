@@ -144,19 +144,19 @@ def _measure(seq, crop_size: int, intensity: tuple[float, float], frames: list[i
 
 def _statistics_sequence(args: argparse.Namespace):
     """The sequence whose labels the statistics are measured with: ``--annotation``, completed by ``--outlines``."""
-    from dataclasses import replace
-
-    from bvdm_data.ctc.outlines import OutlinedLabels
+    from bvdm_data.ctc.outlines import with_outlines
     from bvdm_data.ctc.sequence import open_sequence
 
     seq = open_sequence(args.ctc, args.seq, labels=args.annotation)
     if not args.outlines:
         return seq
-    labels = OutlinedLabels(args.outlines, seq.labels.folder)
+    markers = seq.labels.folder.name
+    seq = with_outlines(seq, args.outlines)
+    labels = seq.labels
     print(f"cells' edges from {labels.outlines.folder} ({len(labels)} frames); cells it leaves out are masked by "
-          f"their {seq.labels.folder.name} markers grown by {labels.rim_px:.1f} px (percentile {labels.rim_quantile:g} "
+          f"their {markers} markers grown by {labels.rim_px:.1f} px (percentile {labels.rim_quantile:g} "
           f"of how far an outline reaches beyond its marker)")
-    return replace(seq, labels=labels)
+    return seq
 
 
 def _outline_option(p: argparse.ArgumentParser) -> None:

@@ -12,13 +12,14 @@ cells that only have a marker, and their rims.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
 from bvdm_data.ctc.naming import SEG
-from bvdm_data.ctc.sequence import FrameFolder, LabelFolder
+from bvdm_data.ctc.sequence import CTCSequence, FrameFolder, LabelFolder
 from bvdm_data.errors import CTCFormatError
 
 
@@ -133,4 +134,17 @@ class OutlinedLabels:
                 f"frames={len(self.frames)}, rim_px={self.rim_px:.1f})")
 
 
-__all__ = ["OutlinedLabels", "grow_labels", "marker_rim"]
+def with_outlines(seq: CTCSequence, outlines: str | os.PathLike) -> CTCSequence:
+    """``seq`` with its labels (the markers) completed by the sparse segmentation in ``outlines``.
+
+    Example:
+        >>> seq = with_outlines(open_sequence("GOWT1", "02"), "GOWT1/02_GT/SEG")  # doctest: +SKIP
+        >>> seq.labels.frames == seq.labels.outlines.frames  # only frames with outlines  # doctest: +SKIP
+        True
+    """
+    if seq.labels is None:
+        raise CTCFormatError(f"{seq.name}: opened without labels; the outlines complete a marker annotation (TRA)")
+    return replace(seq, labels=OutlinedLabels(outlines, seq.labels.folder))
+
+
+__all__ = ["OutlinedLabels", "grow_labels", "marker_rim", "with_outlines"]
