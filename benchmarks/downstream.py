@@ -31,7 +31,7 @@ real training frames next to each synthetic source.
 
 `--dataset gowt1` runs the paper's protocol on the one real pair with
 lineage: the real arms train on GOWT1 sequence 01 (its 30 frames with gold
-SEG, nuclei without an outline labelled by their grown TRA marker), the
+SEG; nuclei without an outline, known by their TRA marker, are left out of the loss), the
 synthetic arms on the `gowt1` bundle (fitted on 01), and every arm is scored
 on the whole of sequence 02: SEG on its 20 gold SEG frames, DET and TRA
 (segmenter + `track_by_overlap`) against its gold TRA.
@@ -41,11 +41,18 @@ of the real training frames, `--density fitted` the bundle's own. Caches are
 made first if missing (`bvdm-data cache` on --device). `--workers N` trains
 the seeds in N processes (on a GPU, where one process leaves it idle).
 Writes benchmarks/results/downstream.json and .png (or --out).
+
+Every (arm, seed) run is also kept under runs/downstream_parts/<out name>/
+with the settings it ran with; `--resume` reuses the runs whose settings
+(bundle files included) match, so a long CPU run stopped part-way goes on
+where it stopped. Synthetic caches are named after the bundle's files: a
+refitted bundle never reuses clips of the old one.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -54,6 +61,7 @@ import numpy as np
 import torch
 
 from bvdm_data import CTCClips, LMDBClips
+from bvdm_data.bundle import resolve_bundle
 from bvdm_data.cli import main as cli
 from bvdm_data.evaluate.downstream import FramePool, ProtocolConfig, RealSequence, per_frame_clip, run_protocol
 from bvdm_data.evaluate.frames import compare_frames, frame_statistics
@@ -64,14 +72,22 @@ TRAIN, TEST = range(0, 11), range(11, 14)
 STATISTICS_FRAMES = 48  # synthetic frames measured per source (about 10x the real frames' area)
 
 
+def bundle_fingerprint(bundle: str) -> str:
+    """8 hex digits that change whenever any file of the bundle does (from the manifest's file hashes)."""
+    manifest = json.loads((resolve_bundle(bundle) / "manifest.json").read_text())
+    files = sorted((k, v) for part in manifest["parts"].values() for k, v in part.get("files", {}).items())
+    return hashlib.sha256(json.dumps(files).encode()).hexdigest()[:8]
+
+
 def cache(path: str | None, texture: str, density: float | None, args: argparse.Namespace, bundle: str | None = None,
           flags: tuple[str, ...] = ()) -> LMDBClips:
-    """The given cache, or one made (once) for these settings under runs/."""
+    """The given cache, or one made (once) for these settings and this version of the bundle under runs/."""
     bundle = bundle or args.bundle
     if path is None:
         tag = "fitted" if density is None else f"{density:.2e}"
         name = "".join(c if c.isalnum() else "-" for c in Path(bundle).name + "".join(flags))
-        path = ROOT / "runs" / f"downstream_{name}_{texture}_{tag}_{args.sampler}{args.stride}_{args.clips}x{args.frames}.lmdb"
+        path = ROOT / "runs" / (f"downstream_{name}-{bundle_fingerprint(bundle)}_{texture}_{tag}_{args.sampler}"
+                                f"{args.stride}_{args.clips}x{args.frames}.lmdb")
     if not Path(path).exists():
         cli(["cache", "--bundle", bundle, "--out", str(path), "--clips", str(args.clips), "--frames",
              str(args.frames), "--size", str(args.size), str(args.size), "--seed", "11", "--texture", texture,
@@ -109,22 +125,46 @@ def plot(rows: list[dict], path: Path, test: str) -> None:
     fig.savefig(path, dpi=120)
 
 
-def _seed_rows(arms: dict, test, config: ProtocolConfig, calibration, metrics: tuple[str, ...]) -> list[dict]:
-    torch.set_num_threads(2)
-    return run_protocol(arms, test, config, metrics, calibration=calibration)
+def _run_one(name: str, pools: list, test, config: ProtocolConfig, calibration, metrics: tuple[str, ...],
+             part: Path | None, settings: dict, resume: bool) -> dict:
+    """One arm at one seed: trained and scored, or read back from ``part`` when it ran with these ``settings``."""
+    if part is not None and resume and part.exists():
+        kept = json.loads(part.read_text())
+        if kept.get("settings") == settings:
+            print(f"{name}, seed {config.seed}: reused {part}")
+            return kept["row"]
+    row = run_protocol({name: pools}, test, config, metrics, calibration=calibration)[0]
+    if part is not None:
+        part.parent.mkdir(parents=True, exist_ok=True)
+        part.write_text(json.dumps({"settings": settings, "row": row}, indent=1) + "\n")
+    return row
 
 
 def train_arms(arms: dict, test, calibration, configs: list[ProtocolConfig], workers: int,
-               metrics: tuple[str, ...] = ("SEG", "DET")) -> list[dict]:
-    """One row per arm: scores and outline offsets averaged over the seeds of ``configs``."""
+               metrics: tuple[str, ...] = ("SEG", "DET"), parts: Path | None = None,
+               settings: dict[str, dict] | None = None, resume: bool = False, threads: int = 2) -> list[dict]:
+    """One row per arm: scores and outline offsets averaged over the seeds of ``configs``.
+
+    Each (arm, seed) is one job (``workers`` processes of ``threads`` threads share them); with ``parts`` each
+    finished job is written there with ``settings[arm]`` (what its result depends on), and ``resume`` reuses
+    those that match.
+    """
+    def part(name: str, seed: int) -> Path | None:
+        slug = "".join(c if c.isalnum() else "_" for c in name).strip("_")
+        return None if parts is None else parts / f"{slug}_seed{seed}.json"
+
+    jobs = [(name, pools, test, c, calibration, metrics, part(name, c.seed),
+             {**(settings or {}).get(name, {}), "arm": name, "seed": c.seed, "steps": c.steps, "batch_size": c.batch_size,
+              "crop": c.crop}, resume)
+            for c in configs for name, pools in arms.items()]
     if workers > 1:
-        with torch.multiprocessing.get_context("spawn").Pool(workers) as pool:
-            runs = pool.starmap(_seed_rows, [(arms, test, c, calibration, metrics) for c in configs])
+        with torch.multiprocessing.get_context("spawn").Pool(workers, torch.set_num_threads, (threads,)) as pool:
+            done = pool.starmap(_run_one, jobs)
     else:
-        runs = [run_protocol(arms, test, c, metrics, calibration=calibration) for c in configs]
+        done = [_run_one(*job) for job in jobs]
     rows = []
     for k, name in enumerate(arms):
-        per_seed = [r[k] for r in runs]
+        per_seed = done[k::len(arms)]
         means = (*metrics, "offset_px", "matched_iou", "calibration_offset_px")
         rows.append({"arm": name, **{m: sum(r[m] for r in per_seed) / len(per_seed) for m in means},
                      **({"SEG_min": min(r["SEG"] for r in per_seed), "SEG_max": max(r["SEG"] for r in per_seed)}
@@ -222,6 +262,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="for training and, if caches are missing, generation")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "downstream.json"))
+    parser.add_argument("--resume", action="store_true", help="reuse the (arm, seed) runs kept under "
+                        "runs/downstream_parts/<out name>/ that ran with the same settings")
     args = parser.parse_args()
     args.data = args.data or str(ROOT.parent / "shared" / "data" / {"hela": "Fluo-N2DL-HeLa",
                                                                     "gowt1": "Fluo-N2DH-GOWT1"}[args.dataset])
@@ -289,7 +331,17 @@ def main() -> None:
     t0 = time.perf_counter()
     configs = [ProtocolConfig(steps=steps, batch_size=args.batch_size, crop=args.crop, seed=seed, device=args.device)
                for seed in args.seeds]
-    rows = train_arms(arms, test, real_video, configs, args.workers, metrics)
+    parts = ROOT / "runs" / "downstream_parts" / Path(args.out).stem
+
+    def settings(arms_: dict) -> dict[str, dict]:
+        """What a run depends on besides its seed and budget: the data, the protocol, the synthetic clips used."""
+        common = {"dataset": args.dataset, "data": str(Path(args.data).resolve()), "device": args.device,
+                  "test": protocol["test"], "train_real": protocol["train_real"]}
+        return {name: {**common, "sources": [str(sources[p.name].path) if p.name in sources else p.name
+                                             for p in pools_]} for name, pools_ in arms_.items()}
+
+    run = dict(parts=parts, resume=args.resume, threads=args.threads)
+    rows = train_arms(arms, test, real_video, configs, args.workers, metrics, settings=settings(arms), **run)
     shift = None
     if args.calibrate_edge:
         # One calibration round on real frames the test never sees: move the painted edge by the outline offset
@@ -297,13 +349,13 @@ def main() -> None:
         shift = round(max(-3.0, min(3.0, next(r for r in rows if r["arm"] == "(b) BVDM")["calibration_offset_px"])), 2)
         print(f"\nedge calibration: BVDM-trained outlines sit {shift:+.2f} px from the real annotation on "
               f"{protocol['train_real']}; repainting with --edge-shift {shift}")
-        calibrated = FramePool(cache(None, "ddpm", density, args, args.bundle, ("--edge-shift", str(shift))),
-                               "BVDM-calibrated")
+        sources["BVDM-calibrated"] = cache(None, "ddpm", density, args, args.bundle, ("--edge-shift", str(shift)))
+        calibrated = FramePool(sources["BVDM-calibrated"], "BVDM-calibrated")
         more = {"(b*) BVDM, edge calibrated": [calibrated], "(d*) real + BVDM, edge calibrated": [real_pool, calibrated],
                 "(d1*) real 1 frame + BVDM, edge calibrated": [scarce_pool, calibrated]}
         if args.synthetic_only:
             more = {"(b*) BVDM, edge calibrated": [calibrated]}
-        rows += train_arms(more, test, real_video, configs, args.workers, metrics)
+        rows += train_arms(more, test, real_video, configs, args.workers, metrics, settings=settings(more), **run)
     columns = ["arm", *metrics] + (["SEG_min", "SEG_max"] if len(args.seeds) > 1 else []) + \
         ["matched_iou", "offset_px", "calibration_offset_px", "train_s", "frames"]
     table = markdown(rows, columns)
