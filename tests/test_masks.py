@@ -167,3 +167,23 @@ def test_cli_fit_masks_writes_a_bundle_and_a_report(tmp_path, res_video, capsys)
     assert "displacement" in out and "wrote the masks part" in out
     assert MaskModel.load(str(tmp_path / "bundle")).num_angles == 32
     assert main(["fit-masks", "--labels", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_artefact_cycles_are_judged_by_the_whole_cycle_in_the_rate_and_the_law():
+    """A mother whose cycle runs through a single-child continuation is judged on the whole cycle, the same way
+    by the division count (`divisions_in_view`) and the cycle law (`cycle_length_distribution`)."""
+    from bvdm_data.masks.fidelity import divisions_in_view
+    from bvdm_data.masks.fit import cycle_length_distribution
+    from bvdm_data.masks.lineage import short_cycle_mothers
+
+    rows = np.array([[1, 0, 9, 0], [2, 10, 11, 1], [3, 10, 19, 1],  # 1 divides; 2 is born at 10
+                     [4, 12, 13, 2],                                 # 2 continues as 4 (a gap in the track)
+                     [5, 14, 19, 4], [6, 14, 19, 4],                 # 4 divides: a 4-frame cycle 10-13, real
+                     [7, 20, 20, 3], [8, 20, 20, 3]])                # 3 divides after a 10-frame cycle
+    split = np.array([[1, 0, 9, 0], [2, 10, 11, 1], [3, 10, 19, 1], [4, 12, 19, 2], [5, 12, 19, 2]])
+    assert short_cycle_mothers(rows, 4) == set() and short_cycle_mothers(split, 4) == {2}
+    assert divisions_in_view(rows, 25, min_cycle=4) == 3  # 1, 4 and 3: the short row 4 is not an artefact
+    assert divisions_in_view(split, 25, min_cycle=4) == 1  # 2 divides 2 frames after its birth: a split
+    lengths, _ = cycle_length_distribution(rows, min_length=4)
+    assert 4 in lengths and 10 in lengths
+    assert 2 not in cycle_length_distribution(split, min_length=4)[0]

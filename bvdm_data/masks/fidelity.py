@@ -14,7 +14,7 @@ from scipy import stats as sstats
 from scipy.spatial import ConvexHull, QhullError
 
 from bvdm_data.masks.contours import Instances, measure_instances
-from bvdm_data.masks.lineage import cell_cycles, lineage_roles
+from bvdm_data.masks.lineage import cell_cycles, lineage_roles, short_cycle_mothers
 
 DISTRIBUTIONS = ("area", "eccentricity", "solidity", "displacement", "cycle_length", "density")
 RATES = ("divisions_per_cell_frame",)
@@ -52,17 +52,18 @@ def displacements(inst: Instances) -> np.ndarray:
 def divisions_in_view(tracks: np.ndarray, num_frames: int, min_cycle: int = 1) -> int:
     """Divisions seen in a ``num_frames`` video: mothers whose last frame is inside it (not its last frame).
 
-    A mother born by division fewer than ``min_cycle`` frames before it
-    divides again is a tracking artefact (a split of one nucleus) and is not
-    counted, as the cycle law leaves such cycles out.
+    A mother whose cycle (from its birth by division, through single-child
+    continuations) is shorter than ``min_cycle`` frames is a tracking
+    artefact (a split of one nucleus) and is not counted, as the cycle law
+    leaves such cycles out (:func:`~bvdm_data.masks.lineage.short_cycle_mothers`).
 
     Example:
         >>> divisions_in_view(np.array([[1, 0, 4, 0], [2, 5, 5, 1], [3, 5, 9, 1], [4, 6, 9, 2], [5, 6, 9, 2]]), 10, 4)
         1
     """
     dividers, _ = lineage_roles(tracks)
-    return sum(1 for l, b, e, p in np.asarray(tracks).reshape(-1, 4).tolist()
-               if l in dividers and e < num_frames - 1 and not (p > 0 and e - b + 1 < min_cycle))
+    dividers -= short_cycle_mothers(tracks, min_cycle)
+    return sum(1 for l, _, e, _ in np.asarray(tracks).reshape(-1, 4).tolist() if l in dividers and e < num_frames - 1)
 
 
 def label_video_statistics(masks: np.ndarray, tracks: np.ndarray, inst: Instances | None = None,

@@ -20,6 +20,24 @@ def lineage_roles(tracks: np.ndarray) -> tuple[set[int], set[int]]:
     return dividers, born
 
 
+def _cycles(tracks: np.ndarray) -> list[tuple[int, int, bool]]:
+    """Per cell born by division: ``(label its cycle ends on, length in frames, divided)``."""
+    tracks = np.asarray(tracks, dtype=np.int64).reshape(-1, 4)
+    dividers, born = lineage_roles(tracks)
+    children: dict[int, list[int]] = {}
+    for l, _, _, p in tracks.tolist():
+        if p:
+            children.setdefault(p, []).append(l)
+    span = {l: (b, e) for l, b, e, _ in tracks.tolist()}
+    cycles = []
+    for label in sorted(born):
+        start = span[label][0]
+        while len(children.get(label, [])) == 1:
+            label = children[label][0]
+        cycles.append((label, span[label][1] - start + 1, label in dividers))
+    return cycles
+
+
 def cell_cycles(tracks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Observed cycles of cells born by division: ``(lengths in frames, divided)``.
 
@@ -33,18 +51,18 @@ def cell_cycles(tracks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         >>> cell_cycles(rows)
         (array([6., 9., 3., 3.]), array([ True, False, False, False]))
     """
-    tracks = np.asarray(tracks, dtype=np.int64).reshape(-1, 4)
-    dividers, born = lineage_roles(tracks)
-    children: dict[int, list[int]] = {}
-    for l, _, _, p in tracks.tolist():
-        if p:
-            children.setdefault(p, []).append(l)
-    span = {l: (b, e) for l, b, e, _ in tracks.tolist()}
-    lengths, divided = [], []
-    for label in sorted(born):
-        start = span[label][0]
-        while len(children.get(label, [])) == 1:
-            label = children[label][0]
-        lengths.append(span[label][1] - start + 1)
-        divided.append(label in dividers)
-    return np.asarray(lengths, dtype=float), np.asarray(divided, dtype=bool)
+    cycles = _cycles(tracks)
+    return (np.asarray([n for _, n, _ in cycles], dtype=float), np.asarray([d for _, _, d in cycles], dtype=bool))
+
+
+def short_cycle_mothers(tracks: np.ndarray, min_cycle: int) -> set[int]:
+    """Labels that divide fewer than ``min_cycle`` frames after their own birth by division (a cycle, as in
+    :func:`cell_cycles`, through single-child continuations): splits of one nucleus, not divisions.
+
+    Example:
+        >>> rows = np.array([[1, 0, 5, 0], [2, 6, 7, 1], [3, 6, 9, 1], [4, 8, 9, 2], [5, 8, 9, 2],
+        ...                  [6, 10, 11, 3], [7, 12, 13, 6], [8, 14, 15, 7], [9, 14, 15, 7]])
+        >>> sorted(short_cycle_mothers(rows, 4))  # 2 divides 2 frames after birth; 3 -> 6 -> 7 divides after 8
+        [2]
+    """
+    return {label for label, length, divided in _cycles(tracks) if divided and length < min_cycle}
