@@ -42,8 +42,9 @@ def run_fit_masks(args: argparse.Namespace) -> int:
         shapes = np.stack([folder.read(f) for f in frames])
         same = [i for i, f in enumerate(frames) if 0 <= f < masks.shape[0]]  # frames the tracks also mark
         complete = not same or labels_every_cell(shapes[same], masks[[frames[i] for i in same]])
+        outlined = measure_instances(shapes, num_angles=model.num_angles)  # once: the fit and the report
         model = refit_shapes(model, shapes, num_components=args.shape_components, density=complete,
-                             tracked=track_targets(masks, tracked))
+                             tracked=track_targets(masks, tracked), inst=outlined)
         provenance["shapes"] = {"labels": str(folder.folder), "frames": [int(f) for f in frames],
                                 "density_from": "shapes" if complete else "tracks"}
         print(f"shapes and sizes{' and density' if complete else ''} from {folder.folder} frames "
@@ -87,7 +88,8 @@ def run_fit_masks(args: argparse.Namespace) -> int:
     if shapes is not None:
         # Outlines, sizes and density are compared with the segmentation they were fitted on.
         seg_sim = simulate_masks(model, min(3, len(shapes)), shapes.shape[1:], seed=args.seed)["masks"].numpy()
-        seg_real, seg_simulated = (label_video_statistics(m, per_frame_tracks(m)) for m in (shapes, seg_sim))
+        seg_real = label_video_statistics(shapes, per_frame_tracks(shapes), inst=outlined)
+        seg_simulated = label_video_statistics(seg_sim, per_frame_tracks(seg_sim))
         for name in ("area", "eccentricity", "solidity") + (("density",) if complete else ()):
             real[name], simulated[name] = seg_real[name], seg_simulated[name]
     rows = compare_statistics(real, simulated)

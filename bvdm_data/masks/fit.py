@@ -326,7 +326,8 @@ def density_of(masks: np.ndarray) -> float:
 
 
 def refit_shapes(model: MaskModel, masks: np.ndarray, num_components: int | None = None, min_area: int = 20,
-                 progress: bool = False, density: bool = True, tracked: dict[str, float] | None = None) -> MaskModel:
+                 progress: bool = False, density: bool = True, tracked: dict[str, float] | None = None,
+                 inst: Instances | None = None) -> MaskModel:
     """Take shapes, sizes, density and spacing from a per-frame segmentation ``[T, H, W]``; keep the rest.
 
     The lineage, cycle and motion laws need tracks; shapes and sizes need
@@ -344,7 +345,8 @@ def refit_shapes(model: MaskModel, masks: np.ndarray, num_components: int | None
     and, with ``density=False``, the density are calibrated against it in the
     same simulate-and-compare rounds as the size (see
     :func:`calibrate_by_simulation`). Tracks' measurements stay in
-    ``real_statistics``; the segmentation's go to ``real_statistics["segmentation"]``.
+    ``real_statistics``; the segmentation's go to ``real_statistics["segmentation"]``. ``inst``: the
+    segmentation's :func:`measure_instances` at the model's ``num_angles``, if already measured.
 
     Example:
         >>> model = MaskModel.load("hela")  # doctest: +SKIP
@@ -354,7 +356,10 @@ def refit_shapes(model: MaskModel, masks: np.ndarray, num_components: int | None
     if masks.ndim != 3 or not np.issubdtype(masks.dtype, np.integer):
         raise BVDMDataError(f"refit_shapes needs an integer [T, H, W] label video, got {masks.dtype} "
                             f"{list(masks.shape)}")
-    inst = measure_instances(masks, num_angles=model.num_angles, progress=progress)
+    if inst is None:
+        inst = measure_instances(masks, num_angles=model.num_angles, progress=progress)
+    elif inst.radii.shape[1] != model.num_angles:
+        raise BVDMDataError(f"inst has {inst.radii.shape[1]} angles; the model {model.num_angles}")
     good = (~inst.border) & (inst.area >= min_area)
     if good.sum() < MIN_SHAPES_PER_PHASE:
         raise BVDMDataError(f"only {int(good.sum())} whole cells of at least {min_area} px in the segmentation; "
