@@ -17,6 +17,11 @@ on the GPU, fed (a) by clips already in memory, (b) by
 ``DataLoader(BVDMStream(device=...), num_workers=1)`` (a spawned worker paints
 on the same GPU while the trainer trains). Steps/s of each and their ratio.
 
+With ``--compile``, the 64-clip (or first ``--clips``) bf16 runs are repeated with the DDPM under
+``torch.compile`` (CUDA graphs on a GPU), after one untimed pass that
+compiles and records the graphs (``compile_s``), so eager and compiled
+compare in one run.
+
 Every run stops starting new measurements after ``--budget-s`` seconds and
 writes what it has. Writes benchmarks/results/gpu_generation_<device>.json.
 """
@@ -56,6 +61,12 @@ def throughput(bundle: str, device: torch.device, settings: SynthesisSettings, c
         t0 = time.perf_counter()
         plans[clips] = (synth.plan(seeds, frames, (size, size), workers=planners), time.perf_counter() - t0)
     plan, plan_s = plans[clips]
+    compile_s = None
+    if settings.compile:  # compile and record every bucket's graph before the clock starts
+        t0 = time.perf_counter()
+        synth.paint(plan)
+        sync(device)
+        compile_s = round(time.perf_counter() - t0, 1)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     sync(device)
@@ -65,7 +76,7 @@ def throughput(bundle: str, device: torch.device, settings: SynthesisSettings, c
     paint_s = time.perf_counter() - t0
     n = sum(cell_frames(c["tracks"]) for c in out)
     return {"clips": clips, "cell_frames": n, "plan_s": round(plan_s, 2), "paint_s": round(paint_s, 2),
-            "painted_cells": len(plan.new) + len(plan.carried),
+            "painted_cells": len(plan.new) + len(plan.carried), **({"compile_s": compile_s} if compile_s else {}),
             "paint_cell_frames_per_s": round(n / paint_s, 1),
             "stream_cell_frames_per_s": round(n / max(plan_s, paint_s), 1),
             "peak_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None}
@@ -128,35 +139,40 @@ def main() -> None:
     parser.add_argument("--stream-batch", type=int, default=32, help="gen_batch of the starvation stream")
     parser.add_argument("--train-steps", type=int, default=40)
     parser.add_argument("--skip-starvation", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="add compiled runs of the 64-clip bf16 settings")
     parser.add_argument("--budget-s", type=float, default=420)
     parser.add_argument("--out")
     args = parser.parse_args()
     device = torch.device(args.device)
     start = time.perf_counter()
     rows, plans = [], {}
-    runs = [(sampler, stride, bf16, "wide", clips) for sampler, stride in (("ddim", 4), ("ddpm", 1))
+    runs = [(sampler, stride, bf16, "wide", clips, False) for sampler, stride in (("ddim", 4), ("ddpm", 1))
             for bf16 in (True, False) for clips in args.clips]
-    runs[1:1] = [("ddim", 4, True, "frame", 64), ("ddpm", 1, True, "frame", 64)]
-    for sampler, stride, bf16, schedule, clips in runs:
+    runs[1:1] = [("ddim", 4, True, "frame", 64, False), ("ddpm", 1, True, "frame", 64, False)]
+    if args.compile:  # right after the eager run they compare with, so that the budget reaches them
+        c = 64 if 64 in args.clips else args.clips[0]
+        at = runs.index(("ddim", 4, True, "wide", c, False)) + 1
+        runs[at:at] = [("ddim", 4, True, "wide", c, True), ("ddpm", 1, True, "wide", c, True)]
+    for sampler, stride, bf16, schedule, clips, compiled in runs:
         if time.perf_counter() - start > args.budget_s:
             print(f"budget of {args.budget_s:.0f} s spent: skipping {sampler} bf16={bf16} {schedule} {clips}")
             continue
         settings = SynthesisSettings(t_s=args.t_s, t_f=args.t_f, sampler=sampler, stride=stride, bf16=bf16,
-                                     schedule=schedule, cell_batch=args.cell_batch)
+                                     schedule=schedule, cell_batch=args.cell_batch, compile=compiled)
         try:
             row = throughput(args.bundle, device, settings, clips, args.frames, args.size, args.planners, plans)
         except torch.OutOfMemoryError as err:
             row = {"clips": clips, "error": f"out of memory: {str(err)[:120]}"}
             torch.cuda.empty_cache()
         row = {"sampler": f"{sampler}{'' if sampler == 'ddpm' else f' /{stride}'}",
-               "precision": "bf16" if bf16 else "fp32", "schedule": schedule, **row}
+               "precision": "bf16" if bf16 else "fp32", "schedule": schedule, "compiled": compiled, **row}
         rows.append(row)
         print(json.dumps(row), flush=True)
     result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
               "settings": {"t_s": args.t_s, "t_f": args.t_f, "frames": args.frames, "size": args.size,
                            "planners": args.planners, "cell_batch": args.cell_batch or "automatic"},
               "throughput": rows}
-    columns = ["sampler", "precision", "schedule", "clips", "cell_frames", "plan_s", "paint_s",
+    columns = ["sampler", "precision", "schedule", "compiled", "clips", "cell_frames", "plan_s", "paint_s",
                "paint_cell_frames_per_s", "stream_cell_frames_per_s", "peak_gib"]
     print("\n" + markdown([r for r in rows if "error" not in r], columns))
     if not args.skip_starvation and time.perf_counter() - start < args.budget_s + 60:

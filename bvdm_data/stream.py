@@ -81,6 +81,8 @@ class BVDMStream(IterableDataset):
         device: where the networks run; with ``"cuda"`` generate in the main
             process (``num_workers=0``) or use ``multiprocessing_context="spawn"``.
         bf16: bf16 autocast for the networks (faster on GPUs and AMX CPUs; changes outputs slightly).
+        compile: ``torch.compile`` the DDPM (CUDA graphs on a GPU); about a minute to compile per process,
+            changes outputs slightly (float rounding).
         gen_batch: clips generated together (one network call per denoising step for all their cells);
             ``None``: 1 on the CPU, ``DEVICE_GEN_BATCH`` (64) on an accelerator, where the next batch's
             masks are planned on the CPU while this one is painted (peak memory and rates:
@@ -116,7 +118,7 @@ class BVDMStream(IterableDataset):
     def __init__(self, bundle: str = "hela", *, clip_len: int = 8, size: tuple[int, int] = (256, 256), seed: int = 0,
                  num_clips: int | None = None, t_s: int = 200, t_f: int = 10, sampler: str = "ddpm", stride: int = 1,
                  density: float | None = None, device: str | torch.device = "cpu", bf16: bool = False,
-                 gen_batch: int | None = None, tv_tensors: bool = False, independent_frames: bool = False,
+                 compile: bool = False, gen_batch: int | None = None, tv_tensors: bool = False, independent_frames: bool = False,
                  texture: str = "ddpm", cell_batch: int | None = None, edge: str = "by_brightness",
                  edge_shift: float = 0.0, unlabelled: bool = False, labels: str = "auto",
                  transform: Callable[[Clip], Any] | None = None) -> None:
@@ -127,7 +129,7 @@ class BVDMStream(IterableDataset):
         size = as_size(size)
         self.bundle = str(Bundle.load(bundle).root)  # fails now, naming the problem, if the bundle is bad
         self.settings = SynthesisSettings(t_s=t_s, t_f=t_f, sampler=sampler, stride=stride,
-                                          density=as_density(density), bf16=bf16,
+                                          density=as_density(density), bf16=bf16, compile=bool(compile),
                                           independent_frames=independent_frames, texture=texture,
                                           cell_batch=cell_batch, edge=edge, edge_shift=float(edge_shift),
                                           unlabelled=unlabelled, labels=labels)

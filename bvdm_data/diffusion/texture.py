@@ -28,8 +28,11 @@ class TextureModel:
     statistics: dict[str, float]
 
     @classmethod
-    def load(cls, bundle: Bundle | str, device: str | torch.device = "cpu", bf16: bool = False) -> TextureModel:
+    def load(cls, bundle: Bundle | str, device: str | torch.device = "cpu", bf16: bool = False,
+             compile: bool = False) -> TextureModel:
         """Read the ``texture`` part of a bundle (a :class:`Bundle`, a path or a shipped name).
+
+        ``compile``: run the denoiser through ``torch.compile`` (see :class:`Denoiser`).
 
         Example:
             >>> texture = TextureModel.load("hela")  # doctest: +SKIP
@@ -39,7 +42,7 @@ class TextureModel:
         info = bundle.read_json(PART, "texture.json")
         state = bundle.read_state_dict(PART, "ema.pt", map_location="cpu")
         model = texture_model(info, state, source=f"{bundle.root}/{PART}/ema.pt")
-        denoiser = Denoiser(model, CosineSchedule(info["num_steps"]), torch.device(device), bf16)
+        denoiser = Denoiser(model, CosineSchedule(info["num_steps"]), torch.device(device), bf16, compile)
         return cls(denoiser, int(info["crop_size"]), tuple(info["intensity_range"]), info["statistics"])
 
 
