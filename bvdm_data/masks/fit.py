@@ -10,7 +10,7 @@ from bvdm_data.clip import cell_frames, tracks_from_masks
 from bvdm_data.errors import BVDMDataError
 from bvdm_data.masks.contours import Instances, measure_instances
 from bvdm_data.masks.fidelity import displacements, divisions_in_view, label_video_statistics, summarize
-from bvdm_data.masks.lineage import cell_cycles, lineage_roles
+from bvdm_data.masks.lineage import cell_cycles, is_short_cycle, lineage_roles
 from bvdm_data.masks.model import PHASES, MaskModel
 from bvdm_data.masks.simulate import simulate_masks
 from bvdm_data.robust import robust_std
@@ -92,9 +92,19 @@ def cycle_length_distribution(tracks: np.ndarray, min_length: int = 1) -> tuple[
     phase is a tracking artefact (HeLa 01_RES: 13 of 68 complete cycles last
     1-3 frames, splits and merges of one nucleus, and carried 7 % of the law).
     """
+    length, event, _ = _cycles_without_artefacts(tracks, min_length)
+    return _kaplan_meier(length, event)
+
+
+def _cycles_without_artefacts(tracks: np.ndarray, min_length: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """:func:`cell_cycles` less the short (artefact) cycles, and how many those were."""
     length, event = cell_cycles(tracks)
-    keep = ~(event & (length < min_length))
-    length, event = length[keep], event[keep]
+    short = is_short_cycle(length, event, min_length)
+    return length[~short], event[~short], int(short.sum())
+
+
+def _kaplan_meier(length: np.ndarray, event: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Event times and their probabilities from lengths with an event flag (``False``: censored)."""
     if not event.any():
         return np.zeros(0), np.zeros(0)
     times = np.unique(length[event])
@@ -128,10 +138,9 @@ def cycle_law(tracks: np.ndarray, min_length: int = 1) -> tuple[np.ndarray, np.n
         >>> note["source"], round(float((lengths * probs).sum())), note["divisions"]
         ('division rate with a prior', 263, 1)
     """
-    lengths, probabilities = cycle_length_distribution(tracks, min_length)
-    length, divided = cell_cycles(tracks)
-    short = int((divided & (length < min_length)).sum())
-    complete = int(divided.sum()) - short
+    length, divided, short = _cycles_without_artefacts(tracks, min_length)
+    lengths, probabilities = _kaplan_meier(length, divided)
+    complete = int(divided.sum())
     dividers, _ = lineage_roles(tracks)
     exposure = cell_frames(tracks)
     note = {"complete_cycles": complete, "divisions": len(dividers), "cell_frames": exposure,

@@ -55,6 +55,12 @@ def cell_cycles(tracks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (np.asarray([n for _, n, _ in cycles], dtype=float), np.asarray([d for _, _, d in cycles], dtype=bool))
 
 
+def is_short_cycle(length, divided, min_cycle: int):
+    """Whether a cycle (scalars or arrays, as :func:`cell_cycles` gives them) ended in a division fewer than
+    ``min_cycle`` frames after its birth: a split of one nucleus (a tracking artefact), not a division."""
+    return divided & (length < min_cycle)
+
+
 def short_cycle_mothers(tracks: np.ndarray, min_cycle: int) -> set[int]:
     """Labels that divide fewer than ``min_cycle`` frames after their own birth by division (a cycle, as in
     :func:`cell_cycles`, through single-child continuations): splits of one nucleus, not divisions.
@@ -65,4 +71,4 @@ def short_cycle_mothers(tracks: np.ndarray, min_cycle: int) -> set[int]:
         >>> sorted(short_cycle_mothers(rows, 4))  # 2 divides 2 frames after birth; 3 -> 6 -> 7 divides after 8
         [2]
     """
-    return {label for label, length, divided in _cycles(tracks) if divided and length < min_cycle}
+    return {label for label, length, divided in _cycles(tracks) if is_short_cycle(length, divided, min_cycle)}
