@@ -81,14 +81,17 @@ def bundle_fingerprint(bundle: str) -> str:
 
 def cache(path: str | None, texture: str, density: float | None, args: argparse.Namespace, bundle: str | None = None,
           flags: tuple[str, ...] = ()) -> LMDBClips:
-    """The given cache, or one made (once) for these settings and this version of the bundle under runs/."""
+    """The given cache, or one made for these settings and this version of the bundle under runs/ (once; a
+    partial one left by a stop is completed)."""
     bundle = bundle or args.bundle
-    if path is None:
+    made_here = path is None
+    if made_here:
         tag = "fitted" if density is None else f"{density:.2e}"
         name = "".join(c if c.isalnum() else "-" for c in Path(bundle).name + "".join(flags))
         path = ROOT / "runs" / (f"downstream_{name}-{bundle_fingerprint(bundle)}_{texture}_{tag}_{args.sampler}"
                                 f"{args.stride}_{args.clips}x{args.frames}.lmdb")
-    if not Path(path).exists():
+    # A cache made here and cut short by a stop is completed (the writer resumes) rather than used short.
+    if not Path(path).exists() or (made_here and len(LMDBClips(path)) < args.clips):
         cli(["cache", "--bundle", bundle, "--out", str(path), "--clips", str(args.clips), "--frames",
              str(args.frames), "--size", str(args.size), str(args.size), "--seed", "11", "--texture", texture,
              "--sampler", args.sampler, "--stride", str(args.stride), "--device", args.device,
