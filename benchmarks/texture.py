@@ -9,7 +9,8 @@ sequence 02 (other video), the real-vs-real reference those of 01 (its
 training data), both in the texture's intensity units. Generated crops are
 SDEdit outputs from the held-out masks, compared with the held-out real
 crops, next to real-vs-real (the floor) and the flat baseline
-(bvdm_data.evaluate.realism). Speed in the same run: SDEdit at t_s=200, one
+(bvdm_data.evaluate.realism), with bootstrap ranges over the held-out cells and the
+share of paired draws in which each setting is closer to real than flat. Speed in the same run: SDEdit at t_s=200, one
 cell at a time vs batches. Writes benchmarks/results/texture.json.
 """
 
@@ -51,6 +52,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--t-s", type=int, nargs="+", default=[100, 200, 400, 600])
     parser.add_argument("--device", default="cpu", help="quality numbers do not depend on it; speed numbers do")
+    parser.add_argument("--resamples", type=int, default=100,
+                        help="bootstrap draws of the held-out cells: 95 %% ranges and paired shares that beat flat")
     parser.add_argument("--skip-speed", action="store_true", help="only the realism table")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "texture.json"))
     args = parser.parse_args()
@@ -67,11 +70,14 @@ def main() -> None:
     settings = [(f"DDPM t_s={t}", {"t_s": t}) for t in args.t_s]
     settings += [(f"DDIM t_s=200 stride {k} ({len(range(199, -1, -k))} steps)", {"t_s": 200, "sampler": "ddim",
                                                                                  "stride": k}) for k in (4, 10)]
-    rows = texture_rows(texture, held, reference, settings)
+    rows = texture_rows(texture, held, reference, settings, args.resamples)
     print(f"{len(held)} held-out cells, {texture.crop_size} px, encoder {ENCODER_NAME}, {args.device}, "
-          f"{args.threads} threads\n")
-    print(markdown(rows, ["setting", "intensity", "spectrum", "frechet", "cells_per_s"]))
-    results = {"dataset": args.dataset, "bundle": args.bundle, "encoder": ENCODER_NAME, "cells": len(held), "device": args.device, "threads": args.threads, "rows": rows}
+          f"{args.threads} threads; {args.resamples} resamples of the held-out cells\n")
+    metrics = ["intensity", "spectrum", "frechet"]
+    spread = [f"{m}_{k}" for m in metrics for k in ("95", "beats_flat")] if args.resamples else []
+    print(markdown(rows, ["setting", *metrics, *spread, "cells_per_s"]))
+    results = {"dataset": args.dataset, "bundle": args.bundle, "encoder": ENCODER_NAME, "cells": len(held),
+               "resamples": args.resamples, "device": args.device, "threads": args.threads, "rows": rows}
     if args.skip_speed:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")

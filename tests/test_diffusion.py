@@ -214,7 +214,7 @@ def test_texture_part_round_trip(tmp_path, crops, denoiser):
 
 
 def test_quality_distances_order_real_flat_and_identical(crops):
-    from bvdm_data.evaluate.quality import flat_baseline, texture_distances
+    from bvdm_data.evaluate.quality import CropSummary, flat_baseline, summary_distances, texture_distances
     from bvdm_data.evaluate.realism import cell_region
 
     half = len(crops) // 2
@@ -229,6 +229,10 @@ def test_quality_distances_order_real_flat_and_identical(crops):
     assert smooth["spectrum"] > 2 * real["spectrum"], (smooth, real)
     flat = flat_baseline(crops.masks[:half], crops.statistics())
     assert flat.shape == a.shape and flat.min() >= -1 and flat.max() <= 1
+    # A resample scored from the summaries is the distance of the crops it picks.
+    pick = np.random.default_rng(0).integers(0, half, half)
+    picked = summary_distances(CropSummary(b), CropSummary(a), pick, pick)
+    assert picked == pytest.approx(texture_distances(b[pick], a[pick]), rel=1e-6)
 
 
 def test_frechet_features_see_texture_not_only_brightness():

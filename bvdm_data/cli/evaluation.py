@@ -32,10 +32,14 @@ def run_evaluate_realism(args: argparse.Namespace) -> int:
     texture = TextureModel.load(args.bundle)
     held_out = _frame_range(args.held_out)
     held, reference = split_crops(seq, texture.crop_size, held_out, args.cells, args.seed)
-    rows = texture_rows(texture, held, reference, [(f"BVDM t_s={args.t_s}", {"t_s": args.t_s})])
+    rows = texture_rows(texture, held, reference, [(f"BVDM t_s={args.t_s}", {"t_s": args.t_s})], args.resamples,
+                        args.seed)
     print(f"texture: {len(held)} held-out cells of frames {args.held_out}; lower is closer to real; "
-          f"Fréchet on {ENCODER_NAME} features")
-    print(markdown(rows, ["setting", "intensity", "spectrum", "frechet"]))
+          f"Fréchet on {ENCODER_NAME} features; _95: range over {args.resamples} resamples of the held-out cells, "
+          f"_beats_flat: share of those in which the row is closer than flat")
+    metrics = ["intensity", "spectrum", "frechet"]
+    spread = [f"{m}_{k}" for m in metrics for k in ("95", "beats_flat")] if args.resamples else []
+    print(markdown(rows, ["setting", *metrics, *spread]))
     settings = [(f"BVDM t_f={args.t_f}", SynthesisSettings(t_s=args.t_s, t_f=args.t_f, density=args.density)),
                 ("independent frames", SynthesisSettings(t_s=args.t_s, t_f=0, density=args.density,
                                                          independent_frames=True))]
@@ -65,6 +69,8 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--annotation", default="GT", help="labels to find cells (default GT)")
     p.add_argument("--held-out", required=True, help="frames FIRST:STOP the bundle did not learn from")
     p.add_argument("--cells", type=int, default=64, help="held-out cells to paint (default 64)")
+    p.add_argument("--resamples", type=int, default=100,
+                   help="bootstrap draws of the held-out cells for ranges and shares that beat flat (default 100)")
     p.add_argument("--t-s", type=int, default=200, help="SDEdit step (default 200)")
     p.add_argument("--t-f", type=int, default=10, help="refinement steps (default 10)")
     p.add_argument("--clips", type=int, default=2, help="synthetic clips for flicker (default 2)")

@@ -60,22 +60,30 @@ class RandomFeatureEncoder(nn.Module):
         return torch.cat(features, 1)
 
 
-def _sample_pixels(x: torch.Tensor, rng: np.random.Generator) -> np.ndarray:
-    flat = x.detach().cpu().numpy().ravel()
+def _sample_pixels(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    flat = x.ravel()
     return flat if flat.size <= MAX_PIXELS else rng.choice(flat, MAX_PIXELS, replace=False)
 
 
-def radial_log_spectrum(x: torch.Tensor) -> np.ndarray:
-    """Mean over crops of the radially averaged log10 power spectrum (mean removed per crop)."""
+def _crop_power(x: torch.Tensor) -> np.ndarray:
+    """Power spectrum of every crop ``[N, 1, S, S]`` (mean removed per crop), centred: ``[N, S, S]``."""
     x = x.detach().cpu().double()[:, 0]
     x = x - x.mean((1, 2), keepdim=True)
-    power = torch.fft.fftshift(torch.fft.fft2(x).abs() ** 2, dim=(-2, -1)).mean(0).numpy()
+    return torch.fft.fftshift(torch.fft.fft2(x).abs() ** 2, dim=(-2, -1)).numpy()
+
+
+def _radial_log(power: np.ndarray) -> np.ndarray:
     h, w = power.shape
     yy, xx = np.indices(power.shape)
     r = np.hypot(yy - h // 2, xx - w // 2).astype(int)
     keep = r < min(h, w) // 2
     radial = np.bincount(r[keep], power[keep]) / np.maximum(np.bincount(r[keep]), 1)
     return np.log10(radial[1:] + 1e-12)
+
+
+def radial_log_spectrum(x: torch.Tensor) -> np.ndarray:
+    """Mean over crops of the radially averaged log10 power spectrum (mean removed per crop)."""
+    return _radial_log(_crop_power(x).mean(0))
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -92,15 +100,39 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * covmean))
 
 
+class CropSummary:
+    """What the three distances need of each crop ``[N, 1, S, S]`` (pixels, power spectrum, encoder
+    features), so that subsets of the crops (resamples) are scored without encoding them again."""
+
+    def __init__(self, crops: torch.Tensor, encoder: RandomFeatureEncoder | None = None) -> None:
+        crops = crops.detach().cpu()
+        self.pixels = crops.numpy().reshape(len(crops), -1)
+        self.power = _crop_power(crops)
+        self.features = (encoder or RandomFeatureEncoder())(crops).numpy()
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+
+def summary_distances(generated: CropSummary, real: CropSummary, pick_generated: np.ndarray | None = None,
+                      pick_real: np.ndarray | None = None, seed: int = 0) -> dict[str, float]:
+    """The three distances between two summarised crop sets, or between the crops ``pick_*`` of them."""
+    rng = np.random.default_rng(seed)
+    g = slice(None) if pick_generated is None else pick_generated
+    r = slice(None) if pick_real is None else pick_real
+    return {
+        "intensity": float(wasserstein_distance(_sample_pixels(generated.pixels[g], rng),
+                                                _sample_pixels(real.pixels[r], rng))),
+        "spectrum": float(np.sqrt(np.mean((_radial_log(generated.power[g].mean(0))
+                                           - _radial_log(real.power[r].mean(0))) ** 2))),
+        "frechet": frechet_distance(generated.features[g], real.features[r]),
+    }
+
+
 def texture_distances(generated: torch.Tensor, real: torch.Tensor, seed: int = 0) -> dict[str, float]:
     """The three distances between two sets of crops ``[N, 1, S, S]`` in -1..1."""
-    rng = np.random.default_rng(seed)
     encoder = RandomFeatureEncoder()
-    return {
-        "intensity": float(wasserstein_distance(_sample_pixels(generated, rng), _sample_pixels(real, rng))),
-        "spectrum": float(np.sqrt(np.mean((radial_log_spectrum(generated) - radial_log_spectrum(real)) ** 2))),
-        "frechet": frechet_distance(encoder(generated.cpu()).numpy(), encoder(real.cpu()).numpy()),
-    }
+    return summary_distances(CropSummary(generated, encoder), CropSummary(real, encoder), seed=seed)
 
 
 def flat_baseline(masks: torch.Tensor, statistics: dict, seed: int = 0) -> torch.Tensor:
