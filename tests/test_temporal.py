@@ -43,7 +43,7 @@ def test_cli_evaluate_realism_prints_both_tables(tiny_bundle, hela_root, capsys)
 
     args = ["evaluate-realism", "--bundle", str(tiny_bundle), "--ctc", str(hela_root), "--seq", "02",
             "--annotation", "ERR_SEG", "--held-out", "3:4", "--cells", "8", "--t-s", "5", "--t-f", "1",
-            "--clips", "1", "--frames", "3", "--size", "64", "48", "--resamples", "6"]
+            "--clips", "1", "--frames", "3", "--size", "64", "48", "--density", "3e-4", "--resamples", "6"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "real vs real (floor)" in out and "flat baseline" in out and "BVDM t_s=5" in out

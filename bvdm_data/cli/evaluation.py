@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bvdm_data.cli.common import POSITIVE, _frame_range, _verb
+from bvdm_data.cli.common import POSITIVE, _density, _frame_range, _verb
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -77,6 +77,6 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", type=int, default=6, help="frames per synthetic clip (default 6)")
     p.add_argument("--size", type=POSITIVE, nargs=2, default=[192, 192], metavar=("H", "W"),
                    help="synthetic frame size (default 192 192)")
-    p.add_argument("--density", type=float, default=3e-4, help="cells per px^2 in synthetic clips (default 3e-4)")
+    p.add_argument("--density", type=_density, help="cells per px^2 in synthetic clips (default: the bundle's fitted)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
 
