@@ -27,7 +27,7 @@ from bvdm_data.ctc import open_sequence
 from bvdm_data.ctc.outlines import with_outlines
 from bvdm_data.diffusion import TextureModel
 from bvdm_data.diffusion.crops import CellCrops, extract_cell_crops
-from bvdm_data.evaluate.realism import ENCODER_NAME, markdown, paint_masks, split_crops, texture_rows
+from bvdm_data.evaluate.realism import ENCODER_NAME, markdown, paint_masks, split_crops, texture_columns, texture_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = {"hela": "Fluo-N2DL-HeLa", "gowt1": "Fluo-N2DH-GOWT1"}
@@ -73,9 +73,7 @@ def main() -> None:
     rows = texture_rows(texture, held, reference, settings, args.resamples)
     print(f"{len(held)} held-out cells, {texture.crop_size} px, encoder {ENCODER_NAME}, {args.device}, "
           f"{args.threads} threads; {args.resamples} resamples of the held-out cells\n")
-    metrics = ["intensity", "spectrum", "frechet"]
-    spread = [f"{m}_{k}" for m in metrics for k in ("95", "beats_flat")] if args.resamples else []
-    print(markdown(rows, ["setting", *metrics, *spread, "cells_per_s"]))
+    print(markdown(rows, [*texture_columns(args.resamples), "cells_per_s"]))
     results = {"dataset": args.dataset, "bundle": args.bundle, "encoder": ENCODER_NAME, "cells": len(held),
                "resamples": args.resamples, "device": args.device, "threads": args.threads, "rows": rows}
     if args.skip_speed:

@@ -25,7 +25,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_evaluate_realism(args: argparse.Namespace) -> int:
     from bvdm_data.ctc.sequence import open_sequence
     from bvdm_data.diffusion.texture import TextureModel
-    from bvdm_data.evaluate.realism import ENCODER_NAME, markdown, split_crops, temporal_rows, texture_rows
+    from bvdm_data.evaluate.realism import (ENCODER_NAME, markdown, split_crops, temporal_rows, texture_columns,
+                                            texture_rows)
     from bvdm_data.synth import SynthesisSettings
 
     seq = open_sequence(args.ctc, args.seq, labels=args.annotation)
@@ -37,9 +38,7 @@ def run_evaluate_realism(args: argparse.Namespace) -> int:
     print(f"texture: {len(held)} held-out cells of frames {args.held_out}; lower is closer to real; "
           f"Fréchet on {ENCODER_NAME} features; _95: range over {args.resamples} resamples of the held-out cells, "
           f"_beats_flat: share of those in which the row is closer than flat")
-    metrics = ["intensity", "spectrum", "frechet"]
-    spread = [f"{m}_{k}" for m in metrics for k in ("95", "beats_flat")] if args.resamples else []
-    print(markdown(rows, ["setting", *metrics, *spread]))
+    print(markdown(rows, texture_columns(args.resamples)))
     settings = [(f"BVDM t_f={args.t_f}", SynthesisSettings(t_s=args.t_s, t_f=args.t_f, density=args.density)),
                 ("independent frames", SynthesisSettings(t_s=args.t_s, t_f=0, density=args.density,
                                                          independent_frames=True))]

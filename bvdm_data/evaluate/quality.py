@@ -31,6 +31,7 @@ from bvdm_data.synth.propagation import draw_brightness, paint_flat
 
 
 ENCODER_NAME = "bvdm-random-cnn-v2"
+METRICS = ("intensity", "spectrum", "frechet")
 MAX_PIXELS = 200_000
 
 

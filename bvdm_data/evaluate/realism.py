@@ -22,7 +22,7 @@ from bvdm_data.diffusion.crops import CellCrops, extract_cell_crops
 from bvdm_data.diffusion.noise import derive_key
 from bvdm_data.diffusion.texture import TextureModel
 from bvdm_data.errors import BVDMDataError
-from bvdm_data.evaluate.quality import ENCODER_NAME, CropSummary, RandomFeatureEncoder, summary_distances
+from bvdm_data.evaluate.quality import ENCODER_NAME, METRICS, CropSummary, RandomFeatureEncoder, summary_distances
 from bvdm_data.evaluate.temporal import flicker
 from bvdm_data.synth.pipeline import SynthesisSettings, Synthesizer
 from bvdm_data.synth.propagation import draw_brightness, paint_first_frame, paint_flat
@@ -78,7 +78,10 @@ def cell_region(images: torch.Tensor, masks: torch.Tensor, background: float, ma
     return torch.where(keep, images, torch.full_like(images, background))
 
 
-METRICS = ("intensity", "spectrum", "frechet")
+def texture_columns(resamples: int = 0) -> list[str]:
+    """The columns of :func:`texture_rows`' table: the distances, and their spread when resampled."""
+    spread = [f"{m}_{k}" for m in METRICS for k in ("95", "beats_flat")] if resamples else []
+    return ["setting", *METRICS, *spread]
 
 
 def texture_rows(texture: TextureModel, held: CellCrops, reference: CellCrops,
@@ -153,4 +156,5 @@ def markdown(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["ENCODER_NAME", "markdown", "paint_masks", "split_crops", "temporal_rows", "texture_rows"]
+__all__ = ["ENCODER_NAME", "markdown", "paint_masks", "split_crops", "temporal_rows", "texture_columns",
+           "texture_rows"]
