@@ -146,6 +146,7 @@ def test_scene_fit_measures_the_annotation_convention(hela_root):
     assert 0.0 <= scene.unlabelled_rate < 1.0
     q = np.asarray(scene.unlabelled_contrast)
     assert q.size in (0, 21) and (np.diff(q) >= 0).all()
+    assert scene.photon_step == 0  # HeLa's background sits far above the camera's floor: Gaussian noise
 
 
 def test_frame_statistics_compare_like_with_like(real_clip):
@@ -362,3 +363,41 @@ def test_fit_records_every_fallback_to_an_assumed_value():
     notes = " | ".join(model.real_statistics["fallbacks"])
     assert "cycle: 0 complete cycles; none" in notes and "divisions: no measurable division" in notes
     assert "mitosis shapes and sizes: 0 whole cells" in notes and "motion:" in notes
+
+
+def test_a_dark_background_is_measured_and_drawn_as_photons(tmp_path):
+    """GOWT1-like: most background pixels read 0 and the rest sit on a lattice (3 counts per photon), the
+    photon rate varying slowly over the frame. The fit counts photons; the drawn background does too."""
+    import tifffile
+
+    from bvdm_data.ctc import open_sequence
+
+    rng = np.random.default_rng(0)
+    size, block, gain = 256, 32, 3
+    yy, xx = np.mgrid[:size, :size]
+    (tmp_path / "01").mkdir()
+    (tmp_path / "01_GT/TRA").mkdir(parents=True)
+    for t in range(3):
+        log_rate = np.log(0.5) + 0.4 * rng.standard_normal((size // block, size // block))
+        rate = np.exp(np.kron(log_rate, np.ones((block, block))))
+        image = gain * rng.poisson(rate).astype(float)
+        tra = np.zeros((size, size), np.uint16)
+        for k, (cy, cx) in enumerate([(60, 60), (190, 170)], start=1):
+            disc = np.hypot(yy - cy, xx - cx) <= 12
+            image[disc] += 120
+            tra[disc] = k
+        tifffile.imwrite(tmp_path / "01" / f"t{t:03d}.tif", np.clip(image, 0, 255).astype(np.uint8))
+        tifffile.imwrite(tmp_path / "01_GT/TRA" / f"man_track{t:03d}.tif", tra)
+    (tmp_path / "01_GT/TRA/man_track.txt").write_text("1 0 2 0\n2 0 2 0\n")
+    scene = SceneModel.fit(open_sequence(tmp_path, "01", labels="GT"), (0.0, 255.0))
+    step = gain * 2 / 255  # one photon in the -1..1 scale
+    assert scene.background_mean == -1.0
+    assert scene.photon_step == pytest.approx(step, rel=0.05)
+    assert scene.photon_rate == pytest.approx(0.5, rel=0.1)
+    assert scene.photon_rate_log_std == pytest.approx(0.4, abs=0.1)
+    drawn = scene.background(2, (192, 192), key=5, device=torch.device("cpu"))
+    photons = (drawn + 1) / scene.photon_step
+    assert torch.allclose(photons, photons.round(), atol=1e-3)  # on the lattice, never below the floor
+    real_floor_share = np.exp(-np.exp(np.log(0.5) + 0.4 * rng.standard_normal(100_000))).mean()
+    assert float((photons.round() == 0).float().mean()) == pytest.approx(real_floor_share, abs=0.04)
+    assert not torch.equal(drawn[0], drawn[1])  # fresh shot noise every frame

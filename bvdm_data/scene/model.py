@@ -7,7 +7,11 @@ a segmentation misses dim cells, and those are outliers of the background,
 not its texture. The level is the median; the slow variation is the spread
 of the background alone smoothed at ``SMOOTH_SIGMA`` (normalised convolution
 over background pixels, outliers clipped, so cells' light does not leak in);
-the pixel noise is the spread of what a 4-px Gaussian high-pass leaves. Cells are pasted with a
+the pixel noise is the spread of what a 4-px Gaussian high-pass leaves. A dark
+background sitting on the camera's floor (a share of pixels exactly at the lowest
+value, as in GOWT1, where two thirds of the background reads 0) is shot noise, not a
+clipped Gaussian: there the background is measured as photons, a Poisson count of
+a slowly varying rate times a step (:func:`photon_background`), and drawn the same way. Cells are pasted with a
 soft alpha (their mask, dilated and blurred), so the generated halo around
 each nucleus blends into the background without seams; where halos overlap,
 textures are averaged by alpha.
@@ -27,7 +31,7 @@ from scipy import ndimage
 from bvdm_data.bundle import Bundle, BundleWriter
 from bvdm_data.ctc.clips import to_unit
 from bvdm_data.ctc.sequence import CTCSequence
-from bvdm_data.diffusion.noise import derive_key, keyed_normal
+from bvdm_data.diffusion.noise import derive_key, keyed_normal, keyed_uniform, poisson_from_uniform
 from bvdm_data.errors import BVDMDataError
 from bvdm_data.robust import robust_std
 
@@ -39,6 +43,8 @@ BACKGROUND_MARGIN = 5  # px from any labelled cell
 BLOB_SIGMA = 2.0      # px, smoothing before looking for unlabelled objects
 BLOB_SIGMAS = 4.0     # an unlabelled object is this many robust spreads of the smoothed background above its level
 MIN_BLOB_AREA = 80    # px
+PHOTON_MIN_FLOOR = 0.05  # share of background pixels at the floor from which the background is counted as photons
+PHOTON_BLOCK = 32        # px, blocks in which a photon rate is measured (its slow variation)
 
 
 def background_of(labels: np.ndarray) -> np.ndarray:
@@ -87,6 +93,38 @@ def unlabelled_objects(image: np.ndarray, labels: np.ndarray, background: np.nda
     return level, np.asarray(ndimage.mean(image, core, ids)) - level
 
 
+def photon_background(image: np.ndarray, background: np.ndarray) -> tuple[float, float, list[float]] | None:
+    """A dark background as photons: ``(floor, counts step, rates of PHOTON_BLOCK-px blocks)``, or ``None``.
+
+    Where at least :data:`PHOTON_MIN_FLOOR` of the background pixels sit at
+    the frame's lowest value, each whole-background block's photon rate is
+    ``-ln(share at the floor)`` (a Poisson count is 0 with probability
+    ``exp(-rate)``; robust to the camera's gain), and the step one photon adds
+    is the block's mean above the floor over its rate (median over blocks).
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> img = -1 + 0.02 * rng.poisson(0.5, (256, 256))
+        >>> floor, step, rates = photon_background(img, np.ones_like(img, bool))
+        >>> floor, round(step, 3), round(float(np.median(rates)), 1)
+        (-1.0, 0.02, 0.5)
+    """
+    floor = float(image.min())
+    at_floor = image <= floor + 1e-9
+    if at_floor[background].mean() < PHOTON_MIN_FLOOR:
+        return None
+    b = PHOTON_BLOCK
+    h, w = (s // b * b for s in image.shape)
+    blocks = lambda a: a[:h, :w].reshape(h // b, b, w // b, b).swapaxes(1, 2).reshape(-1, b * b)  # noqa: E731
+    whole = blocks(background).all(1)
+    zeros, above = blocks(at_floor)[whole].mean(1), (blocks(image)[whole] - floor).mean(1)
+    ok = (zeros > 0) & (zeros < 1)
+    if ok.sum() < 4:
+        return None
+    rates = -np.log(zeros[ok])
+    return floor, float(np.median(above[ok] / rates)), rates.tolist()
+
+
 @dataclass(frozen=True)
 class SceneModel:
     """Background level, slow variation and pixel noise (all -1..1 scale), and the alpha softness."""
@@ -100,6 +138,11 @@ class SceneModel:
     # (0, 5, ..., 100 %) of their contrast above the background. Painted, never labelled.
     unlabelled_rate: float = 0.0
     unlabelled_contrast: tuple[float, ...] = ()
+    # A dark background counted as photons (photon_step > 0): floor + step x Poisson(rate), the rate log-normal
+    # over the frame (median, spread of its log over PHOTON_BLOCK-px blocks); 0: the Gaussian model above.
+    photon_step: float = 0.0
+    photon_rate: float = 0.0
+    photon_rate_log_std: float = 0.0
 
     @classmethod
     def fit(cls, seq: CTCSequence, intensity_range: tuple[float, float], frames: list[int] | None = None) -> SceneModel:
@@ -107,6 +150,7 @@ class SceneModel:
         if seq.labels is None:
             raise BVDMDataError(f"{seq.images.folder}: the scene model needs labels to find the background")
         level, smooth, noise, contrast, labelled = [], [], [], [], 0
+        photons: list[tuple[float, float, list[float]] | None] = []
         for f in frames if frames is not None else seq.labels.frames:
             x = to_unit(seq.images.read(f), intensity_range, np.float64) * 2 - 1
             labels = seq.labels.read(f)
@@ -121,6 +165,7 @@ class SceneModel:
             level.append(median)
             smooth.append(robust_std(field[background & (weight > 0.3)]))
             noise.append(robust_std((x - ndimage.gaussian_filter(x, HIGHPASS_SIGMA))[background]))
+            photons.append(photon_background(x, background))
             found = unlabelled_objects(x, labels, background)
             if found is not None:
                 contrast.append(found[1])
@@ -130,8 +175,14 @@ class SceneModel:
         contrast = np.concatenate(contrast) if contrast else np.zeros(0)
         rate = contrast.size / max(labelled, 1)
         quantiles = tuple(float(q) for q in np.percentile(contrast, np.arange(0, 101, 5))) if contrast.size else ()
+        photon = {}
+        if all(p is not None for p in photons):  # every frame dark-floored: photons
+            rates = np.log(np.concatenate([p[2] for p in photons]))
+            level = [p[0] for p in photons]
+            photon = {"photon_step": float(np.median([p[1] for p in photons])),
+                      "photon_rate": float(np.exp(np.median(rates))), "photon_rate_log_std": float(robust_std(rates))}
         return cls(float(np.mean(level)), float(np.mean(smooth)), float(np.mean(noise)),
-                   unlabelled_rate=float(rate), unlabelled_contrast=quantiles)
+                   unlabelled_rate=float(rate), unlabelled_contrast=quantiles, **photon)
 
     def save(self, bundle_root: str | os.PathLike, provenance: dict[str, Any] | None = None) -> None:
         BundleWriter(bundle_root).write_part(PART, PART_VERSION, json_files={"scene.json": asdict(self)},
@@ -154,15 +205,20 @@ class SceneModel:
 
     def background(self, num_frames: int, size: tuple[int, int], key: int, device: torch.device) -> torch.Tensor:
         """``[T, 1, H, W]`` backgrounds on ``device``: level + a slow field fixed over the clip + fresh pixel
-        noise, all drawn from ``key`` (:func:`~bvdm_data.diffusion.noise.keyed_normal`)."""
+        noise (or, for a photon background, floor + step x Poisson counts of a slowly varying rate), all
+        drawn from ``key`` (:mod:`bvdm_data.diffusion.noise`)."""
         h, w = size
         keys = torch.tensor([derive_key(key, t) for t in range(num_frames + 1)], device=device)
         field = keyed_normal(keys[:1], 0, (1, h, w))
         k = 2 * int(3 * SMOOTH_SIGMA) + 1
         field = kornia.filters.gaussian_blur2d(field, (k, k), (SMOOTH_SIGMA, SMOOTH_SIGMA), border_type="reflect")
-        field = field / field.std().clamp_min(1e-6) * self.background_smooth_std
+        field = field / field.std().clamp_min(1e-6)
+        if self.photon_step > 0:
+            rate = self.photon_rate * torch.exp(self.photon_rate_log_std * field)
+            u = keyed_uniform(keys[1:], 0, h * w).reshape(num_frames, 1, h, w)
+            return self.background_mean + self.photon_step * poisson_from_uniform(u, rate.expand_as(u))
         noise = keyed_normal(keys[1:], 0, (1, h, w)) * self.noise_std
-        return self.background_mean + field + noise
+        return self.background_mean + field * self.background_smooth_std + noise
 
     def alpha(self, masks: torch.Tensor) -> torch.Tensor:
         """Soft paste weights ``[N, 1, S, S]`` from cell masks ``[N, S, S]``."""
