@@ -101,6 +101,8 @@ def photon_background(image: np.ndarray, background: np.ndarray) -> tuple[float,
     ``-ln(share at the floor)`` (a Poisson count is 0 with probability
     ``exp(-rate)``; robust to the camera's gain), and the step one photon adds
     is the block's mean above the floor over its rate (median over blocks).
+    A background whose values rise continuously from the floor (a clipped
+    Gaussian) is not photons: ``None``.
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -108,6 +110,8 @@ def photon_background(image: np.ndarray, background: np.ndarray) -> tuple[float,
         >>> floor, step, rates = photon_background(img, np.ones_like(img, bool))
         >>> floor, round(step, 3), round(float(np.median(rates)), 1)
         (-1.0, 0.02, 0.5)
+        >>> photon_background(np.maximum(rng.normal(-0.9, 0.1, (256, 256)), -1), np.ones((256, 256), bool)) is None
+        True
     """
     floor = float(image.min())
     at_floor = image <= floor + 1e-9
@@ -122,7 +126,12 @@ def photon_background(image: np.ndarray, background: np.ndarray) -> tuple[float,
     if ok.sum() < 4:
         return None
     rates = -np.log(zeros[ok])
-    return floor, float(np.median(above[ok] / rates)), rates.tolist()
+    step = float(np.median(above[ok] / rates))
+    # Photons come in steps: the first value above the floor is about one. A Gaussian clipped at the floor
+    # (by the camera or by an intensity range cut at a low percentile) has values just above it.
+    if image[background & ~at_floor].min() - floor < 0.5 * step:
+        return None
+    return floor, step, rates.tolist()
 
 
 @dataclass(frozen=True)
