@@ -64,9 +64,6 @@ def split_crops(seq: CTCSequence, crop_size: int, held_out: list[int], cells: in
     return held.select(rng.choice(len(held), n, replace=False)), rest.select(rng.choice(len(rest), n, replace=False))
 
 
-FLAT = "flat baseline"
-
-
 def cell_region(images: torch.Tensor, masks: torch.Tensor, background: float, margin: int = 3) -> torch.Tensor:
     """Keep the centre cell and ``margin`` px around it; the rest becomes the background level.
 
@@ -103,28 +100,28 @@ def texture_rows(texture: TextureModel, held: CellCrops, reference: CellCrops,
     rng = np.random.default_rng(seed)
     draws = [rng.integers(0, len(held), len(held)) for _ in range(resamples)]
     reference_draws = [rng.integers(0, len(reference), len(reference)) for _ in range(resamples)]
-    flat_spread: dict[str, np.ndarray] = {}
 
     def row(name: str, crops: torch.Tensor, masks: torch.Tensor, paired: bool = True, **extra: Any
-            ) -> dict[str, Any]:
+            ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The row, and each metric's distance on every draw."""
         summary = CropSummary(cell_region(crops, masks, bg), encoder)
+        picks = zip(draws if paired else reference_draws, draws)
+        scored = [summary_distances(summary, target, g, r) for g, r in picks]
+        spread = {m: np.array([d[m] for d in scored]) for m in METRICS}
         out = {"setting": name, **summary_distances(summary, target)}
         if resamples:
-            picks = zip(draws if paired else reference_draws, draws)
-            scored = [summary_distances(summary, target, g, r) for g, r in picks]
-            spread = {m: np.array([d[m] for d in scored]) for m in METRICS}
             out.update({f"{m}_95": [float(v) for v in np.percentile(spread[m], [2.5, 97.5])] for m in METRICS})
-            if name == FLAT:
-                flat_spread.update(spread)
-            elif paired and flat_spread:
-                out.update({f"{m}_beats_flat": float((spread[m] < flat_spread[m]).mean()) for m in METRICS})
-        return {**out, **extra}
+        return {**out, **extra}, spread
 
-    rows = [row("real vs real (floor)", reference.images, reference.masks, paired=False),
-            row(FLAT, paint_masks(texture, held.masks, flat=True)[0], held.masks)]
+    floor, _ = row("real vs real (floor)", reference.images, reference.masks, paired=False)
+    flat, flat_spread = row("flat baseline", paint_masks(texture, held.masks, flat=True)[0], held.masks)
+    rows = [floor, flat]
     for name, kwargs in settings:
         crops, seconds = paint_masks(texture, held.masks, **kwargs)
-        rows.append(row(name, crops, held.masks, cells_per_s=len(crops) / seconds))
+        out, spread = row(name, crops, held.masks, cells_per_s=len(crops) / seconds)
+        if resamples:  # paired with flat's draws: the same held-out cells in each
+            out.update({f"{m}_beats_flat": float((spread[m] < flat_spread[m]).mean()) for m in METRICS})
+        rows.append(out)
     return rows
 
 
