@@ -45,7 +45,8 @@ Writes benchmarks/results/downstream.json and .png (or --out).
 Every (arm, seed) run is also kept under runs/downstream_parts/<out name>/
 with the settings it ran with; `--resume` reuses the runs whose settings
 (bundle files included) match, so a long CPU run stopped part-way goes on
-where it stopped. Synthetic caches are named after the bundle's files: a
+where it stopped; a segmenter stopped mid-training resumes from its last
+checkpoint there (every 100 steps). Synthetic caches are named after the bundle's files: a
 refitted bundle never reuses clips of the old one.
 """
 
@@ -136,10 +137,18 @@ def _run_one(name: str, pools: list, test, config: ProtocolConfig, calibration, 
         if kept.get("settings") == settings:
             print(f"{name}, seed {config.seed}: reused {part}")
             return kept["row"]
-    row = run_protocol({name: pools}, test, config, metrics, calibration=calibration)[0]
+    # The segmenter checkpoints beside its part, named by the settings: a stop mid-training loses at most
+    # 100 steps, and a checkpoint of other settings is never picked up.
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    ckpt = None if part is None else part.with_name(f"{part.stem}.{digest}.ckpt")
+    if ckpt is not None and not resume:
+        ckpt.unlink(missing_ok=True)
+    row = run_protocol({name: pools}, test, config, metrics, calibration=calibration,
+                       checkpoints=None if ckpt is None else {name: ckpt})[0]
     if part is not None:
         part.parent.mkdir(parents=True, exist_ok=True)
         part.write_text(json.dumps({"settings": settings, "row": row}, indent=1) + "\n")
+        ckpt.unlink(missing_ok=True)
     return row
 
 

@@ -80,6 +80,36 @@ def test_training_learns_the_task_and_is_deterministic(real_clip):
     assert fg_accuracy > 0.9  # the rendering is easy: 40 steps are enough
 
 
+class _StopAfter(FramePool):
+    """A pool whose process is stopped (as by the end of a session) after ``n`` batches."""
+
+    def __init__(self, pool: FramePool, n: int) -> None:
+        self.__dict__.update(pool.__dict__)
+        self.left = n
+
+    def batch(self, *args):
+        if self.left == 0:
+            raise KeyboardInterrupt
+        self.left -= 1
+        return super().batch(*args)
+
+
+def test_a_segmenter_stopped_mid_training_resumes_to_the_same_weights(tmp_path, real_clip):
+    pool = FramePool([real_clip], "clip")
+    config = ProtocolConfig(steps=9, batch_size=2, crop=32, width=8)
+    whole = train_segmenter([pool], config, progress=False)
+    ckpt = tmp_path / "seg.ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        train_segmenter([_StopAfter(pool, 7)], config, progress=False, checkpoint=ckpt, checkpoint_every=3)
+    assert torch.load(ckpt, weights_only=True)["step"] == 6
+    resumed = train_segmenter([pool], config, progress=False, checkpoint=ckpt, checkpoint_every=3)
+    assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()))
+    assert torch.load(ckpt, weights_only=True)["step"] == 9  # the finished net is kept until its caller is done
+    with pytest.raises(BVDMDataError, match="checkpoint of another run"):
+        train_segmenter([pool], ProtocolConfig(steps=9, batch_size=2, crop=32, width=8, seed=1), progress=False,
+                        checkpoint=ckpt)
+
+
 def test_protocol_runs_end_to_end_on_real_frames(hela_root, tiny_bundle):
     from bvdm_data import BVDMStream
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from scipy import ndimage
 from torch import nn
 from tqdm.auto import tqdm
 
+from bvdm_data.atomic_io import atomic_file
 from bvdm_data.clip import Clip, check_clip, relabel_per_frame
 from bvdm_data.ctc.writer import write_ctc_result, write_ctc_sequence
 from bvdm_data.errors import BVDMDataError
@@ -136,8 +137,14 @@ class FramePool:
         return torch.stack(xs)[:, None], torch.stack(ys)
 
 
-def train_segmenter(pools: Sequence[FramePool], config: ProtocolConfig, progress: bool = True) -> SegNet:
+def train_segmenter(pools: Sequence[FramePool], config: ProtocolConfig, progress: bool = True,
+                    checkpoint: str | Path | None = None, checkpoint_every: int = 100) -> SegNet:
     """Train a fresh :class:`SegNet` for ``config.steps``; each batch splits evenly over ``pools``.
+
+    With ``checkpoint`` (a file) the run saves its weights, optimiser, schedule and crop generator every
+    ``checkpoint_every`` steps and, when the file exists, continues from it: a run cut short and resumed
+    ends with the same weights as one that was never stopped. A checkpoint from another config or other
+    pools is refused.
 
     Example:
         >>> import torch
@@ -153,22 +160,46 @@ def train_segmenter(pools: Sequence[FramePool], config: ProtocolConfig, progress
     weight = torch.tensor([1.0, 1.0, config.boundary_weight], device=device)
     gen = torch.Generator().manual_seed(config.seed)
     shares = [config.batch_size // len(pools) + (i < config.batch_size % len(pools)) for i in range(len(pools))]
-    bar = tqdm(range(config.steps), desc="train " + "+".join(p.name for p in pools), disable=not progress,
-               leave=False)
+    # What the weights depend on besides the seed's draws; the device is not part of it (a CPU checkpoint
+    # may finish on a GPU).
+    identity = {**asdict(config), "device": None, "pools": [[p.name, len(p)] for p in pools]}
+    start = 0
+    path = None if checkpoint is None else Path(checkpoint)
+    if path is not None and path.is_file():
+        state = torch.load(path, map_location=device, weights_only=True)
+        if state.get("identity") != identity:
+            raise BVDMDataError(f"{path}: a segmenter checkpoint of another run ({state.get('identity')}); "
+                                f"this one is {identity}. Remove it or use another file.")
+        net.load_state_dict(state["net"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        gen.set_state(state["gen"])
+        start = int(state["step"])
+
+    def save(step: int) -> None:
+        state = {"identity": identity, "step": step, "net": net.state_dict(), "opt": opt.state_dict(),
+                 "sched": sched.state_dict(), "gen": gen.get_state()}
+        with atomic_file(path) as tmp:
+            torch.save(state, tmp)
+
+    bar = tqdm(range(start, config.steps), desc="train " + "+".join(p.name for p in pools), disable=not progress,
+               leave=False, initial=start, total=config.steps)
     net.train()
-    for _ in bar:
+    for step in bar:
         parts = [pool.batch(n, config.crop, gen) for pool, n in zip(pools, shares) if n > 0]
         x = torch.cat([p[0] for p in parts]).to(device)
         y = seg_targets(torch.cat([p[1] for p in parts])).to(device)
-        if not (y != IGNORE).any():  # nothing known in this batch (crops inside ignored cells): no step
-            continue
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            loss = F.cross_entropy(net(x).float(), y, weight=weight, ignore_index=IGNORE)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if (y != IGNORE).any():  # else nothing known in this batch (crops inside ignored cells): no step
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                loss = F.cross_entropy(net(x).float(), y, weight=weight, ignore_index=IGNORE)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        # The last step is saved too: a stop while the net is being scored does not retrain it.
+        if path is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == config.steps):
+            save(step + 1)
     return net.eval()
 
 
@@ -380,19 +411,21 @@ def per_frame_clip(video: torch.Tensor, labels: np.ndarray, meta: dict[str, Any]
 
 def run_protocol(arms: dict[str, Sequence[FramePool]], test: Clip | RealSequence, config: ProtocolConfig,
                  metrics: Sequence[str] = ("SEG", "DET"), progress: bool = True,
-                 calibration: Clip | None = None) -> list[dict[str, Any]]:
+                 calibration: Clip | None = None,
+                 checkpoints: Mapping[str, str | Path] | None = None) -> list[dict[str, Any]]:
     """Train one segmenter per arm with the same budget and score each on the real ``test`` clip.
 
     ``test`` is a clip (scored against its own masks and tracks) or a
     :class:`RealSequence` (scored against its ground truth folder). Returns
     one row per arm: the scores, the outline offset on ``test``
     (:func:`boundary_offset`; also on ``calibration``, real frames apart from
-    the test, as ``calibration_offset_px``), training seconds and frames seen.
+    the test, as ``calibration_offset_px``), training seconds and frames seen. ``checkpoints`` names a
+    checkpoint file per arm (see :func:`train_segmenter`), so that a long run can stop and resume.
     """
     rows = []
     for name, pools in arms.items():
         t0 = time.perf_counter()
-        net = train_segmenter(pools, config, progress)
+        net = train_segmenter(pools, config, progress, checkpoint=(checkpoints or {}).get(name))
         seconds = time.perf_counter() - t0
         if isinstance(test, RealSequence):
             predicted = segment(net, test.video, config.min_area)
