@@ -92,12 +92,14 @@ def cache(path: str | None, texture: str, density: float | None, args: argparse.
         path = ROOT / "runs" / (f"downstream_{name}-{bundle_fingerprint(bundle)}_{texture}_{tag}_{args.sampler}"
                                 f"{args.stride}_{args.clips}x{args.frames}.lmdb")
     # A cache made here and cut short by a stop is completed (the writer resumes) rather than used short.
-    if not Path(path).exists() or (made_here and len(LMDBClips(path)) < args.clips):
+    clips = LMDBClips(path) if Path(path).exists() else None
+    if clips is None or (made_here and len(clips) < args.clips):
         cli(["cache", "--bundle", bundle, "--out", str(path), "--clips", str(args.clips), "--frames",
              str(args.frames), "--size", str(args.size), str(args.size), "--seed", "11", "--texture", texture,
              "--sampler", args.sampler, "--stride", str(args.stride), "--device", args.device,
              "--gen-batch", str(args.gen_batch), *flags, *([] if density is None else ["--density", str(density)])])
-    return LMDBClips(path)
+        clips = LMDBClips(path)
+    return clips
 
 
 def labelled_density(pool: FramePool) -> float:
