@@ -46,8 +46,9 @@ Every (arm, seed) run is also kept under runs/downstream_parts/<out name>/
 with the settings it ran with; `--resume` reuses the runs whose settings
 (bundle files included) match, so a long CPU run stopped part-way goes on
 where it stopped; a segmenter stopped mid-training resumes from its last
-checkpoint there (every 100 steps). Synthetic caches are named after the bundle's files: a
-refitted bundle never reuses clips of the old one.
+checkpoint there (every 100 steps), and the trained nets are kept there.
+Synthetic caches are named after the bundle's files: a refitted bundle never
+reuses clips of the old one.
 """
 
 from __future__ import annotations
@@ -140,7 +141,8 @@ def _run_one(name: str, pools: list, test, config: ProtocolConfig, calibration, 
             print(f"{name}, seed {config.seed}: reused {part}")
             return kept["row"]
     # The segmenter checkpoints beside its part, named by the settings: a stop mid-training loses at most
-    # 100 steps, and a checkpoint of other settings is never picked up.
+    # 100 steps, and a checkpoint of other settings is never picked up. The finished net stays there (about
+    # 1 MB), so that it can be looked at or scored again without training it again.
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     ckpt = None if part is None else part.with_name(f"{part.stem}.{digest}.ckpt")
     if ckpt is not None and not resume:
@@ -150,7 +152,6 @@ def _run_one(name: str, pools: list, test, config: ProtocolConfig, calibration, 
     if part is not None:
         part.parent.mkdir(parents=True, exist_ok=True)
         part.write_text(json.dumps({"settings": settings, "row": row}, indent=1) + "\n")
-        ckpt.unlink(missing_ok=True)
     return row
 
 
