@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from scipy import ndimage
 import pytest
 import torch
 
@@ -156,6 +157,19 @@ def test_frame_statistics_compare_like_with_like(real_clip):
     for row in rows:
         if row["same rel."] != "n/a":
             assert row["same rel."] in ("+0%", "-0%")
+
+
+def test_halo_measures_the_light_around_cells():
+    rng = np.random.default_rng(0)
+    labels = np.zeros((128, 128), np.int32)
+    labels[30:50, 30:50], labels[80:100, 70:90] = 1, 2
+    cells = np.where(labels > 0, 0.5, 0.0)
+    sharp = 0.1 + cells + 0.002 * rng.standard_normal(labels.shape)
+    glowing = sharp + 0.2 * ndimage.gaussian_filter(cells, 6.0)
+    clip = lambda image: {"video": torch.from_numpy(image)[None, None].float(),  # noqa: E731
+                          "masks": torch.from_numpy(labels)[None]}
+    assert abs(float(frame_statistics([clip(sharp)])["halo"][0])) < 0.003
+    assert float(frame_statistics([clip(glowing)])["halo"][0]) > 0.01
 
 
 def test_edge_profiles_by_brightness_round_trip():

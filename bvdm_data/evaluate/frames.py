@@ -13,7 +13,9 @@ measures all of these the same way on any list of clips of the contract
   over cells), ``background`` (median of pixels 5 px from any cell), ``noise``
   (robust spread of what a 2-px high-pass leaves there), ``edge_ratio`` (mean
   contrast 1 px outside the outline over the contrast inside: where the
-  annotation puts the boundary on the intensity edge);
+  annotation puts the boundary on the intensity edge), ``halo`` (median 3-10 px
+  from the nearest cell minus median 20 px or more away, over the mean cell
+  contrast: the out-of-focus light around nuclei);
 * ``unlabelled`` (bright blobs that no label touches, per labelled cell:
   what the annotation leaves out);
 * ``displacement`` (px per frame, centroid to nearest centroid in the next
@@ -44,7 +46,9 @@ from bvdm_data.robust import robust_std
 from bvdm_data.scene.model import background_of, unlabelled_objects
 
 STATISTICS = ("density", "area", "solidity", "nn_distance", "touching", "brightness_cv", "background", "noise",
-              "edge_ratio", "unlabelled", "displacement")
+              "edge_ratio", "halo", "unlabelled", "displacement")
+HALO_NEAR = (3.0, 10.0)  # px from the nearest cell: beyond the annotated edge, within a nucleus' glow
+HALO_FAR = 20.0  # px: the background past the glow
 
 
 def _frame(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> dict[str, Any]:
@@ -85,6 +89,11 @@ def _frame(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> d
         ring = ndimage.binary_dilation(labels > 0) & (labels == 0)
         edge = float(np.mean(image[ring] - level)) if ring.any() else float("nan")
         out["edge_ratio"] = edge / max(float(np.mean(means)), 1e-6)
+        dist = ndimage.distance_transform_edt(labels == 0)
+        near, far = (dist >= HALO_NEAR[0]) & (dist <= HALO_NEAR[1]), dist >= HALO_FAR
+        if near.sum() >= 100 and far.sum() >= 100:
+            glow = float(np.median(image[near]) - np.median(image[far]))
+            out["halo"] = glow / max(float(np.mean(means)), 1e-6)
     return out
 
 
@@ -101,7 +110,7 @@ def frame_statistics(clips: Iterable[Clip], seed: int = 0, max_frames: int | Non
                 break
             frames += 1
             stats = _frame(image.astype(np.float64), labels, rng)
-            for key in ("density", "background", "noise", "edge_ratio"):
+            for key in ("density", "background", "noise", "edge_ratio", "halo"):
                 if key in stats:
                     pooled[key].append(stats[key])
             for key in ("area", "solidity", "nn_distance", "touching"):
