@@ -16,6 +16,7 @@ frames that no model of the bundle saw:
                      (`--labels masks`) instead of labels redrawn from the painted cells (the default)
   (b*, d*, d1*):     `--calibrate-edge`: (b), (d), (d1) repainted with the painted edge moved by the
                      outline offset that (b)'s segmenter shows on the real training frames
+  (bg, dg, d1g):     `--glow-ablation`: (b), (d), (d1) with the cells' measured out-of-focus glow (`--glow`)
 
 `--ablation` adds BVDM arms that switch the measured laws on one at a time
 from a baseline without them (`--base-bundle`: the mask model fitted on
@@ -257,7 +258,10 @@ def main() -> None:
                         "by the outline offset its segmenter shows on the real training frames, and train again")
     parser.add_argument("--labels-ablation", action="store_true", help="add arms whose BVDM labels are the "
                         "simulated masks (--labels masks) instead of labels redrawn from the painting")
-    parser.add_argument("--arms", nargs="+", help="train only these arms, by code: a a1 b c d d1 b* d* d1* b- d- d1- ...")
+    parser.add_argument("--glow-ablation", action="store_true", help="add arms whose BVDM clips carry the cells' "
+                        "out-of-focus glow measured on the real frames (--glow)")
+    parser.add_argument("--arms", nargs="+", help="train only these arms, by code: a a1 b c d d1 b* d* d1* b- d- d1- "
+                        "bg dg d1g ...")
     parser.add_argument("--no-statistics", action="store_true", help="skip the frame-statistics table")
     parser.add_argument("--bvdm-cache", help="an LMDB cache of BVDM clips (default: made under runs/)")
     parser.add_argument("--flat-cache", help="an LMDB cache of flat-texture clips (default: made under runs/)")
@@ -313,6 +317,8 @@ def main() -> None:
         sources["BVDM, mean edge"] = cache(None, "ddpm", density, args, args.bundle, ("--edge", "mean"))
     if args.labels_ablation:
         sources["BVDM, mask labels"] = cache(None, "ddpm", density, args, args.bundle, ("--labels", "masks"))
+    if args.glow_ablation:
+        sources["BVDM + glow"] = cache(None, "ddpm", density, args, args.bundle, ("--glow",))
     pools = {name: FramePool(clips, name) for name, clips in sources.items()}
     arms = {"(a) real": [real_pool], "(a1) real, 1 frame": [scarce_pool], "(b) BVDM": [pools.get("BVDM")],
             "(c) flat texture": [pools.get("flat")], "(d) real + BVDM": [real_pool, pools.get("BVDM")],
@@ -326,6 +332,10 @@ def main() -> None:
         arms.update({"(b-) BVDM, simulated masks as labels": [masks],
                      "(d-) real + BVDM, simulated masks as labels": [real_pool, masks],
                      "(d1-) real 1 frame + BVDM, simulated masks as labels": [scarce_pool, masks]})
+    if args.glow_ablation:
+        glow = pools["BVDM + glow"]
+        arms.update({"(bg) BVDM + glow": [glow], "(dg) real + BVDM + glow": [real_pool, glow],
+                     "(d1g) real 1 frame + BVDM + glow": [scarce_pool, glow]})
     if args.arms:
         arms = {name: p for name, p in arms.items() if name.split(")")[0][1:] in args.arms}
     if args.synthetic_only:

@@ -101,6 +101,8 @@ class BVDMStream(IterableDataset):
             inside), where the annotation convention sits on a cell's soft edge.
         unlabelled: also paint the nuclei the real annotation leaves out, at its measured rate and
             contrast, without labelling them (off by default: on HeLa it lowered SEG downstream).
+        glow: add the cells' out-of-focus light at the share and spread the scene measured on the real
+            frames (off by default until measured downstream; needs a scene fitted with its glow law).
         labels: ``"painted"``: each label redrawn from its painted cell by the real annotation's measured
             convention (+0.029 SEG downstream on HeLa, RESULTS.md §1); ``"masks"``: the simulated masks (an
             ablation); ``"auto"`` (default): painted where the bundle has a measured edge profile.
@@ -120,7 +122,7 @@ class BVDMStream(IterableDataset):
                  density: float | None = None, device: str | torch.device = "cpu", bf16: bool = False,
                  compile: bool = False, gen_batch: int | None = None, tv_tensors: bool = False, independent_frames: bool = False,
                  texture: str = "ddpm", cell_batch: int | None = None, edge: str = "by_brightness",
-                 edge_shift: float = 0.0, unlabelled: bool = False, labels: str = "auto",
+                 edge_shift: float = 0.0, unlabelled: bool = False, glow: bool = False, labels: str = "auto",
                  transform: Callable[[Clip], Any] | None = None) -> None:
         super().__init__()
         clip_len, seed = as_int("clip_len", clip_len, 1), as_int("seed", seed, 0)
@@ -132,7 +134,7 @@ class BVDMStream(IterableDataset):
                                           density=as_density(density), bf16=bf16, compile=bool(compile),
                                           independent_frames=independent_frames, texture=texture,
                                           cell_batch=cell_batch, edge=edge, edge_shift=float(edge_shift),
-                                          unlabelled=unlabelled, labels=labels)
+                                          unlabelled=unlabelled, glow=bool(glow), labels=labels)
         self.clip_len, self.size, self.seed = clip_len, size, seed
         self.num_clips, self.device, self.gen_batch, self.tv_tensors = num_clips, device, gen_batch, tv_tensors
         self.transform = transform

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 
 import numpy as np
-from scipy import ndimage
 import pytest
 import torch
+from scipy import ndimage
 
 from bvdm_data.clip import check_clip
+from bvdm_data.errors import BVDMDataError
 from bvdm_data.diffusion.edges import measure_edge_profile, profile_cells, signed_distance
 from bvdm_data.diffusion.sample import flat_cells
 from bvdm_data.evaluate.frames import STATISTICS, compare_frames, frame_statistics
 from bvdm_data.masks import MaskModel, simulate_masks
 from bvdm_data.masks.fit import density_of, refit_shapes
 from bvdm_data.synth.pipeline import SynthesisSettings, Synthesizer, unlabelled_lineages
-from bvdm_data.scene.model import SceneModel, unlabelled_objects
+from bvdm_data.scene.model import SceneModel, glow_law, glow_profiles, unlabelled_objects
 
 PROFILE = [1.0, 0.95, 0.9, 0.8, 0.65, 0.4, 0.15, 0.05, 0.02, 0.01, 0.0, 0.0]
 
@@ -148,6 +150,8 @@ def test_scene_fit_measures_the_annotation_convention(hela_root):
     q = np.asarray(scene.unlabelled_contrast)
     assert q.size in (0, 21) and (np.diff(q) >= 0).all()
     assert scene.photon_step == 0  # HeLa's background sits far above the camera's floor: Gaussian noise
+    # HeLa nuclei glow: about a tenth of their light spread over ~10 px (0.11 over 12 px on frames 0-10 of 02).
+    assert 0.05 < scene.glow_weight < 0.25 and 4.0 <= scene.glow_sigma <= 16.0
 
 
 def test_frame_statistics_compare_like_with_like(real_clip):
@@ -170,6 +174,41 @@ def test_halo_measures_the_light_around_cells():
                           "masks": torch.from_numpy(labels)[None]}
     assert abs(float(frame_statistics([clip(sharp)])["halo"][0])) < 0.003
     assert float(frame_statistics([clip(glowing)])["halo"][0]) > 0.01
+
+
+def test_glow_law_recovers_the_share_and_spread_of_the_light():
+    rng = np.random.default_rng(1)
+    frames = []
+    for _ in range(3):
+        labels = np.zeros((256, 256), np.int32)
+        for i, (y, x) in enumerate(rng.integers(40, 216, (4, 2))):
+            labels[y - 9:y + 9, x - 9:x + 9] = i + 1
+        cells = np.where(labels > 0, rng.uniform(0.3, 1.2, labels.max() + 1)[labels], 0.0)
+        image = -0.9 + cells + 0.08 * ndimage.gaussian_filter(cells, 12.0) + 0.01 * rng.standard_normal(cells.shape)
+        frames.append(glow_profiles(image, labels))
+    weight, sigma = glow_law(frames)
+    assert sigma == 12.0 and weight == pytest.approx(0.08, rel=0.15)
+    flat = np.zeros((128, 128), np.int32)
+    flat[50:70, 50:70] = 1
+    assert glow_law([glow_profiles(-0.9 + (flat > 0) + 0.01 * rng.standard_normal(flat.shape), flat)])[0] < 0.01
+    assert glow_profiles(np.zeros((40, 40)), np.ones((40, 40), np.int32)) is None  # no far background
+
+
+def test_glow_is_painted_around_cells_and_needs_its_law(tiny_bundle):
+    seeds = [np.random.SeedSequence(5)]
+    settings = SynthesisSettings(texture="flat", density=2e-4)
+    plain = Synthesizer(tiny_bundle, settings=settings).generate(seeds, 1, (192, 192))[0]
+    glowing = Synthesizer(tiny_bundle, settings=dataclasses.replace(settings, glow=True)).generate(seeds, 1, (192, 192))[0]
+    check_clip(glowing)
+    assert len(glowing["tracks"]) == len(plain["tracks"])  # light around cells, not cells
+    halo = [float(np.median(frame_statistics([c])["halo"])) for c in (plain, glowing)]
+    assert halo[1] > halo[0] + 0.005
+    scene = SceneModel.load(tiny_bundle)
+    bare = tiny_bundle.parent / "no_glow"
+    shutil.copytree(tiny_bundle, bare)
+    dataclasses.replace(scene, glow_weight=0.0, glow_sigma=0.0).save(bare)
+    with pytest.raises(BVDMDataError, match="glow law"):
+        Synthesizer(bare, settings=dataclasses.replace(settings, glow=True))
 
 
 def test_edge_profiles_by_brightness_round_trip():

@@ -182,7 +182,8 @@ def run_fit_statistics(args: argparse.Namespace) -> int:
     scene.save(root, provenance={**writer.manifest["parts"].get("scene", {}).get("provenance", {}), **provenance})
     profile = ", ".join(f"{v:.2f}" for v in statistics["edge_profile"])
     print(f"{root}: {source['crops']} cells; edge profile (core -> outside) {profile}; unlabelled objects "
-          f"{scene.unlabelled_rate:.3f} per labelled cell; background {scene.background_mean:.3f}")
+          f"{scene.unlabelled_rate:.3f} per labelled cell; background {scene.background_mean:.3f}; glow "
+          f"{scene.glow_weight:.3f} of each cell's light over {scene.glow_sigma:g} px")
     return 0
 
 

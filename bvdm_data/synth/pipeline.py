@@ -107,6 +107,9 @@ class SynthesisSettings:
     # convention sits on the soft edge, calibrated downstream (benchmarks/downstream.py --calibrate-edge).
     edge_shift: float = 0.0
     unlabelled: bool = False
+    # glow: add the cells' out-of-focus light at the measured share and spread (scene.model.glow_law); off until it is
+    # measured downstream (benchmarks/downstream.py --glow-ablation). Bundles fitted before 2026-11-26 have none.
+    glow: bool = False
     # labels: "painted" (each label redrawn from its painted cell by the real annotation's measured convention,
     # synth/annotation.py: +0.029 SEG BVDM-only, +0.011 mixed with real on HeLa, RESULTS.md §1), "masks" (the
     # simulated masks), "auto" (painted where the bundle has a measured edge profile and edge is not "blur").
@@ -259,6 +262,9 @@ class Synthesizer:
             raise BVDMDataError(f"{bundle.root}: flow crops are {flow_crop} px but texture crops "
                                 f"{self.texture.crop_size} px; refit one of them")
         settings.check(self.texture.denoiser.schedule.num_steps)
+        if settings.glow and self.scene.glow_weight <= 0:
+            raise BVDMDataError(f"{bundle.root}: glow=True needs the scene's glow law; run bvdm-data fit-statistics "
+                                "on this bundle first")
         has_profile = "edge_profile" in self.texture.statistics
         if settings.labels == "painted" and not has_profile:
             raise BVDMDataError(f"{bundle.root}: labels='painted' needs the measured edge profile; run "
@@ -423,6 +429,9 @@ class Synthesizer:
                 del textures[key]
         videos = [torch.stack(frames[k]) for k in range(len(plan.sims))]
         labels = [sim["masks"].numpy() for sim in plan.sims]
+        if s.glow:  # before the labels are read from the painting: real annotations saw the glow too
+            videos = [self.scene.add_glow(v, b, sim["masks"].to(self.device))
+                      for v, b, sim in zip(videos, backgrounds, plan.sims)]
         if self.labels == "painted":
             labels = self._labels_from_painting(videos, backgrounds, labels)
         return [self._finish(plan, k, videos[k], labels[k], meta[k] if meta is not None else {})
