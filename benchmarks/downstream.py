@@ -17,6 +17,8 @@ frames that no model of the bundle saw:
   (b*, d*, d1*):     `--calibrate-edge`: (b), (d), (d1) repainted with the painted edge moved by the
                      outline offset that (b)'s segmenter shows on the real training frames
   (bg, dg, d1g):     `--glow-ablation`: (b), (d), (d1) with the cells' measured out-of-focus glow (`--glow`)
+  (bu, du, d1u):     `--unlabelled-ablation`: (b), (d), (d1) with the nuclei the annotation leaves out painted,
+                     unlabelled (`--unlabelled`)
 
 `--ablation` adds BVDM arms that switch the measured laws on one at a time
 from a baseline without them (`--base-bundle`: the mask model fitted on
@@ -73,6 +75,9 @@ from bvdm_data.evaluate.realism import markdown
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN, TEST = range(0, 11), range(11, 14)
 STATISTICS_FRAMES = 48  # synthetic frames measured per source (about 10x the real frames' area)
+# One measured law added to the default BVDM clips: the arms' code letter, and what the clips then carry.
+LAW_ABLATIONS = {"glow": ("g", "carry the cells' out-of-focus glow measured on the real frames"),
+                 "unlabelled": ("u", "also show, unlabelled, the nuclei the real annotation leaves out")}
 
 
 def bundle_fingerprint(bundle: str) -> str:
@@ -91,8 +96,9 @@ def cache(path: str | None, texture: str, density: float | None, args: argparse.
     if made_here:
         tag = "fitted" if density is None else f"{density:.2e}"
         name = "".join(c if c.isalnum() else "-" for c in Path(bundle).name + "".join(flags))
+        size = "" if args.size == 256 else f"_{args.size}px"  # 256 px unnamed: the caches made before it was named
         path = ROOT / "runs" / (f"downstream_{name}-{bundle_fingerprint(bundle)}_{texture}_{tag}_{args.sampler}"
-                                f"{args.stride}_{args.clips}x{args.frames}.lmdb")
+                                f"{args.stride}_{args.clips}x{args.frames}{size}.lmdb")
     # A cache made here and cut short by a stop is completed (the writer resumes) rather than used short.
     clips = LMDBClips(path) if Path(path).exists() else None
     if clips is None or (made_here and len(clips) < args.clips):
@@ -258,10 +264,11 @@ def main() -> None:
                         "by the outline offset its segmenter shows on the real training frames, and train again")
     parser.add_argument("--labels-ablation", action="store_true", help="add arms whose BVDM labels are the "
                         "simulated masks (--labels masks) instead of labels redrawn from the painting")
-    parser.add_argument("--glow-ablation", action="store_true", help="add arms whose BVDM clips carry the cells' "
-                        "out-of-focus glow measured on the real frames (--glow)")
+    for law, (_, what) in LAW_ABLATIONS.items():
+        parser.add_argument(f"--{law}-ablation", action="store_true", help=f"add arms whose BVDM clips {what} "
+                            f"(--{law})")
     parser.add_argument("--arms", nargs="+", help="train only these arms, by code: a a1 b c d d1 b* d* d1* b- d- d1- "
-                        "bg dg d1g ...")
+                        "bg dg d1g bu du d1u ...")
     parser.add_argument("--no-statistics", action="store_true", help="skip the frame-statistics table")
     parser.add_argument("--bvdm-cache", help="an LMDB cache of BVDM clips (default: made under runs/)")
     parser.add_argument("--flat-cache", help="an LMDB cache of flat-texture clips (default: made under runs/)")
@@ -317,8 +324,9 @@ def main() -> None:
         sources["BVDM, mean edge"] = cache(None, "ddpm", density, args, args.bundle, ("--edge", "mean"))
     if args.labels_ablation:
         sources["BVDM, mask labels"] = cache(None, "ddpm", density, args, args.bundle, ("--labels", "masks"))
-    if args.glow_ablation:
-        sources["BVDM + glow"] = cache(None, "ddpm", density, args, args.bundle, ("--glow",))
+    laws = [law for law in LAW_ABLATIONS if getattr(args, f"{law}_ablation")]
+    for law in laws:
+        sources[f"BVDM + {law}"] = cache(None, "ddpm", density, args, args.bundle, (f"--{law}",))
     pools = {name: FramePool(clips, name) for name, clips in sources.items()}
     arms = {"(a) real": [real_pool], "(a1) real, 1 frame": [scarce_pool], "(b) BVDM": [pools.get("BVDM")],
             "(c) flat texture": [pools.get("flat")], "(d) real + BVDM": [real_pool, pools.get("BVDM")],
@@ -332,10 +340,10 @@ def main() -> None:
         arms.update({"(b-) BVDM, simulated masks as labels": [masks],
                      "(d-) real + BVDM, simulated masks as labels": [real_pool, masks],
                      "(d1-) real 1 frame + BVDM, simulated masks as labels": [scarce_pool, masks]})
-    if args.glow_ablation:
-        glow = pools["BVDM + glow"]
-        arms.update({"(bg) BVDM + glow": [glow], "(dg) real + BVDM + glow": [real_pool, glow],
-                     "(d1g) real 1 frame + BVDM + glow": [scarce_pool, glow]})
+    for law in laws:
+        code, pool = LAW_ABLATIONS[law][0], pools[f"BVDM + {law}"]
+        arms.update({f"(b{code}) BVDM + {law}": [pool], f"(d{code}) real + BVDM + {law}": [real_pool, pool],
+                     f"(d1{code}) real 1 frame + BVDM + {law}": [scarce_pool, pool]})
     if args.arms:
         arms = {name: p for name, p in arms.items() if name.split(")")[0][1:] in args.arms}
     if args.synthetic_only:

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# One device call for issues 12 and 16: the downstream tables with three seeds on a GPU, with the measured laws
+# that are still off by default switched on one at a time (benchmarks/downstream.py --glow-ablation,
+# --unlabelled-ablation), for the shipped bundles:
+#   hela:  arms a a1 b c d d1 + glow (bg dg d1g)         test: HeLa 02 frames 11-13 (ERR_SEG)
+#   gowt1: arms a a1 b c d d1 + unlabelled (bu du d1u)   test: all of GOWT1 02 (gold SEG, TRA)
+# Carry: .whl (kornia, kornia_rs, lmdb, py-ctcmetrics wheels for the device's Python), .devdata/Fluo-N2DL-HeLa
+# (02, 02_ERR_SEG) and .devdata/Fluo-N2DH-GOWT1 (01, 01_GT, 02, 02_GT), copied from ../shared/data.
+# Writes $OUT/downstream_{hela,gowt1}.{json,png,txt}; caches and parts go to runs/ there (not carried back).
+#   DEVICE=cpu SMALL=1 OUT=/tmp/out DEVDATA=../shared/data scripts/device_downstream.sh   # tiny sizes, to test it
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:?set OUT}
+DEVICE=${DEVICE:-cuda}
+DEVDATA=${DEVDATA:-.devdata}
+if [ -d .whl ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        >/dev/null 2>&1 || true
+    export PYTHONPATH=/tmp/site:$PWD
+fi
+PY=${PY:-python3}
+if [ -n "${SMALL:-}" ]; then COMMON="--steps 10 --seeds 0 --workers 1 --clips 2 --size 128 --crop 64 --threads 2"
+else COMMON="--steps 1500 --seeds 0 1 2 --workers 3 --clips 64 --threads 4"; fi
+log() { tr '\r' '\n' | grep -v "it/s\|clip/s\|s/it" || true; }
+date +%s > "$OUT/t0"
+for job in "hela --glow-ablation --arms a a1 b c d d1 bg dg d1g" \
+           "gowt1 --unlabelled-ablation --arms a a1 b c d d1 bu du d1u --no-statistics"; do
+    set -- $job
+    dataset=$1; shift
+    data=$DEVDATA/$([ "$dataset" = hela ] && echo Fluo-N2DL-HeLa || echo Fluo-N2DH-GOWT1)
+    $PY benchmarks/downstream.py --dataset "$dataset" --data "$data" "$@" $COMMON --sampler ddim --stride 4 \
+        --gen-batch 32 --device "$DEVICE" --out "$OUT/downstream_$dataset.json" 2>&1 | log > "$OUT/downstream_$dataset.txt"
+    echo "$dataset done after $(( $(date +%s) - $(cat "$OUT/t0") )) s" | tee -a "$OUT/downstream_$dataset.txt"
+done
+tail -n 30 "$OUT"/*.txt
