@@ -15,9 +15,10 @@ a slowly varying rate times a step (:func:`photon_background`), and drawn the sa
 soft alpha (their mask, dilated and blurred), so the generated halo around
 each nucleus blends into the background without seams; where halos overlap,
 textures are averaged by alpha. Real nuclei also glow well past their outline
-(out-of-focus light: on HeLa 02 the background 3 px from a cell sits 0.024 above
-the far background, still 0.003 at 25 px); :func:`glow_law` fits that as a share
-of each cell's light spread by a Gaussian, and :meth:`SceneModel.add_glow` adds it.
+(out-of-focus light; the ``halo`` of :mod:`bvdm_data.evaluate.frames`, brighter
+around brighter cells), which the pasted cells alone do not: :func:`glow_law`
+fits it as a share of each cell's light spread by a Gaussian, and
+:meth:`SceneModel.add_glow` adds it.
 """
 
 from __future__ import annotations
