@@ -59,6 +59,13 @@ def test_missed_cells_lower_det_and_tra(gt, real_clip):
     assert scores["DET"] < 0.95 and scores["TRA"] < 0.95
 
 
+def test_a_result_with_no_object_scores_zero(gt, real_clip):
+    # A segmenter that finds nothing anywhere (it happens: one real frame of training data on another video).
+    empty = np.zeros_like(real_clip["masks"].numpy())
+    write_ctc_result(empty, np.zeros((0, 4), np.int64), gt / "01_RES")
+    assert evaluate_ctc(gt / "01_RES", gt / "01_GT") == {"SEG": 0.0, "DET": 0.0, "TRA": 0.0}
+
+
 def test_cli_and_errors(gt, real_clip, capsys, monkeypatch):
     write_ctc_result(real_clip["masks"], real_clip["tracks"], gt / "01_RES")
     assert main(["evaluate", "--res", str(gt / "01_RES"), "--gt", str(gt / "01_GT"), "--metrics", "DET"]) == 0

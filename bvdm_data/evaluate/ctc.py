@@ -64,6 +64,10 @@ def evaluate_ctc(res: str | os.PathLike, gt: str | os.PathLike, metrics: Sequenc
         if not metrics:
             raise BVDMDataError(f"{gt}: no SEG folder, and SEG was the only metric asked for")
     check_result(res, gt)
+    if not (res / "res_track.txt").read_text().strip():
+        # Nothing segmented in any frame (py-ctcmetrics cannot read an empty track file): every reference object
+        # is missed, which SEG, DET and TRA all score 0.
+        return dict.fromkeys(metrics, 0.0)
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # it prints and warns per frame
         warnings.simplefilter("ignore")
         results = evaluate_sequence(str(res), str(gt), metrics, threads)
