@@ -8,6 +8,7 @@
 # (02, 02_ERR_SEG) and .devdata/Fluo-N2DH-GOWT1 (01, 01_GT, 02, 02_GT), copied from ../shared/data.
 # Writes $OUT/downstream_{hela,gowt1}.{json,png,txt}; caches and parts go to runs/ there (not carried back).
 #   DEVICE=cpu SMALL=1 OUT=/tmp/out DEVDATA=../shared/data scripts/device_downstream.sh   # tiny sizes, to test it
+# DATASETS="hela" (or "gowt1") runs one of the two.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:?set OUT}
@@ -19,12 +20,15 @@ if [ -d .whl ]; then
     export PYTHONPATH=/tmp/site:$PWD
 fi
 PY=${PY:-python3}
+HELA_ARMS="a a1 b c d d1 bg dg d1g"
+GOWT1_ARMS="a a1 b c d d1 bu du d1u"
 if [ -n "${SMALL:-}" ]; then COMMON="--steps 10 --seeds 0 --workers 1 --clips 2 --size 128 --crop 64 --threads 2"
+    HELA_ARMS="b bg"; GOWT1_ARMS="bu"  # scoring GOWT1 02 (92 frames of 1024^2) takes minutes per arm on a CPU
 else COMMON="--steps 1500 --seeds 0 1 2 --workers 3 --clips 64 --threads 4"; fi
 log() { tr '\r' '\n' | grep -v "it/s\|clip/s\|s/it" || true; }
 date +%s > "$OUT/t0"
-for job in "hela --glow-ablation --arms a a1 b c d d1 bg dg d1g" \
-           "gowt1 --unlabelled-ablation --arms a a1 b c d d1 bu du d1u --no-statistics"; do
+for job in "hela --glow-ablation --arms $HELA_ARMS" "gowt1 --unlabelled-ablation --no-statistics --arms $GOWT1_ARMS"; do
+    [[ " ${DATASETS:-hela gowt1} " == *" ${job%% *} "* ]] || continue
     set -- $job
     dataset=$1; shift
     data=$DEVDATA/$([ "$dataset" = hela ] && echo Fluo-N2DL-HeLa || echo Fluo-N2DH-GOWT1)

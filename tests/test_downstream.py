@@ -94,6 +94,13 @@ class _StopAfter(FramePool):
         return super().batch(*args)
 
 
+@pytest.mark.parametrize("steps", [1, 2, 10, 20])
+def test_any_number_of_steps_trains(real_clip, steps):
+    config = ProtocolConfig(steps=steps, batch_size=2, crop=32, width=8)
+    net = train_segmenter([FramePool([real_clip], "clip")], config, progress=False)
+    assert all(torch.isfinite(p).all() for p in net.parameters())
+
+
 def test_a_segmenter_stopped_mid_training_resumes_to_the_same_weights(tmp_path, real_clip):
     pool = FramePool([real_clip], "clip")
     config = ProtocolConfig(steps=9, batch_size=2, crop=32, width=8)

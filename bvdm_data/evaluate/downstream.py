@@ -36,6 +36,7 @@ from bvdm_data.evaluate.ctc import evaluate_ctc
 from bvdm_data.training import dihedral
 
 BACKGROUND, INTERIOR, BOUNDARY = 0, 1, 2
+MIN_ONE_CYCLE_STEPS = 20  # shorter trainings keep a constant learning rate
 
 
 @dataclass
@@ -156,7 +157,10 @@ def train_segmenter(pools: Sequence[FramePool], config: ProtocolConfig, progress
     device = torch.device(config.device)
     net = SegNet(config.width).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=config.lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, config.lr, total_steps=max(1, config.steps), pct_start=0.1)
+    # One-cycle needs a warm-up of a few steps (10 steps make it divide by zero); a shorter run is a plumbing check
+    # and keeps the rate constant.
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, config.lr, total_steps=config.steps, pct_start=0.1) \
+        if config.steps >= MIN_ONE_CYCLE_STEPS else torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
     weight = torch.tensor([1.0, 1.0, config.boundary_weight], device=device)
     gen = torch.Generator().manual_seed(config.seed)
     shares = [config.batch_size // len(pools) + (i < config.batch_size % len(pools)) for i in range(len(pools))]
