@@ -109,8 +109,10 @@ def test_a_segmenter_stopped_mid_training_resumes_to_the_same_weights(tmp_path, 
     with pytest.raises(KeyboardInterrupt):
         train_segmenter([_StopAfter(pool, 7)], config, progress=False, checkpoint=ckpt, checkpoint_every=3)
     assert torch.load(ckpt, weights_only=True)["step"] == 6
+    first = torch.load(ckpt, weights_only=True)["seconds"]
     resumed = train_segmenter([pool], config, progress=False, checkpoint=ckpt, checkpoint_every=3)
     assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()))
+    assert resumed.train_seconds > first > 0  # the time of both runs
     assert torch.load(ckpt, weights_only=True)["step"] == 9  # the finished net is kept until its caller is done
     with pytest.raises(BVDMDataError, match="checkpoint of another run"):
         train_segmenter([pool], ProtocolConfig(steps=9, batch_size=2, crop=32, width=8, seed=1), progress=False,

@@ -167,7 +167,7 @@ def train_segmenter(pools: Sequence[FramePool], config: ProtocolConfig, progress
     # What the weights depend on besides the seed's draws; the device is not part of it (a CPU checkpoint
     # may finish on a GPU).
     identity = {**asdict(config), "device": None, "pools": [[p.name, len(p)] for p in pools]}
-    start = 0
+    start, before, began = 0, 0.0, time.perf_counter()
     path = None if checkpoint is None else Path(checkpoint)
     if path is not None and path.is_file():
         state = torch.load(path, map_location=device, weights_only=True)
@@ -178,10 +178,11 @@ def train_segmenter(pools: Sequence[FramePool], config: ProtocolConfig, progress
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         gen.set_state(state["gen"])
-        start = int(state["step"])
+        start, before = int(state["step"]), float(state.get("seconds", 0.0))
 
     def save(step: int) -> None:
-        state = {"identity": identity, "step": step, "net": net.state_dict(), "opt": opt.state_dict(),
+        state = {"identity": identity, "step": step, "seconds": before + time.perf_counter() - began,
+                 "net": net.state_dict(), "opt": opt.state_dict(),
                  "sched": sched.state_dict(), "gen": gen.get_state()}
         with atomic_file(path) as tmp:
             torch.save(state, tmp)
@@ -204,6 +205,7 @@ def train_segmenter(pools: Sequence[FramePool], config: ProtocolConfig, progress
         # The last step is saved too: a stop while the net is being scored does not retrain it.
         if path is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == config.steps):
             save(step + 1)
+    net.train_seconds = before + time.perf_counter() - began  # over every run that trained it
     return net.eval()
 
 
@@ -428,9 +430,8 @@ def run_protocol(arms: dict[str, Sequence[FramePool]], test: Clip | RealSequence
     """
     rows = []
     for name, pools in arms.items():
-        t0 = time.perf_counter()
         net = train_segmenter(pools, config, progress, checkpoint=(checkpoints or {}).get(name))
-        seconds = time.perf_counter() - t0
+        seconds = net.train_seconds
         if isinstance(test, RealSequence):
             predicted = segment(net, test.video, config.min_area)
             scores = score_segmentation(predicted, test.gt, metrics)
