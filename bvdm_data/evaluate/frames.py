@@ -83,8 +83,7 @@ def _frame(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> d
                                for a, b in pairs])
     out["touching"] = np.isin(ids, touching).astype(float)
     if level is not None:
-        index = np.arange(1, labels.max() + 1)
-        means = ndimage.mean(image, labels, index)[ids - 1] - level
+        means = np.asarray(ndimage.mean(image, labels, ids)) - level
         out["cell_contrast"] = means
         ring = ndimage.binary_dilation(labels > 0) & (labels == 0)
         edge = float(np.mean(image[ring] - level)) if ring.any() else float("nan")
