@@ -102,7 +102,8 @@ class BVDMStream(IterableDataset):
         unlabelled: also paint the nuclei the real annotation leaves out, at its measured rate and
             contrast, without labelling them (off by default: on HeLa it lowered SEG downstream).
         glow: add the cells' out-of-focus light at the share and spread the scene measured on the real
-            frames (off by default until measured downstream; needs a scene fitted with its glow law).
+            frames (off by default: on HeLa it left SEG unchanged downstream; needs a scene fitted with its
+            glow law).
         labels: ``"painted"``: each label redrawn from its painted cell by the real annotation's measured
             convention (+0.029 SEG downstream on HeLa, RESULTS.md §1); ``"masks"``: the simulated masks (an
             ablation); ``"auto"`` (default): painted where the bundle has a measured edge profile.

@@ -107,8 +107,9 @@ class SynthesisSettings:
     # convention sits on the soft edge, calibrated downstream (benchmarks/downstream.py --calibrate-edge).
     edge_shift: float = 0.0
     unlabelled: bool = False
-    # glow: add the cells' out-of-focus light at the measured share and spread (scene.model.glow_law); off until it is
-    # measured downstream (benchmarks/downstream.py --glow-ablation). Bundles fitted before 2026-11-26 have none.
+    # glow: add the cells' out-of-focus light at the measured share and spread (scene.model.glow_law). Off: it matches
+    # the real halo but left SEG unchanged on HeLa (RESULTS.md §1, --glow-ablation). Bundles fitted before 2026-11-26
+    # evening have no glow law.
     glow: bool = False
     # labels: "painted" (each label redrawn from its painted cell by the real annotation's measured convention,
     # synth/annotation.py: +0.029 SEG BVDM-only, +0.011 mixed with real on HeLa, RESULTS.md §1), "masks" (the
