@@ -14,12 +14,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:?set OUT}
 DEVICE=${DEVICE:-cuda}
 DEVDATA=${DEVDATA:-.devdata}
-if [ -d .whl ]; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-        >/dev/null 2>&1 || true
-    export PYTHONPATH=/tmp/site:$PWD
-fi
-PY=${PY:-python3}
+source scripts/device_setup.sh
 HELA_ARMS="a a1 b c d d1 bg dg d1g"
 GOWT1_ARMS="a a1 b c d d1 bu du d1u"
 if [ -n "${SMALL:-}" ]; then COMMON="--steps 10 --seeds 0 --workers 1 --clips 2 --size 128 --crop 64 --threads 2"

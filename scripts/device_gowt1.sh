@@ -12,12 +12,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:?set OUT}
 DEVICE=${DEVICE:-cuda}
 DATA=${DATA:-.devdata/Fluo-N2DH-GOWT1}
-if [ -d .whl ]; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-        >/dev/null 2>&1 || true
-    export PYTHONPATH=/tmp/site:$PWD
-fi
-PY=${PY:-python3}
+source scripts/device_setup.sh
 BVDM="$PY -m bvdm_data"
 BF16=$([ "$DEVICE" = cuda ] && echo --bf16 || true)
 # GPU: the small U-Net is bound by per-step overhead, so a wide batch costs little more than the CPU's 16:
