@@ -128,6 +128,22 @@ def test_unlabelled_objects_are_found_and_measured():
     assert abs(level) < 0.01 and len(contrast) == 1 and contrast[0] == pytest.approx(0.3, abs=0.05)
 
 
+def test_unlabelled_objects_on_a_photon_background_are_nuclei_not_shot_noise():
+    """GOWT1-like: the background is shot noise on the camera's floor (most pixels 0). Its level is the mean
+    light, not the floor, so only the one dim nucleus is found (the floor as level found dozens of specks)."""
+    rng = np.random.default_rng(1)
+    step, size = 0.04, 256
+    yy, xx = np.mgrid[:size, :size]
+    photons = rng.poisson(0.5, (size, size)).astype(float)
+    bright, dim = np.hypot(yy - 60, xx - 60) <= 15, np.hypot(yy - 180, xx - 180) <= 15
+    photons[bright] += rng.poisson(20, bright.sum())
+    photons[dim] += rng.poisson(2, dim.sum())
+    labels = np.where(bright, 1, 0).astype(np.int32)
+    level, contrast = unlabelled_objects(-1 + step * photons, labels)
+    assert level == pytest.approx(-1 + 0.5 * step, abs=0.2 * step)
+    assert len(contrast) == 1 and contrast[0] == pytest.approx(2 * step, rel=0.25)
+
+
 def test_unlabelled_nuclei_are_painted_but_not_labelled(tiny_bundle):
     plain = Synthesizer(tiny_bundle, settings=SynthesisSettings(texture="flat", density=2e-4))
     hiding = Synthesizer(tiny_bundle, settings=SynthesisSettings(texture="flat", density=2e-4, unlabelled=True))

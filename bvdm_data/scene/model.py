@@ -63,8 +63,9 @@ def unlabelled_objects(image: np.ndarray, labels: np.ndarray, background: np.nda
     """Bright objects that no label touches: ``(background level, their mean contrast above it)``.
 
     An object is a connected region of the image smoothed at ``BLOB_SIGMA``
-    that lies ``BLOB_SIGMAS`` robust spreads above the background (pixels
-    ``BACKGROUND_MARGIN`` px from any label) and covers ``MIN_BLOB_AREA`` px
+    that lies ``BLOB_SIGMAS`` robust spreads above the smoothed background's
+    median (pixels ``BACKGROUND_MARGIN`` px from any label; on a photon
+    background that is its mean light, not the camera's floor) and covers ``MIN_BLOB_AREA`` px
     without touching a label: a nucleus the annotation left out (dim, out of
     focus, or just missed). Its contrast is the mean over its half-maximum
     region. ``None`` when the frame has too little background. Pass
@@ -80,8 +81,10 @@ def unlabelled_objects(image: np.ndarray, labels: np.ndarray, background: np.nda
     background = background_of(labels) if background is None else background
     if background.sum() < 100:
         return None
-    level = float(np.median(image[background]))
     smooth = ndimage.gaussian_filter(image, BLOB_SIGMA)
+    # The level of the smoothed background, the image the threshold is applied to: on a photon background the
+    # raw median is the camera's floor (most pixels read 0), well under the mean light of the background.
+    level = float(np.median(smooth[background]))
     threshold = level + BLOB_SIGMAS * max(robust_std(smooth[background]), 1e-6)
     blobs, n = ndimage.label(smooth > threshold)
     if n == 0:
