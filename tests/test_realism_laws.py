@@ -464,9 +464,46 @@ def test_a_dark_background_is_measured_and_drawn_as_photons(tmp_path):
     assert scene.photon_step == pytest.approx(step, rel=0.05)
     assert scene.photon_rate == pytest.approx(0.5, rel=0.1)
     assert scene.photon_rate_log_std == pytest.approx(0.4, abs=0.1)
+    assert scene.glow_weight == 0 and scene.glow_sigma == 0  # medians of whole photons carry no glow law
     drawn = scene.background(2, (192, 192), key=5, device=torch.device("cpu"))
     photons = (drawn + 1) / scene.photon_step
     assert torch.allclose(photons, photons.round(), atol=1e-3)  # on the lattice, never below the floor
     real_floor_share = np.exp(-np.exp(np.log(0.5) + 0.4 * rng.standard_normal(100_000))).mean()
     assert float((photons.round() == 0).float().mean()) == pytest.approx(real_floor_share, abs=0.04)
     assert not torch.equal(drawn[0], drawn[1])  # fresh shot noise every frame
+
+
+@pytest.mark.parametrize("outlined", [1, 2])
+def test_glow_is_measured_only_where_every_cell_is_outlined(tmp_path, outlined):
+    """A cell known only by its grown marker leaks its own edge into the bands the glow is read from; so the
+    glow law comes from frames whose every cell has an outline, and none when no frame has."""
+    import tifffile
+
+    from bvdm_data.ctc import open_sequence
+    from bvdm_data.ctc.outlines import with_outlines
+
+    rng = np.random.default_rng(0)
+    size = 192
+    yy, xx = np.mgrid[:size, :size]
+    for d in ("01", "01_GT/TRA", "01_GT/SEG"):
+        (tmp_path / d).mkdir(parents=True)
+    for t in range(2):
+        cells = np.zeros((size, size))
+        tra, seg = np.zeros((size, size), np.uint16), np.zeros((size, size), np.uint16)
+        for k, (cy, cx) in enumerate([(60, 60), (130, 130)], start=1):
+            disc = np.hypot(yy - cy, xx - cx) <= 12
+            cells[disc] = 100
+            tra[np.hypot(yy - cy, xx - cx) <= 7] = k
+            if k <= outlined:
+                seg[disc] = k
+        image = 60 + cells + 0.1 * ndimage.gaussian_filter(cells, 6.0) + rng.normal(0, 1, (size, size))
+        tifffile.imwrite(tmp_path / "01" / f"t{t:03d}.tif", image.astype(np.uint16))
+        tifffile.imwrite(tmp_path / "01_GT/TRA" / f"man_track{t:03d}.tif", tra)
+        tifffile.imwrite(tmp_path / "01_GT/SEG" / f"man_seg{t:03d}.tif", seg)
+    (tmp_path / "01_GT/TRA/man_track.txt").write_text("1 0 1 0\n2 0 1 0\n")
+    seq = with_outlines(open_sequence(tmp_path, "01", labels="GT"), tmp_path / "01_GT/SEG")
+    scene = SceneModel.fit(seq, (0.0, 400.0))
+    if outlined == 2:
+        assert scene.glow_weight == pytest.approx(0.1, abs=0.04) and scene.glow_sigma in (4.0, 6.0, 8.0)
+    else:
+        assert scene.glow_weight == 0 and scene.glow_sigma == 0

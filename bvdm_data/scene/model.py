@@ -236,7 +236,11 @@ class SceneModel:
             smooth.append(robust_std(field[background & (weight > 0.3)]))
             noise.append(robust_std((x - ndimage.gaussian_filter(x, HIGHPASS_SIGMA))[background]))
             photons.append(photon_background(x, background))
-            glow = glow_profiles(x, labels)
+            # Glow is read off the light just outside each label, so only where every cell is outlined: a cell
+            # known by a grown marker only (OutlinedLabels) leaks its own edge into the bands and reads as glow.
+            last_outlined = getattr(seq.labels, "last_outlined", None)
+            whole = last_outlined is None or last_outlined(f) >= int(labels.max())
+            glow = glow_profiles(x, labels) if whole else None
             if glow is not None:
                 glows.append(glow)
             found = unlabelled_objects(x, labels, background)
@@ -254,7 +258,8 @@ class SceneModel:
             level = [p[0] for p in photons]
             photon = {"photon_step": float(np.median([p[1] for p in photons])),
                       "photon_rate": float(np.exp(np.median(rates))), "photon_rate_log_std": float(robust_std(rates))}
-        weight, sigma = glow_law(glows)
+        # Medians of photon counts are whole photons (GOWT1's bands read 0 or 1): no glow law is read off them.
+        weight, sigma = glow_law(glows) if not photon else (0.0, 0.0)
         return cls(float(np.mean(level)), float(np.mean(smooth)), float(np.mean(noise)),
                    unlabelled_rate=float(rate), unlabelled_contrast=quantiles, **photon,
                    glow_weight=weight, glow_sigma=sigma)
