@@ -223,7 +223,10 @@ def test_glow_is_painted_around_cells_and_needs_its_law(tiny_bundle):
     bare = tiny_bundle.parent / "no_glow"
     shutil.copytree(tiny_bundle, bare)
     dataclasses.replace(scene, glow_weight=0.0, glow_sigma=0.0).save(bare)
-    with pytest.raises(BVDMDataError, match="glow law"):
+    with pytest.raises(BVDMDataError, match="glow law, and this bundle has none .none was measured"):
+        Synthesizer(bare, settings=dataclasses.replace(settings, glow=True))
+    dataclasses.replace(scene, glow_weight=0.0, glow_sigma=0.0, photon_step=0.04, photon_rate=0.5).save(bare)
+    with pytest.raises(BVDMDataError, match="photon counts"):
         Synthesizer(bare, settings=dataclasses.replace(settings, glow=True))
 
 

@@ -264,8 +264,9 @@ class Synthesizer:
                                 f"{self.texture.crop_size} px; refit one of them")
         settings.check(self.texture.denoiser.schedule.num_steps)
         if settings.glow and self.scene.glow_weight <= 0:
-            raise BVDMDataError(f"{bundle.root}: glow=True needs the scene's glow law; run bvdm-data fit-statistics "
-                                "on this bundle first")
+            why = ("its background is photon counts, whose medians carry no glow" if self.scene.photon_step > 0 else
+                   "none was measured: run bvdm-data fit-statistics on frames whose every cell is outlined")
+            raise BVDMDataError(f"{bundle.root}: glow=True needs the scene's glow law, and this bundle has none ({why})")
         has_profile = "edge_profile" in self.texture.statistics
         if settings.labels == "painted" and not has_profile:
             raise BVDMDataError(f"{bundle.root}: labels='painted' needs the measured edge profile; run "
