@@ -69,6 +69,7 @@ from bvdm_data import CTCClips, LMDBClips
 from bvdm_data.bundle import resolve_bundle
 from bvdm_data.cli import main as cli
 from bvdm_data.evaluate.downstream import FramePool, ProtocolConfig, RealSequence, per_frame_clip, run_protocol
+from bvdm_data.evaluate.ctc import ERRORS
 from bvdm_data.evaluate.frames import compare_frames, frame_statistics
 from bvdm_data.evaluate.realism import markdown
 
@@ -187,7 +188,8 @@ def train_arms(arms: dict, test, calibration, configs: list[ProtocolConfig], wor
     rows = []
     for k, name in enumerate(arms):
         per_seed = done[k::len(arms)]
-        means = (*metrics, "offset_px", "matched_iou", "calibration_offset_px")
+        errors = [e for e in ERRORS if all(e in r for r in per_seed)]  # runs scored before 2026-11-26 lack them
+        means = (*metrics, *errors, "offset_px", "matched_iou", "calibration_offset_px")
         rows.append({"arm": name, **{m: sum(r[m] for r in per_seed) / len(per_seed) for m in means},
                      **({"SEG_min": min(r["SEG"] for r in per_seed), "SEG_max": max(r["SEG"] for r in per_seed)}
                         if len(per_seed) > 1 else {}),
@@ -390,6 +392,7 @@ def main() -> None:
             more = {"(b*) BVDM, edge calibrated": [calibrated]}
         rows += train_arms(more, test, real_video, configs, args.workers, metrics, settings=settings(more), **run)
     columns = ["arm", *metrics] + (["SEG_min", "SEG_max"] if len(args.seeds) > 1 else []) + \
+        [e for e in ERRORS if any(e in r for r in rows)] + \
         ["matched_iou", "offset_px", "calibration_offset_px", "train_s", "frames"]
     table = markdown(rows, columns)
     print(f"\nsynthetic density {density if density is not None else 'fitted'} cells/px^2 "

@@ -139,6 +139,8 @@ def test_protocol_runs_end_to_end_on_real_frames(hela_root, tiny_bundle):
                         ProtocolConfig(steps=2, batch_size=2, crop=64, width=8), progress=False)
     assert [r["arm"] for r in rows] == ["real", "bvdm", "mix"] and rows[2]["frames"] == len(real) + 4
     assert all(0 <= r["SEG"] <= 1 and 0 <= r["DET"] <= 1 for r in rows)
+    markers = sum(len(np.unique(m)) - 1 for m in test["masks"].numpy())
+    assert all(r["misses"] <= markers and r["false_positives"] >= 0 and r["splits"] >= 0 for r in rows)
 
 
 def test_pools_refuse_what_they_cannot_serve():

@@ -59,6 +59,31 @@ def test_missed_cells_lower_det_and_tra(gt, real_clip):
     assert scores["DET"] < 0.95 and scores["TRA"] < 0.95
 
 
+def test_error_counts_name_what_det_counts(gt, real_clip):
+    from bvdm_data.clip import relabel_tracks
+
+    masks = real_clip["masks"].numpy().copy()
+    parents = {int(l): int(p) for l, _, _, p in real_clip["tracks"].tolist()}
+    gone = list(parents)[0]
+    missed_frames = int(sum((m == gone).any() for m in masks))
+    masks[masks == gone] = 0  # one whole track missed
+    free = np.argwhere(masks[2] == 0)
+    y, x = free[len(free) // 2]
+    spot = np.zeros_like(masks[2], bool)
+    spot[max(0, y - 3):y + 4, max(0, x - 3):x + 4] = True
+    masks[2][spot & (masks[2] == 0)] = masks.max() + 1  # one object where no cell is, in one frame
+    new, tracks = relabel_tracks(masks, {**parents, int(masks.max()): 0})
+    write_ctc_result(new, tracks, gt / "01_RES")
+    scores = evaluate_ctc(gt / "01_RES", gt / "01_GT", ["DET"], errors=True)
+    assert set(scores) == {"DET", "false_positives", "misses", "splits"}
+    assert scores["false_positives"] == 1 and scores["misses"] == missed_frames and scores["splits"] == 0
+    empty = np.zeros_like(masks)
+    write_ctc_result(empty, np.zeros((0, 4), np.int64), gt / "01_RES", overwrite=True)
+    markers = sum(len(np.unique(m)) - 1 for m in real_clip["masks"].numpy())
+    assert evaluate_ctc(gt / "01_RES", gt / "01_GT", ["DET"], errors=True) == {
+        "DET": 0.0, "false_positives": 0.0, "misses": markers, "splits": 0.0}
+
+
 def test_a_result_with_no_object_scores_zero(gt, real_clip):
     # A segmenter that finds nothing anywhere (it happens: one real frame of training data on another video).
     empty = np.zeros_like(real_clip["masks"].numpy())
@@ -70,6 +95,9 @@ def test_cli_and_errors(gt, real_clip, capsys, monkeypatch):
     write_ctc_result(real_clip["masks"], real_clip["tracks"], gt / "01_RES")
     assert main(["evaluate", "--res", str(gt / "01_RES"), "--gt", str(gt / "01_GT"), "--metrics", "DET"]) == 0
     assert capsys.readouterr().out.strip() == "DET 1.0000"
+    assert main(["evaluate", "--res", str(gt / "01_RES"), "--gt", str(gt / "01_GT"), "--metrics", "DET",
+                 "--errors"]) == 0
+    assert capsys.readouterr().out.strip() == "DET 1.0000 false_positives 0 misses 0 splits 0"
     with pytest.raises(BVDMDataError, match="no such result folder"):
         evaluate_ctc(gt / "missing", gt / "01_GT")
     with pytest.raises(BVDMDataError, match="unknown metrics"):

@@ -15,10 +15,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        scores = evaluate_ctc(args.res, args.gt, args.metrics)
+        scores = evaluate_ctc(args.res, args.gt, args.metrics, errors=args.errors)
     for warning in caught:
         print(f"bvdm-data evaluate: note: {warning.message}", file=sys.stderr)
-    print(" ".join(f"{name} {value:.4f}" for name, value in scores.items()))
+    print(" ".join(f"{name} {value:.4f}" if name in args.metrics else f"{name} {value:.0f}"
+                   for name, value in scores.items()))
     return 0
 
 
@@ -57,6 +58,8 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--res", required=True, help="result folder (maskTTT.tif + res_track.txt)")
     p.add_argument("--gt", required=True, help="ground-truth folder holding TRA/ (and SEG/ for SEG)")
     p.add_argument("--metrics", nargs="+", default=["SEG", "DET", "TRA"], help="any of SEG DET TRA (default all)")
+    p.add_argument("--errors", action="store_true", help="also print what DET counts against the result: "
+                   "false positives, misses and splits, summed over the frames")
 
     p = _verb(sub, "evaluate-realism", "Texture distances (intensity, spectrum, Fréchet) of SDEdit-painted held-out "
               "masks and temporal flicker of synthetic clips, next to real-vs-real and the flat baseline.",

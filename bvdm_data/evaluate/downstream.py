@@ -32,7 +32,7 @@ from bvdm_data.atomic_io import atomic_file
 from bvdm_data.clip import Clip, check_clip, relabel_per_frame
 from bvdm_data.ctc.writer import write_ctc_result, write_ctc_sequence
 from bvdm_data.errors import BVDMDataError
-from bvdm_data.evaluate.ctc import evaluate_ctc
+from bvdm_data.evaluate.ctc import ERRORS, evaluate_ctc
 from bvdm_data.training import dihedral
 
 BACKGROUND, INTERIOR, BOUNDARY = 0, 1, 2
@@ -355,22 +355,23 @@ def boundary_offset(predicted: np.ndarray, reference: np.ndarray) -> dict[str, f
             "matched": len(offsets) / max(1, total)}
 
 
-def score_segmentation(predicted: np.ndarray, gt: str | Path, metrics: Sequence[str] = ("SEG", "DET", "TRA")
-                       ) -> dict[str, float]:
-    """CTC scores of per-frame instances ``[T, H, W]``, linked by :func:`track_by_overlap`, against ``gt`` (``NN_GT``)."""
+def score_segmentation(predicted: np.ndarray, gt: str | Path, metrics: Sequence[str] = ("SEG", "DET", "TRA"),
+                       errors: bool = False) -> dict[str, float]:
+    """CTC scores of per-frame instances ``[T, H, W]``, linked by :func:`track_by_overlap`, against ``gt`` (``NN_GT``);
+    with ``errors``, also DET's error counts (:func:`~bvdm_data.evaluate.ctc.evaluate_ctc`)."""
     masks, tracks = track_by_overlap(predicted)
     with tempfile.TemporaryDirectory() as tmp:
         write_ctc_result(masks, tracks, Path(tmp) / "RES")
-        return evaluate_ctc(Path(tmp) / "RES", gt, metrics)
+        return evaluate_ctc(Path(tmp) / "RES", gt, metrics, errors=errors)
 
 
-def score_on_real(net: SegNet, test: Clip, min_area: int = 40, metrics: Sequence[str] = ("SEG", "DET")
-                  ) -> dict[str, float]:
+def score_on_real(net: SegNet, test: Clip, min_area: int = 40, metrics: Sequence[str] = ("SEG", "DET"),
+                  errors: bool = False) -> dict[str, float]:
     """SEG/DET (and TRA when ``test`` has real lineage) of segmenter + tracker on a real clip, via py-ctcmetrics."""
     check_clip(test)
     with tempfile.TemporaryDirectory() as tmp:
         write_ctc_sequence(test, tmp, "01")
-        return score_segmentation(segment(net, test["video"], min_area), Path(tmp) / "01_GT", metrics)
+        return score_segmentation(segment(net, test["video"], min_area), Path(tmp) / "01_GT", metrics, errors)
 
 
 @dataclass
@@ -423,7 +424,7 @@ def run_protocol(arms: dict[str, Sequence[FramePool]], test: Clip | RealSequence
 
     ``test`` is a clip (scored against its own masks and tracks) or a
     :class:`RealSequence` (scored against its ground truth folder). Returns
-    one row per arm: the scores, the outline offset on ``test``
+    one row per arm: the scores and DET's error counts (false positives, misses, splits), the outline offset on ``test``
     (:func:`boundary_offset`; also on ``calibration``, real frames apart from
     the test, as ``calibration_offset_px``), training seconds and frames seen. ``checkpoints`` names a
     checkpoint file per arm (see :func:`train_segmenter`), so that a long run can stop and resume.
@@ -434,17 +435,18 @@ def run_protocol(arms: dict[str, Sequence[FramePool]], test: Clip | RealSequence
         seconds = net.train_seconds
         if isinstance(test, RealSequence):
             predicted = segment(net, test.video, config.min_area)
-            scores = score_segmentation(predicted, test.gt, metrics)
+            scores = score_segmentation(predicted, test.gt, metrics, errors=True)
             offset = boundary_offset(predicted[test.seg_index], test.seg)
         else:
-            scores = score_on_real(net, test, config.min_area, metrics)
+            scores = score_on_real(net, test, config.min_area, metrics, errors=True)
             offset = boundary_offset(segment(net, test["video"], config.min_area), test["masks"].numpy())
         if calibration is not None:
             offset["calibration_offset_px"] = boundary_offset(segment(net, calibration["video"], config.min_area),
                                                               calibration["masks"].numpy())["offset_px"]
         rows.append({"arm": name, **scores, **offset, "train_s": seconds, "frames": sum(len(p) for p in pools)})
         if progress:
-            tqdm.write(f"{name}: " + ", ".join(f"{m} {v:.3f}" for m, v in scores.items()))
+            tqdm.write(f"{name}: " + ", ".join(f"{m} {scores[m]:.3f}" for m in metrics if m in scores)
+                       + ", " + ", ".join(f"{scores[e]:.0f} {e.replace('_', ' ')}" for e in ERRORS))
     return rows
 
 
