@@ -221,6 +221,7 @@ class SceneModel:
         level, smooth, noise, contrast, labelled = [], [], [], [], 0
         photons: list[tuple[float, float, list[float]] | None] = []
         glows: list[tuple[np.ndarray, np.ndarray]] = []
+        last_outlined = getattr(seq.labels, "last_outlined", None)  # only OutlinedLabels leave cells unoutlined
         for f in frames if frames is not None else seq.labels.frames:
             x = to_unit(seq.images.read(f), intensity_range, np.float64) * 2 - 1
             labels = seq.labels.read(f)
@@ -238,7 +239,6 @@ class SceneModel:
             photons.append(photon_background(x, background))
             # Glow is read off the light just outside each label, so only where every cell is outlined: a cell
             # known by a grown marker only (OutlinedLabels) leaks its own edge into the bands and reads as glow.
-            last_outlined = getattr(seq.labels, "last_outlined", None)
             whole = last_outlined is None or last_outlined(f) >= int(labels.max())
             glow = glow_profiles(x, labels) if whole else None
             if glow is not None:
