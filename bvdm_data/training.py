@@ -38,6 +38,7 @@ class TrainConfig:
     lr: float = 1e-4
     weight_decay: float = 0.0
     ema_decay: float = 0.999
+    ema_warmup: bool = True  # decay (1 + step) / (10 + step) until it reaches ema_decay
     grad_clip: float = 1.0
     seed: int = 0
     checkpoint_every: int = 250
@@ -136,8 +137,9 @@ def train(make_model: Callable[[], nn.Module], batch_loss: BatchLoss, out_dir: s
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
         with torch.no_grad():
+            decay = ema_decay(config, step)
             for e, p in zip(ema.parameters(), model.parameters()):
-                e.lerp_(p, 1 - config.ema_decay)
+                e.lerp_(p, 1 - decay)
             for e, b in zip(ema.buffers(), model.buffers()):
                 e.copy_(b)
         step += 1
@@ -149,6 +151,22 @@ def train(make_model: Callable[[], nn.Module], batch_loss: BatchLoss, out_dir: s
     save()
     bar.close()
     return TrainResult(step, losses, seconds + time.monotonic() - started, ckpt_path)
+
+
+def ema_decay(config: TrainConfig, step: int) -> float:
+    """The EMA's decay after ``step`` optimiser steps (0-based).
+
+    With ``ema_warmup`` the average forgets quickly at first, so a short run (a few thousand steps, as on a GPU
+    with wide batches) is not dominated by its random initial weights: at a fixed 0.999 they still weigh
+    0.999 ** 2000 = 14 % after 2 000 steps.
+
+    Example:
+        >>> ema_decay(TrainConfig(), 0), round(ema_decay(TrainConfig(), 90), 2), ema_decay(TrainConfig(), 10**6)
+        (0.1, 0.91, 0.999)
+    """
+    if not config.ema_warmup:
+        return config.ema_decay
+    return min(config.ema_decay, (1 + step) / (10 + step))
 
 
 def training_summary(state: dict[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from bvdm_data.diffusion import (
 )
 from bvdm_data.diffusion.noise import derive_key
 from bvdm_data.diffusion.train import texture_model
-from bvdm_data.training import load_checkpoint
+from bvdm_data.training import ema_decay, load_checkpoint
 from bvdm_data.errors import BVDMDataError
 
 TINY = UNetConfig(channels=4, multipliers=(1, 2), time_dim=16)
@@ -117,6 +117,20 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, crops):
         for name in a[key]:
             assert torch.equal(a[key][name], b[key][name]), (key, name)
     assert a["losses"] == b["losses"]
+
+
+def test_ema_warmup_follows_the_weights_of_a_short_run(tmp_path, crops):
+    """A fixed 0.999 EMA of a 20-step run is still ~98 % the random initial weights; the warmed-up one is not."""
+    def distance_to_model(warmup: bool) -> float:
+        config = TrainConfig(iterations=20, batch_size=4, lr=1e-2, ema_warmup=warmup)
+        state = load_checkpoint(train_texture(crops, tmp_path / str(warmup), config, unet=TINY,
+                                              progress=False).checkpoint)
+        return sum(float((state["ema"][k] - state["model"][k]).float().norm()) for k in state["model"])
+
+    assert distance_to_model(True) < 0.5 * distance_to_model(False)
+    decays = [ema_decay(TrainConfig(), step) for step in range(0, 20_000, 7)]
+    assert decays[0] == 0.1 and np.all(np.diff(decays) >= 0) and decays[-1] == 0.999
+    assert ema_decay(TrainConfig(ema_warmup=False), 0) == 0.999
 
 
 def test_time_budget_leaves_a_checkpoint(tmp_path, crops):
