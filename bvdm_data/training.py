@@ -89,12 +89,15 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 def train(make_model: Callable[[], nn.Module], batch_loss: BatchLoss, out_dir: str | os.PathLike,
           config: TrainConfig, meta: dict[str, Any], device: str | torch.device = "cpu",
-          time_budget_s: float | None = None, progress: bool = True, desc: str = "train") -> TrainResult:
+          time_budget_s: float | None = None, progress: bool = True, desc: str = "train",
+          initial: dict[str, torch.Tensor] | None = None) -> TrainResult:
     """Train ``make_model()`` on ``batch_loss`` until ``config.iterations`` or the time budget.
 
     ``meta`` (architecture and data facts, JSON-like) is stored in the
     checkpoint; resuming with a different ``meta`` or seed is refused, since
-    the old weights would not fit or would mix two runs.
+    the old weights would not fit or would mix two runs. ``initial``: weights
+    to start from (model and EMA) instead of the seed's random ones, when
+    there is no checkpoint yet (fine-tuning); name them in ``meta``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -103,6 +106,8 @@ def train(make_model: Callable[[], nn.Module], batch_loss: BatchLoss, out_dir: s
     with torch.random.fork_rng(devices=[]):  # initial weights from the seed, global RNG untouched
         torch.manual_seed(config.seed)
         model = make_model().to(device)
+    if initial is not None:
+        build_model(lambda: model, initial, "the initial weights")
     ema = copy.deepcopy(model).requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     step, seconds, losses = 0, 0.0, []

@@ -278,6 +278,17 @@ def test_cli_fit_texture_resumes_then_writes_the_bundle(tmp_path, hela_root, cap
     assert TextureModel.load(str(tmp_path / "b")).crop_size == 32
     assert main(args[:-2] + ["--frames", "x", "--out", str(tmp_path / "c")]) == 2
 
+    # fine-tuning starts from the bundle's EMA weights: after 0 steps the new texture is the old one
+    tune = [*args[:-2], "--out", str(tmp_path / "d"), "--work", str(tmp_path / "d_work"), "--init-from", str(tmp_path / "b")]
+    assert main([*tune[:tune.index("--iterations") + 1], "0", *tune[tune.index("--iterations") + 2:]]) == 0
+    assert "fine-tuning" in capsys.readouterr().out
+    old, new = (Bundle.load(tmp_path / name) for name in ("b", "d"))
+    for key, value in old.read_state_dict("texture", "ema.pt").items():
+        assert torch.equal(value, new.read_state_dict("texture", "ema.pt")[key]), key
+    assert new.read_json("texture", "texture.json")["initialised_from"].startswith("b texture, ema.pt sha256 ")
+    assert main([*tune[:tune.index("--crop-size") + 1], "48", *tune[tune.index("--crop-size") + 2:]]) != 0
+    assert "trained on 32 px crops, these are 48 px; pass --crop-size 32" in capsys.readouterr().err
+
 
 def test_brightness_follows_the_real_law(crops):
     from bvdm_data.diffusion.crops import sample_brightness

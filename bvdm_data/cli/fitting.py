@@ -111,8 +111,11 @@ def run_fit_texture(args: argparse.Namespace) -> int:
     work = Path(args.work or f"{args.out.rstrip('/')}.texture-work")
     config = TrainConfig(iterations=args.iterations, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                          bf16=args.bf16)
-    result = train_texture(crops, work, config, UNetConfig(), device=device,
-                           time_budget_s=None if args.hours is None else args.hours * 3600)
+    unet, initial = UNetConfig(), None
+    if args.init_from:
+        unet, initial = _texture_to_fine_tune(args.init_from, crops)
+    result = train_texture(crops, work, config, unet, device=device,
+                           time_budget_s=None if args.hours is None else args.hours * 3600, initial=initial)
     print(f"step {result.step}/{args.iterations}, {result.seconds / 3600:.2f} h in all; checkpoint {result.checkpoint}")
     if result.step < args.iterations:
         print("stopped by --hours: run the same command again to resume; the bundle is not written yet")
@@ -126,6 +129,22 @@ def run_fit_texture(args: argparse.Namespace) -> int:
     print(f"wrote the texture and scene parts of {args.out} (background {scene.background_mean:.3f}, "
           f"slow variation {scene.background_smooth_std:.3f}, noise {scene.noise_std:.3f})")
     return 0
+
+
+def _texture_to_fine_tune(name: str, crops):
+    """The U-Net settings and EMA weights of bundle ``name``'s texture, checked against ``crops``."""
+    from bvdm_data.bundle import Bundle
+    from bvdm_data.diffusion import UNetConfig
+
+    bundle = Bundle.load(name)
+    info = bundle.read_json("texture", "texture.json")
+    if info["crop_size"] != crops.size:
+        raise BVDMDataError(f"--init-from {name}: its texture was trained on {info['crop_size']} px crops, these are "
+                            f"{crops.size} px; pass --crop-size {info['crop_size']}")
+    texture = bundle.part("texture")
+    where = f"{bundle.name} texture, ema.pt sha256 {texture['files']['texture/ema.pt'][:12]}"
+    print(f"fine-tuning {where}, trained {texture['config']['training'].get('steps_done', '?')} steps")
+    return UNetConfig.from_dict(info["unet"]), (where, bundle.read_state_dict("texture", "ema.pt"))
 
 
 def _measure(seq, crop_size: int, intensity: tuple[float, float], frames: list[int] | None):
@@ -319,6 +338,8 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", help="frames FIRST:STOP to crop from (default all; keep some for evaluation)")
     _training_options(p, "texture", crop_multiple=16, iterations=10_000, lr=1e-4)
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (faster on GPUs and AMX CPUs)")
+    p.add_argument("--init-from", metavar="BUNDLE", help="fine-tune this bundle's texture (name or folder; same crop "
+                   "size) instead of starting from random weights; --work must be a new folder")
     _outline_option(p)
 
     p = _verb(sub, "fit-flow", "Train the flow model on one cell's masks in consecutive frames (and mother -> "

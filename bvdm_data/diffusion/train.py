@@ -23,11 +23,14 @@ def texture_meta(unet: UNetConfig, num_steps: int, crops: CellCrops) -> dict[str
 
 def train_texture(crops: CellCrops, out_dir: str | os.PathLike, config: TrainConfig = TrainConfig(),
                   unet: UNetConfig = UNetConfig(), num_steps: int = 1000, device: str | torch.device = "cpu",
-                  time_budget_s: float | None = None, progress: bool = True) -> TrainResult:
+                  time_budget_s: float | None = None, progress: bool = True,
+                  initial: tuple[str, dict[str, torch.Tensor]] | None = None) -> TrainResult:
     """Train (or resume training) the denoiser on ``crops``; checkpoints go to ``out_dir``.
 
     Stops after ``config.iterations`` steps or ``time_budget_s`` seconds,
     whichever comes first, always leaving a checkpoint to resume from.
+    ``initial``: (where from, weights) to fine-tune instead of starting from
+    random weights; recorded in the checkpoint (``meta["initialised_from"]``).
 
     Example:
         >>> result = train_texture(crops, "runs/hela_texture", TrainConfig(iterations=200))  # doctest: +SKIP
@@ -45,8 +48,11 @@ def train_texture(crops: CellCrops, out_dir: str | os.PathLike, config: TrainCon
         noise = torch.randn(x0.shape, generator=gen).to(device)
         return torch.nn.functional.mse_loss(model(schedule.add_noise(x0, t, noise), t).float(), noise)
 
-    return train(lambda: UNet(unet), batch_loss, out_dir, config, texture_meta(unet, num_steps, crops),
-                 device, time_budget_s, progress, desc="train texture")
+    meta = texture_meta(unet, num_steps, crops)
+    if initial is not None:
+        meta["initialised_from"] = initial[0]
+    return train(lambda: UNet(unet), batch_loss, out_dir, config, meta, device, time_budget_s, progress,
+                 desc="train texture", initial=None if initial is None else initial[1])
 
 
 def texture_model(meta: dict[str, Any], state: dict[str, torch.Tensor], source: str = "") -> UNet:
