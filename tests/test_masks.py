@@ -187,3 +187,19 @@ def test_artefact_cycles_are_judged_by_the_whole_cycle_in_the_rate_and_the_law()
     lengths, _ = cycle_length_distribution(rows, min_length=4)
     assert 4 in lengths and 10 in lengths
     assert 2 not in cycle_length_distribution(split, min_length=4)[0]
+
+
+def test_density_for_coverage_makes_views_as_covered_as_asked(model):
+    from bvdm_data.masks.coverage import covered_fraction, density_for_coverage
+
+    def shown(density: float, seeds: list) -> float:
+        return float(np.mean([covered_fraction(simulate_masks(model, 2, (224, 224), seed=s, density=density)
+                                               ["masks"].numpy()[:, 16:208, 16:208]) for s in seeds]))
+
+    density = density_for_coverage(model, (192, 192), 0.10, margin=16, fields=12, rounds=3)
+    # converged on its own fields (the same ones every round), and near the target on others
+    assert abs(shown(density, [np.random.SeedSequence([0, 200, f]) for f in range(12)]) - 0.10) < 0.01
+    assert abs(shown(density, list(range(100, 112))) - 0.10) < 0.035
+    assert density_for_coverage(model, (192, 192), 0.05, margin=16, fields=12, rounds=2) < density
+    with pytest.raises(BVDMDataError, match=r"coverage must be a share of the pixels in \(0, 1\), got 1.5"):
+        density_for_coverage(model, (96, 96), 1.5)
