@@ -15,7 +15,10 @@ Part 2, starvation: one segmentation trainer (``SegNet`` of
 ``bvdm_data.evaluate.downstream``, bf16 autocast, 2 clips x 8 frames per step)
 on the GPU, fed (a) by clips already in memory, (b) by
 ``DataLoader(BVDMStream(device=...), num_workers=1)`` (a spawned worker paints
-on the same GPU while the trainer trains). Steps/s of each and their ratio.
+on the same GPU while the trainer trains), (c) by ``DataLoader(FollowedCache)``
+reading an LMDB cache that ``bvdm-data cache`` fills on the same GPU meanwhile
+(clips drawn at random from those written so far). Steps/s of each and their
+ratio to (a).
 
 With ``--compile``, the 64-clip (or first ``--clips``) bf16 runs are repeated with the DDPM under
 ``torch.compile`` (CUDA graphs on a GPU), after one untimed pass that
@@ -31,12 +34,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from bvdm_data import BVDMStream, collate_clips
+from bvdm_data import BVDMStream, FollowedCache, LMDBClips, collate_clips
 from bvdm_data.clip import cell_frames
 from bvdm_data.evaluate.downstream import SegNet, seg_targets
 from bvdm_data.evaluate.realism import markdown
@@ -119,10 +125,40 @@ def starvation(bundle: str, device: torch.device, args: argparse.Namespace) -> d
                                          num_workers=1, multiprocessing_context="spawn", prefetch_factor=4,
                                          pin_memory=device.type == "cuda", persistent_workers=False)
     fed = trainer_rate(iter(loader), device, args.train_steps)
-    return {"trainer": "SegNet width 32, bf16, 2 clips x 8 frames per step",
-            "stream": "DDIM stride 4, bf16, t_s 200, t_f 10, gen_batch %d, 1 spawned worker" % args.stream_batch,
-            "in_memory_steps_per_s": round(in_memory, 2), "stream_steps_per_s": round(fed, 2),
-            "ratio": round(fed / in_memory, 3)}
+    result = {"trainer": "SegNet width 32, bf16, 2 clips x 8 frames per step",
+              "stream": "DDIM stride 4, bf16, t_s 200, t_f 10, gen_batch %d, 1 spawned worker" % args.stream_batch,
+              "in_memory_steps_per_s": round(in_memory, 2), "stream_steps_per_s": round(fed, 2),
+              "ratio": round(fed / in_memory, 3)}
+    return {**result, **followed(bundle, device, args, in_memory)}
+
+
+def followed(bundle: str, device: torch.device, args: argparse.Namespace, in_memory: float) -> dict:
+    """(c): the trainer reads a cache that `bvdm-data cache` fills on the same GPU meanwhile (FollowedCache)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "live.lmdb"
+        writer = subprocess.Popen(
+            [sys.executable, "-m", "bvdm_data", "cache", "--bundle", bundle, "--out", str(path), "--clips", "1000000",
+             "--frames", str(args.frames), "--size", str(args.size), str(args.size), "--sampler", "ddim",
+             "--stride", "4", "--bf16", "--device", str(device), "--gen-batch", str(args.stream_batch),
+             "--commit-every", str(args.stream_batch), "--seed", "1"], stdout=subprocess.DEVNULL)
+        try:
+            began = time.perf_counter()
+            loader = torch.utils.data.DataLoader(
+                FollowedCache(path, min_clips=args.stream_batch, refresh_s=1.0), batch_size=2,
+                collate_fn=collate_clips, num_workers=2, multiprocessing_context="spawn", prefetch_factor=4,
+                pin_memory=device.type == "cuda")
+            batches = iter(loader)
+            next(batches)  # the first gen batch committed
+            waited = time.perf_counter() - began
+            rate = trainer_rate(batches, device, args.train_steps)
+        finally:
+            writer.terminate()
+            writer.wait(timeout=60)
+        pool = len(LMDBClips(path))
+    return {"followed": "DataLoader(FollowedCache, 2 spawned workers) while `bvdm-data cache` (same settings, "
+                        "gen_batch %d) fills it on the same device" % args.stream_batch,
+            "followed_first_batch_s": round(waited, 1), "followed_steps_per_s": round(rate, 2),
+            "followed_ratio": round(rate / in_memory, 3), "followed_clips_written": pool}
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ from bvdm_data.cache import LMDBClips
 from bvdm_data.clip import check_clip, collate_clips, restore_contract
 from bvdm_data.ctc import CTCClips
 from bvdm_data.errors import BundleError, BVDMDataError, ClipError, CTCFormatError
+from bvdm_data.follow import FollowedCache
 from bvdm_data.mix import MixedStream
 from bvdm_data.stream import BVDMStream
 
@@ -19,6 +20,7 @@ __all__ = [
     "BundleError",
     "CTCClips",
     "CTCFormatError",
+    "FollowedCache",
     "LMDBClips",
     "MixedStream",
     "ClipError",

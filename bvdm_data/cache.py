@@ -361,16 +361,20 @@ class LMDBClips(Dataset):
         s = self._shard_of[index]
         if s not in self._envs:
             self._envs[s] = _open_shared(self.shards[s])
-        try:
-            with self._envs[s].begin() as txn:
-                value = txn.get(clip_key(index))
-                value = None if value is None else bytes(value)
-        except lmdb.Error as err:
-            raise BVDMDataError(f"{self.shards[s] / 'data.mdb'}: corrupt LMDB file "
-                                f"({type(err).__name__}: {err})") from err
-        if value is None:
-            raise BVDMDataError(f"{self.shards[s]}: clip {index} is listed but missing")
-        clip = decode_clip(value, f"{self.shards[s]} clip {index}")
-        clip["meta"] = {**clip["meta"], "origin": clip["meta"].get("source", ""), "source": "lmdb",
-                        "cache_index": index}
+        clip = read_clip(self._envs[s], index, self.shards[s])
         return self.transform(clip) if self.transform is not None else clip
+
+
+def read_clip(env: lmdb.Environment, index: int, where: Path) -> Clip:
+    """Clip ``index`` of the cache open in ``env``, its ``meta`` marked ``source="lmdb"`` with its ``cache_index``."""
+    try:
+        with env.begin() as txn:
+            value = txn.get(clip_key(index))
+            value = None if value is None else bytes(value)
+    except lmdb.Error as err:
+        raise BVDMDataError(f"{where / 'data.mdb'}: corrupt LMDB file ({type(err).__name__}: {err})") from err
+    if value is None:
+        raise BVDMDataError(f"{where}: clip {index} is listed but missing")
+    clip = decode_clip(value, f"{where} clip {index}")
+    clip["meta"] = {**clip["meta"], "origin": clip["meta"].get("source", ""), "source": "lmdb", "cache_index": index}
+    return clip
