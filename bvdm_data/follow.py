@@ -31,7 +31,7 @@ class FollowedCache(IterableDataset):
 
     Every ``refresh_s`` seconds the list of committed clips is read again, so
     clips written since join the draw. The first clip waits until the cache
-    holds ``min_clips`` (at most ``timeout_s`` seconds, else an error naming
+    exists, has its metadata and holds ``min_clips`` (at most ``timeout_s`` seconds, else an error naming
     what is there). Draws are with replacement from a generator keyed by
     ``seed`` and the ``DataLoader`` worker's id, so workers differ; which
     clips a draw can reach depends on when they were written, so a run that
@@ -69,8 +69,15 @@ class FollowedCache(IterableDataset):
             env = lmdb.open(str(self.path), readonly=True, lock=True, readahead=False, subdir=True, max_dbs=0)
         except lmdb.Error as err:
             raise BVDMDataError(f"{self.path}: cannot open the LMDB cache to follow it ({err})") from err
-        LMDBClips._read_meta(env, self.path)  # a bvdm-data cache of this format, or a clear error
-        return env
+        while True:  # a writer creates the file a moment before it commits the cache's metadata
+            try:
+                LMDBClips._read_meta(env, self.path)  # a bvdm-data cache of this format, or a clear error
+                return env
+            except BVDMDataError:
+                if time.monotonic() > deadline:
+                    env.close()
+                    raise
+                time.sleep(min(0.5, self.refresh_s or 0.5))
 
     def _committed(self, env: lmdb.Environment) -> list[int]:
         try:

@@ -16,6 +16,7 @@ from bvdm_data.errors import BVDMDataError
 
 WRITER = """
 import sys, time, torch
+from bvdm_data.cache import write_cache
 
 def clip(k):
     masks = torch.zeros(2, 16, 16, dtype=torch.int32)
@@ -81,5 +82,5 @@ def test_followed_cache_says_what_is_missing(tmp_path):
     with env.begin(write=True) as txn:
         txn.put(b"a", b"b")
     env.close()
-    with pytest.raises(BVDMDataError, match="not a bvdm-data cache"):
-        next(iter(FollowedCache(other)))
+    with pytest.raises(BVDMDataError, match="not a bvdm-data cache"):  # after waiting for a writer's metadata
+        next(iter(FollowedCache(other, timeout_s=0.3)))
