@@ -31,8 +31,9 @@ def blob(cy: float, cx: float, size: int = 32, r: float = 6.0) -> torch.Tensor:
 
 
 def test_identity_flow_leaves_a_texture_unchanged():
-    tex = torch.rand(3, 1, 24, 24)
-    assert torch.allclose(warp(tex, torch.zeros(3, 2, 24, 24)), tex, atol=1e-6)
+    tex = torch.rand(3, 1, 24, 24, generator=torch.Generator().manual_seed(0))
+    # bilinear sampling goes through normalised coordinates and back: float32 rounding, not a shift
+    assert torch.allclose(warp(tex, torch.zeros(3, 2, 24, 24)), tex, atol=1e-5)
     assert torch.equal(warp(tex, torch.zeros(3, 2, 24, 24), mode="nearest"), tex)
 
 
