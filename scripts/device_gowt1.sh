@@ -6,7 +6,8 @@
 # .devdata/Fluo-N2DH-GOWT1 (01, 01_GT, 02_GT and 02, copied from ../shared/data; of 02 only its 20 gold-SEG frames are read). The shipped pretrained/gowt1
 # (masks, flow, scene) is the starting point; only its texture is trained again, from scratch or, with INIT=1,
 # fine-tuned from the shipped texture (fit-texture --init-from). A run stopped by HOURS is exported at the step it
-# reached (the same command again with --iterations = that step). LR defaults to 2e-4 (1e-4 with INIT). Writes under $OUT:
+# reached (the same command again with --iterations = that step). LR defaults to 2e-4 (1e-4 with INIT); CHANNELS sets
+# the U-Net's width when training from scratch (a 2026-11-26 fine-tune of the shipped 16 changed nothing). Writes under $OUT:
 # the new texture and manifest in $OUT/gowt1_texture.tgz (unpack into pretrained/gowt1 if it beats the shipped one).
 # Only the gold-SEG frames of 02 are read (realism), so .devdata may hold just those frames of 02.
 #   DEVICE=cpu SMALL=1 OUT=/tmp/out scripts/device_gowt1.sh    # the same steps at tiny sizes, to test it here
@@ -31,7 +32,7 @@ T0=$(date +%s)  # not in $OUT: only 8 files come back
 fit() {
     $BVDM fit-texture --ctc "$DATA" --seq 01 --annotation GT --outlines "$DATA/01_GT/SEG" --out "$BUNDLE" \
         --work /tmp/gowt1_texture --crop-size 112 --batch-size "$BATCH" --lr "$LR" --device "$DEVICE" $BF16 \
-        ${INIT:+--init-from pretrained/gowt1} "$@" 2>&1 | log >> "$OUT/fit_texture.txt"
+        --channels "${CHANNELS:-16}" ${INIT:+--init-from pretrained/gowt1} "$@" 2>&1 | log >> "$OUT/fit_texture.txt"
 }
 fit --iterations "$TEX" --hours "$HOURS"
 if grep -q "stopped by --hours" "$OUT/fit_texture.txt"; then  # export what the time allowed: resume at that step

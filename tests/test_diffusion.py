@@ -289,6 +289,11 @@ def test_cli_fit_texture_resumes_then_writes_the_bundle(tmp_path, hela_root, cap
     assert main([*tune[:tune.index("--crop-size") + 1], "48", *tune[tune.index("--crop-size") + 2:]]) != 0
     assert "trained on 32 px crops, these are 48 px; pass --crop-size 32" in capsys.readouterr().err
 
+    assert main([*args[:-2], "--out", str(tmp_path / "e"), "--work", str(tmp_path / "e_work"), "--channels", "4"]) == 0
+    assert Bundle.load(tmp_path / "e").read_json("texture", "texture.json")["unet"]["channels"] == 4
+    assert main([*args[:-2], "--out", str(tmp_path / "f"), "--channels", "0"]) != 0
+    assert "--channels must be at least 1, got 0" in capsys.readouterr().err
+
 
 def test_brightness_follows_the_real_law(crops):
     from bvdm_data.diffusion.crops import sample_brightness

@@ -111,7 +111,9 @@ def run_fit_texture(args: argparse.Namespace) -> int:
     work = Path(args.work or f"{args.out.rstrip('/')}.texture-work")
     config = TrainConfig(iterations=args.iterations, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                          bf16=args.bf16)
-    unet, initial = UNetConfig(), None
+    if args.channels < 1:
+        raise BVDMDataError(f"--channels must be at least 1, got {args.channels}")
+    unet, initial = UNetConfig(channels=args.channels), None
     if args.init_from:
         unet, initial = _texture_to_fine_tune(args.init_from, crops)
     result = train_texture(crops, work, config, unet, device=device,
@@ -338,6 +340,8 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", help="frames FIRST:STOP to crop from (default all; keep some for evaluation)")
     _training_options(p, "texture", crop_multiple=16, iterations=10_000, lr=1e-4)
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (faster on GPUs and AMX CPUs)")
+    p.add_argument("--channels", type=int, default=16, help="the U-Net's base width (default 16: 0.9 M parameters; "
+                   "parameters grow with its square); with --init-from, the bundle's")
     p.add_argument("--init-from", metavar="BUNDLE", help="fine-tune this bundle's texture (name or folder; same crop "
                    "size) instead of starting from random weights; --work must be a new folder")
     _outline_option(p)
