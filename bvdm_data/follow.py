@@ -22,7 +22,7 @@ import lmdb
 import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
 
-from bvdm_data.cache import LMDBClips, committed_indices, read_clip
+from bvdm_data.cache import SHARDS, LMDBClips, committed_indices, read_clip
 from bvdm_data.errors import BVDMDataError
 
 
@@ -61,6 +61,9 @@ class FollowedCache(IterableDataset):
                 f"min_clips={self.min_clips})")
 
     def _open(self, deadline: float) -> lmdb.Environment:
+        if (self.path / SHARDS).is_file():
+            raise BVDMDataError(f"{self.path}: a sharded cache; follow one shard folder each, or read the finished "
+                                "cache with LMDBClips")
         while not (self.path / "data.mdb").is_file():
             if time.monotonic() > deadline:
                 raise BVDMDataError(f"{self.path}: no cache appeared within {self.timeout_s:g} s")

@@ -77,6 +77,10 @@ def test_followed_cache_says_what_is_missing(tmp_path):
     assert _writer(path, 2, 0.0).wait(timeout=60) == 0
     with pytest.raises(BVDMDataError, match=r"2 clips after 0.3 s, min_clips=3; is a writer filling it\?"):
         next(iter(FollowedCache(path, min_clips=3, timeout_s=0.3)))
+    (tmp_path / "sharded").mkdir()
+    (tmp_path / "sharded" / "shards.json").write_text("{}")
+    with pytest.raises(BVDMDataError, match="a sharded cache; follow one shard folder each"):
+        next(iter(FollowedCache(tmp_path / "sharded")))
     other = tmp_path / "other.lmdb"
     env = lmdb.open(str(other), subdir=True)
     with env.begin(write=True) as txn:
