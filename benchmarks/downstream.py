@@ -422,11 +422,14 @@ def main() -> None:
           f"{args.threads} threads, {time.perf_counter() - t0:.0f} s\n\n{table}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    # what the clips were made with, read from each cache (a named --bvdm-cache may hold another density)
+    caches = {name: {"path": str(c.path), "density": c.meta.get("density")} for name, c in sources.items()}
     out.write_text(json.dumps({"steps": steps, "batch_size": args.batch_size, "crop": args.crop, "seeds": args.seeds,
                                "device": args.device, "threads": args.threads, "dataset": args.dataset, **protocol,
                                "synthetic": {"frames": len(pools["BVDM"]) if "BVDM" in pools else 0,
                                              "bundle": args.bundle,
-                                             "base_bundle": args.base_bundle, "density": density,
+                                             "base_bundle": args.base_bundle, "caches": caches,
+                                             "density": caches["BVDM"]["density"] if "BVDM" in caches else density,
                                              "density_real_training_frames": real_density, "coverage_real_training_frames": real_coverage,
                                              "sampler": args.sampler, "stride": args.stride,
                                              "clip_frames": args.frames, "size": args.size,
