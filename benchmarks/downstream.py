@@ -131,9 +131,9 @@ def labelled_coverage(pool: FramePool) -> float:
 
 def matched_density(bundle: str, size: int, frames: int, coverage: float) -> float:
     """The first-frame density at which the bundle's size^2 clips are as covered by cells as the real frames."""
-    model = MaskModel.load(bundle)
-    crop = Bundle.load(bundle).read_json("texture", "texture.json")["crop_size"]
-    return density_for_coverage(model, (size, size), coverage, margin=crop // 2, frames=frames)
+    loaded = Bundle.load(bundle)  # once: loading verifies every file's hash
+    crop = loaded.read_json("texture", "texture.json")["crop_size"]
+    return density_for_coverage(MaskModel.load(loaded), (size, size), coverage, margin=crop // 2, frames=frames)
 
 
 def plot(rows: list[dict], path: Path, test: str) -> None:
@@ -324,9 +324,8 @@ def main() -> None:
     metrics = protocol["metrics"]
     real_density = protocol.get("density") or labelled_density(real_pool)
     real_coverage = labelled_coverage(real_pool)
-    matched = matched_density(args.bundle, args.size, args.frames, real_coverage) if args.density == "match" else None
-    density = {"match": matched, "fitted": None}[args.density] if args.density in ("match", "fitted") \
-        else float(args.density)
+    density = (matched_density(args.bundle, args.size, args.frames, real_coverage) if args.density == "match"
+               else None if args.density == "fitted" else float(args.density))
     wanted = set(args.arms or "b c d d1".split())
     # The BVDM clips are made only when an arm trains on them (real arms alone need no bundle).
     sources = {"BVDM": cache(args.bvdm_cache, "ddpm", density, args)} if wanted & {"b", "d", "d1"} else {}

@@ -82,12 +82,19 @@ class FollowedCache(IterableDataset):
                     raise
                 time.sleep(min(0.5, self.refresh_s or 0.5))
 
-    def _committed(self, env: lmdb.Environment) -> list[int]:
+    @staticmethod
+    def _adopting_resize(env: lmdb.Environment, read: Callable[[], Any]) -> Any:
+        """``read()``; if the writer grew the map meanwhile, adopt its size and read again."""
         try:
-            return sorted(committed_indices(env))
-        except lmdb.MapResizedError:  # the writer grew the map: adopt its size and read again
+            return read()
+        except (lmdb.MapResizedError, BVDMDataError) as err:
+            if not isinstance(err, lmdb.MapResizedError) and not isinstance(err.__cause__, lmdb.MapResizedError):
+                raise
             env.set_mapsize(0)
-            return sorted(committed_indices(env))
+            return read()
+
+    def _committed(self, env: lmdb.Environment) -> list[int]:
+        return self._adopting_resize(env, lambda: sorted(committed_indices(env)))
 
     def __iter__(self) -> Iterator[Any]:
         worker = get_worker_info()
@@ -107,13 +114,7 @@ class FollowedCache(IterableDataset):
                 if time.monotonic() - checked >= self.refresh_s:
                     indices, checked = self._committed(env), time.monotonic()
                 index = indices[int(rng.integers(len(indices)))]
-                try:
-                    clip = read_clip(env, index, self.path)
-                except BVDMDataError as err:
-                    if not isinstance(err.__cause__, lmdb.MapResizedError):
-                        raise
-                    env.set_mapsize(0)
-                    clip = read_clip(env, index, self.path)
+                clip = self._adopting_resize(env, lambda: read_clip(env, index, self.path))
                 yield self.transform(clip) if self.transform is not None else clip
         finally:
             env.close()
