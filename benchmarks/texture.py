@@ -27,7 +27,7 @@ from bvdm_data.ctc import open_sequence
 from bvdm_data.ctc.outlines import with_outlines
 from bvdm_data.diffusion import TextureModel
 from bvdm_data.diffusion.crops import CellCrops, extract_cell_crops
-from bvdm_data.evaluate.realism import ENCODER_NAME, markdown, paint_masks, split_crops, texture_columns, texture_rows
+from bvdm_data.evaluate.realism import BRIGHTNESS, ENCODER_NAME, markdown, paint_masks, split_crops, texture_columns, texture_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = {"hela": "Fluo-N2DL-HeLa", "gowt1": "Fluo-N2DH-GOWT1"}
@@ -54,6 +54,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="quality numbers do not depend on it; speed numbers do")
     parser.add_argument("--resamples", type=int, default=100,
                         help="bootstrap draws of the held-out cells: 95 %% ranges and paired shares that beat flat")
+    parser.add_argument("--brightness", default="drawn", choices=BRIGHTNESS,
+                        help="paint each held-out mask at a brightness drawn from the fitted law, or at its real "
+                        "cell's mean (the distances then measure texture alone)")
     parser.add_argument("--skip-speed", action="store_true", help="only the realism table")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "texture.json"))
     args = parser.parse_args()
@@ -70,12 +73,13 @@ def main() -> None:
     settings = [(f"DDPM t_s={t}", {"t_s": t}) for t in args.t_s]
     settings += [(f"DDIM t_s=200 stride {k} ({len(range(199, -1, -k))} steps)", {"t_s": 200, "sampler": "ddim",
                                                                                  "stride": k}) for k in (4, 10)]
-    rows = texture_rows(texture, held, reference, settings, args.resamples)
+    rows = texture_rows(texture, held, reference, settings, args.resamples, brightness=args.brightness)
     print(f"{len(held)} held-out cells, {texture.crop_size} px, encoder {ENCODER_NAME}, {args.device}, "
-          f"{args.threads} threads; {args.resamples} resamples of the held-out cells\n")
+          f"{args.threads} threads; {args.resamples} resamples of the held-out cells; brightness {args.brightness}\n")
     print(markdown(rows, [*texture_columns(args.resamples), "cells_per_s"]))
     results = {"dataset": args.dataset, "bundle": args.bundle, "encoder": ENCODER_NAME, "cells": len(held),
-               "resamples": args.resamples, "device": args.device, "threads": args.threads, "rows": rows}
+               "resamples": args.resamples, "brightness": args.brightness, "device": args.device,
+               "threads": args.threads, "rows": rows}
     if args.skip_speed:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")

@@ -35,7 +35,7 @@ def run_evaluate_realism(args: argparse.Namespace) -> int:
     held_out = _frame_range(args.held_out)
     held, reference = split_crops(seq, texture.crop_size, held_out, args.cells, args.seed)
     rows = texture_rows(texture, held, reference, [(f"BVDM t_s={args.t_s}", {"t_s": args.t_s})], args.resamples,
-                        args.seed)
+                        args.seed, brightness=args.brightness)
     print(f"texture: {len(held)} held-out cells of frames {args.held_out}; lower is closer to real; "
           f"Fréchet on {ENCODER_NAME} features; _95: range over {args.resamples} resamples of the held-out cells, "
           f"_beats_flat: share of those in which the row is closer than flat")
@@ -73,6 +73,9 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cells", type=int, default=64, help="held-out cells to paint (default 64)")
     p.add_argument("--resamples", type=int, default=100,
                    help="bootstrap draws of the held-out cells for ranges and shares that beat flat (default 100)")
+    p.add_argument("--brightness", default="drawn", choices=["drawn", "real"],
+                   help="paint each held-out mask at a brightness drawn from the fitted law (default) or at its "
+                   "real cell's mean, so that the distances measure texture alone")
     p.add_argument("--t-s", type=int, default=200, help="SDEdit step (default 200)")
     p.add_argument("--t-f", type=int, default=10, help="refinement steps (default 10)")
     p.add_argument("--clips", type=int, default=2, help="synthetic clips for flicker (default 2)")

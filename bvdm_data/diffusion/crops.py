@@ -16,7 +16,7 @@ import torch
 from bvdm_data.cells import cell_windows
 from bvdm_data.ctc.clips import intensity_range, to_unit
 from bvdm_data.ctc.sequence import CTCSequence
-from bvdm_data.diffusion.edges import measure_edge_profile, measure_edge_profiles
+from bvdm_data.diffusion.edges import mean_inside, measure_edge_profile, measure_edge_profiles
 from bvdm_data.errors import BVDMDataError
 from bvdm_data.robust import robust_std
 from bvdm_data.training import dihedral
@@ -56,8 +56,7 @@ class CellCrops:
         the segmentation missed are outliers, not noise (counting neighbours
         as background made HeLa's background 0.05 too bright and its noise 10x too strong).
         """
-        inside = self.masks[:, None].bool()
-        cell_means = (self.images * inside).sum((1, 2, 3)) / inside.sum((1, 2, 3)).clamp_min(1)
+        cell_means = mean_inside(self.images, self.masks)
         background = self.images[:, 0][self.empty].double().numpy()
         if background.size == 0:
             raise BVDMDataError("the crops have no pixel outside every cell to measure the background on")

@@ -72,6 +72,18 @@ def measure_edge_profile(images: torch.Tensor, masks: torch.Tensor, usable: torc
     return out
 
 
+def mean_inside(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Each crop's mean inside its mask, ``[N]``: images ``[N, 1, S, S]``, masks ``[N, S, S]``.
+
+    Example:
+        >>> m = torch.zeros(1, 4, 4, dtype=torch.bool); m[0, :2] = True
+        >>> float(mean_inside(torch.arange(16.0).view(1, 1, 4, 4), m)[0])
+        3.5
+    """
+    inside = masks[:, None].to(images.dtype)
+    return (images * inside).sum((1, 2, 3)) / inside.sum((1, 2, 3)).clamp_min(1)
+
+
 def measure_edge_profiles(images: torch.Tensor, masks: torch.Tensor, usable: torch.Tensor, background: float,
                           bins: int = 4, reach: int = REACH) -> dict[str, list]:
     """Edge profiles of cells grouped by their mean contrast inside the mask (quantile bins).
@@ -82,8 +94,7 @@ def measure_edge_profiles(images: torch.Tensor, masks: torch.Tensor, usable: tor
     average profile is wrong for both. Returns ``{"contrast": [bin medians],
     "profiles": [one profile per bin]}`` for :func:`profile_cells`.
     """
-    inside = masks[:, None].bool()
-    contrast = ((images - background) * inside).sum((1, 2, 3)) / inside.sum((1, 2, 3)).clamp_min(1)
+    contrast = mean_inside(images - background, masks)
     edges = torch.quantile(contrast.double(), torch.linspace(0, 1, bins + 1, dtype=torch.float64))
     which = torch.bucketize(contrast.double(), edges[1:-1])
     out: dict[str, list] = {"contrast": [], "profiles": []}

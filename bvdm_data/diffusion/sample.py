@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import kornia
 import torch
 
-from bvdm_data.diffusion.edges import profile_cells
+from bvdm_data.diffusion.edges import mean_inside, profile_cells
 from bvdm_data.diffusion.noise import keyed_normal
 from bvdm_data.diffusion.schedule import CosineSchedule
 from bvdm_data.diffusion.unet import UNet
@@ -147,8 +147,7 @@ def calibrate_brightness(images: torch.Tensor, masks: torch.Tensor, values: torc
         >>> round(float(out[0, 0][m[0]].mean()), 3), float(out[0, 0, 0, 0])
         (0.5, -1.0)
     """
-    inside = masks[:, None].to(images.dtype)
-    mean = (images * inside).sum((1, 2, 3)) / inside.sum((1, 2, 3)).clamp_min(1)
+    mean = mean_inside(images, masks)
     values = values.to(images.device, images.dtype)
     gain = ((values - background) / (mean - background).clamp_min(1e-3)).clamp(1 / max_gain, max_gain)
     return (background + (images - background) * gain.view(-1, 1, 1, 1)).clamp(-1, 1)

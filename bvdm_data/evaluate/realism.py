@@ -19,6 +19,7 @@ import torch
 from bvdm_data.ctc.clips import to_unit
 from bvdm_data.ctc.sequence import CTCSequence
 from bvdm_data.diffusion.crops import CellCrops, extract_cell_crops
+from bvdm_data.diffusion.edges import mean_inside
 from bvdm_data.diffusion.noise import derive_key
 from bvdm_data.diffusion.texture import TextureModel
 from bvdm_data.errors import BVDMDataError
@@ -29,19 +30,25 @@ from bvdm_data.synth.propagation import draw_brightness, paint_first_frame, pain
 
 
 def paint_masks(texture: TextureModel, masks: torch.Tensor, t_s: int = 200, sampler: str = "ddpm", stride: int = 1,
-                batch: int = 64, seed: int = 0, flat: bool = False) -> tuple[torch.Tensor, float]:
+                batch: int = 64, seed: int = 0, flat: bool = False, brightness: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, float]:
     """Paint every mask ``[N, S, S]`` as the stream paints a new cell (:func:`paint_first_frame`).
 
     One generator per cell for its brightness and one noise key: the DDPM and
     the flat baseline (``flat=True``, :func:`paint_flat`) paint each cell at the
-    same brightness, so their distances differ by texture alone. ``batch`` does
-    not change the result. Returns the crops and the seconds spent painting.
+    same brightness, so their distances differ by texture alone. ``brightness``
+    (``[N]``, mean inside each mask in -1..1) replaces the draws from the
+    fitted law. ``batch`` does not change the result. Returns the crops and the
+    seconds spent painting.
     """
+    if brightness is not None and len(brightness) != len(masks):
+        raise BVDMDataError(f"brightness has {len(brightness)} values for {len(masks)} masks")
     out, t0 = [], time.perf_counter()
     for i in range(0, len(masks), batch):
         chunk = masks[i:i + batch].to(texture.denoiser.device)
         ids = range(seed * 100_000 + i, seed * 100_000 + i + len(chunk))
-        values = draw_brightness(texture.statistics, [1] * len(chunk), [torch.Generator().manual_seed(j) for j in ids])
+        values = (draw_brightness(texture.statistics, [1] * len(chunk), [torch.Generator().manual_seed(j) for j in ids])
+                  if brightness is None else brightness[i:i + batch].float())
         keys = [derive_key(seed, j) for j in ids]
         if flat:
             out.append(paint_flat(texture.statistics, chunk, values, keys).cpu())
@@ -81,10 +88,23 @@ def texture_columns(resamples: int = 0) -> list[str]:
     return ["setting", *METRICS, *spread]
 
 
+BRIGHTNESS = ("drawn", "real")
+
+
 def texture_rows(texture: TextureModel, held: CellCrops, reference: CellCrops,
-                 settings: list[tuple[str, dict[str, Any]]], resamples: int = 0, seed: int = 0
-                 ) -> list[dict[str, Any]]:
+                 settings: list[tuple[str, dict[str, Any]]], resamples: int = 0, seed: int = 0,
+                 brightness: str = "drawn") -> list[dict[str, Any]]:
     """Distances to the held-out cells for the references and each SDEdit setting (name, kwargs).
+
+    ``brightness="drawn"`` paints each held-out mask at a brightness drawn from
+    the fitted law (the flat baseline and every setting at the same draws);
+    ``"real"`` at the mean of the real cell it was cut from, so that every
+    painted cell pairs with its real one in outline and brightness and the
+    distances measure the texture alone. With a skewed law and a hundred cells
+    the drawn mix of dim and bright cells moves every painted row alike, and
+    more for a textured painting than for a flat one (GOWT1: a draw whose
+    median cell is 0.16 brighter than the held-out cells'). The floor
+    (unpaired real cells) is not comparable with ``"real"`` rows.
 
     With ``resamples`` > 0 the held-out cells are drawn again with replacement
     that many times, the same draws for every row (a painted cell stays paired
@@ -94,6 +114,9 @@ def texture_rows(texture: TextureModel, held: CellCrops, reference: CellCrops,
     of draws in which it is closer to the real cells than the flat baseline.
     With a few dozen cells the ranges are wide; the paired share says more about one row against another.
     """
+    if brightness not in BRIGHTNESS:
+        raise BVDMDataError(f"brightness must be one of {BRIGHTNESS}, got {brightness!r}")
+    values = mean_inside(held.images, held.masks) if brightness == "real" else None
     bg = texture.statistics["background_mean"]
     encoder = RandomFeatureEncoder()
     target = CropSummary(cell_region(held.images, held.masks, bg), encoder)
@@ -114,10 +137,11 @@ def texture_rows(texture: TextureModel, held: CellCrops, reference: CellCrops,
         return {**out, **extra}, spread
 
     floor, _ = row("real vs real (floor)", reference.images, reference.masks, paired=False)
-    flat, flat_spread = row("flat baseline", paint_masks(texture, held.masks, flat=True)[0], held.masks)
+    flat, flat_spread = row("flat baseline", paint_masks(texture, held.masks, flat=True, brightness=values)[0],
+                            held.masks)
     rows = [floor, flat]
     for name, kwargs in settings:
-        crops, seconds = paint_masks(texture, held.masks, **kwargs)
+        crops, seconds = paint_masks(texture, held.masks, brightness=values, **kwargs)
         out, spread = row(name, crops, held.masks, cells_per_s=len(crops) / seconds)
         if resamples:  # paired with flat's draws: the same held-out cells in each
             out.update({f"{m}_beats_flat": float((spread[m] < flat_spread[m]).mean()) for m in METRICS})
@@ -153,5 +177,5 @@ def markdown(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["ENCODER_NAME", "markdown", "paint_masks", "split_crops", "temporal_rows", "texture_columns",
+__all__ = ["BRIGHTNESS", "ENCODER_NAME", "markdown", "paint_masks", "split_crops", "temporal_rows", "texture_columns",
            "texture_rows"]
