@@ -101,6 +101,8 @@ def cache(path: str | None, texture: str, density: float | None, args: argparse.
     partial one left by a stop is completed)."""
     bundle = bundle or args.bundle
     made_here = path is None
+    if not made_here:  # resolved, so that a resumed run reuses parts whether the path was given relative or not
+        path = str(Path(path).resolve())
     if made_here:
         tag = "fitted" if density is None else f"{density:.2e}"
         name = "".join(c if c.isalnum() else "-" for c in Path(bundle).name + "".join(flags))
