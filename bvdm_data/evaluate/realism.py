@@ -29,6 +29,19 @@ from bvdm_data.synth.pipeline import SynthesisSettings, Synthesizer
 from bvdm_data.synth.propagation import draw_brightness, paint_first_frame, paint_flat
 
 
+def drawn_brightness(statistics: dict, count: int, seed: int = 0) -> torch.Tensor:
+    """The brightness :func:`paint_masks` draws for ``count`` cells: cell ``j`` from its own generator.
+
+    Example:
+        >>> law = {"cell_mean_quantiles": [-0.5 + 0.01 * q for q in range(101)]}
+        >>> v = drawn_brightness(law, 3)
+        >>> v.shape, bool(((v >= -0.5) & (v <= 0.5)).all()), bool((v == drawn_brightness(law, 3)).all())
+        (torch.Size([3]), True, True)
+    """
+    ids = range(seed * 100_000, seed * 100_000 + count)
+    return draw_brightness(statistics, [1] * count, [torch.Generator().manual_seed(j) for j in ids])
+
+
 def paint_masks(texture: TextureModel, masks: torch.Tensor, t_s: int = 200, sampler: str = "ddpm", stride: int = 1,
                 batch: int = 64, seed: int = 0, flat: bool = False, brightness: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, float]:
@@ -44,12 +57,12 @@ def paint_masks(texture: TextureModel, masks: torch.Tensor, t_s: int = 200, samp
     if brightness is not None and len(brightness) != len(masks):
         raise BVDMDataError(f"brightness has {len(brightness)} values for {len(masks)} masks")
     out, t0 = [], time.perf_counter()
+    if brightness is None:
+        brightness = drawn_brightness(texture.statistics, len(masks), seed)
     for i in range(0, len(masks), batch):
         chunk = masks[i:i + batch].to(texture.denoiser.device)
-        ids = range(seed * 100_000 + i, seed * 100_000 + i + len(chunk))
-        values = (draw_brightness(texture.statistics, [1] * len(chunk), [torch.Generator().manual_seed(j) for j in ids])
-                  if brightness is None else brightness[i:i + batch].float())
-        keys = [derive_key(seed, j) for j in ids]
+        values = brightness[i:i + batch].float()
+        keys = [derive_key(seed, j) for j in range(seed * 100_000 + i, seed * 100_000 + i + len(chunk))]
         if flat:
             out.append(paint_flat(texture.statistics, chunk, values, keys).cpu())
         else:
@@ -177,5 +190,5 @@ def markdown(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["BRIGHTNESS", "ENCODER_NAME", "markdown", "paint_masks", "split_crops", "temporal_rows", "texture_columns",
-           "texture_rows"]
+__all__ = ["BRIGHTNESS", "ENCODER_NAME", "drawn_brightness", "markdown", "paint_masks", "split_crops",
+           "temporal_rows", "texture_columns", "texture_rows"]

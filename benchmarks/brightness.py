@@ -1,0 +1,69 @@
+"""Cell brightness: the fitted law against real cells, and the draws the realism table paints at.
+
+    .venv/bin/python benchmarks/brightness.py [--dataset hela|gowt1] [--cells 120]
+
+The same cells as ``texture.py`` (hela: 02 frames 11-13 held out, the other
+frames as reference; gowt1: 02's gold-outlined nuclei held out, 01's as
+reference) and the same draws (:func:`bvdm_data.evaluate.realism.drawn_brightness`).
+Brightness = mean inside the outline, in the texture's -1..1 units. Prints
+quartiles of each set and the Kolmogorov-Smirnov and Wasserstein distances of
+each to the held-out cells; writes benchmarks/results/brightness_<dataset>.json.
+No network runs: seconds on a CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import ks_2samp, wasserstein_distance
+
+from bvdm_data.ctc import open_sequence
+from bvdm_data.diffusion import TextureModel
+from bvdm_data.diffusion.crops import sample_brightness
+from bvdm_data.diffusion.edges import mean_inside
+from bvdm_data.evaluate.realism import drawn_brightness, markdown, split_crops
+from texture import DATA, ROOT, other_video_crops
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="gowt1", choices=sorted(DATA))
+    parser.add_argument("--bundle", help="default: the dataset's name")
+    parser.add_argument("--data", help="the dataset's CTC folder (default ../shared/data/...)")
+    parser.add_argument("--cells", type=int, default=120, help="held-out cells, as texture.py's --cells")
+    parser.add_argument("--out", help="default benchmarks/results/brightness_<dataset>.json")
+    args = parser.parse_args()
+    args.bundle = args.bundle or args.dataset
+    args.data = args.data or str(ROOT.parent / "shared" / "data" / DATA[args.dataset])
+    texture = TextureModel.load(args.bundle, "cpu")
+    if args.dataset == "gowt1":
+        held, reference = other_video_crops(args.data, texture, args.cells)
+    else:
+        held, reference = split_crops(open_sequence(args.data, "02", labels="ERR_SEG"), texture.crop_size, [11, 12, 13],
+                                      args.cells)
+    target = mean_inside(held.images, held.masks).numpy()
+    sets = {"held-out cells": target,
+            "reference cells (the floor's)": mean_inside(reference.images, reference.masks).numpy(),
+            "fitted law (100 000 draws)": sample_brightness(texture.statistics, 100_000,
+                                                            torch.Generator().manual_seed(0)).numpy(),
+            "realism table's draws": drawn_brightness(texture.statistics, len(target)).numpy()}
+    rows = []
+    for name, values in sets.items():
+        q25, q50, q75 = (float(v) for v in np.quantile(values, [0.25, 0.5, 0.75]))
+        rows.append({"set": name, "cells": len(values), "q25": q25, "median": q50, "q75": q75,
+                     "ks_vs_held_out": float(ks_2samp(values, target).statistic),
+                     "ks_p": float(ks_2samp(values, target).pvalue),
+                     "w1_vs_held_out": float(wasserstein_distance(values, target))})
+    print(f"{args.dataset}: brightness (mean inside the outline, -1..1) of {len(target)} held-out cells\n")
+    print(markdown(rows, ["set", "cells", "q25", "median", "q75", "ks_vs_held_out", "ks_p", "w1_vs_held_out"]))
+    out = Path(args.out or ROOT / "benchmarks" / "results" / f"brightness_{args.dataset}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"dataset": args.dataset, "bundle": args.bundle, "rows": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
