@@ -27,7 +27,8 @@ from bvdm_data.ctc import open_sequence
 from bvdm_data.ctc.outlines import with_outlines
 from bvdm_data.diffusion import TextureModel
 from bvdm_data.diffusion.crops import CellCrops, extract_cell_crops
-from bvdm_data.evaluate.realism import BRIGHTNESS, ENCODER_NAME, markdown, paint_masks, split_crops, texture_columns, texture_rows
+from bvdm_data.evaluate.realism import (BRIGHTNESS, ENCODER_NAME, markdown, paint_masks, split_crops, texture_columns,
+                                        texture_rows)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = {"hela": "Fluo-N2DL-HeLa", "gowt1": "Fluo-N2DH-GOWT1"}
@@ -75,7 +76,8 @@ def main() -> None:
                                                                                  "stride": k}) for k in (4, 10)]
     rows = texture_rows(texture, held, reference, settings, args.resamples, brightness=args.brightness)
     print(f"{len(held)} held-out cells, {texture.crop_size} px, encoder {ENCODER_NAME}, {args.device}, "
-          f"{args.threads} threads; {args.resamples} resamples of the held-out cells; brightness {args.brightness}\n")
+          f"{args.threads} threads; {args.resamples} resamples of the held-out cells; "
+          f"brightness {args.brightness}\n")
     print(markdown(rows, [*texture_columns(args.resamples), "cells_per_s"]))
     results = {"dataset": args.dataset, "bundle": args.bundle, "encoder": ENCODER_NAME, "cells": len(held),
                "resamples": args.resamples, "brightness": args.brightness, "device": args.device,
