@@ -21,30 +21,21 @@ import numpy as np
 import torch
 from scipy.stats import ks_2samp, wasserstein_distance
 
-from bvdm_data.ctc import open_sequence
 from bvdm_data.diffusion import TextureModel
 from bvdm_data.diffusion.crops import sample_brightness
 from bvdm_data.diffusion.edges import mean_inside
-from bvdm_data.evaluate.realism import drawn_brightness, markdown, split_crops
-from texture import DATA, ROOT, other_video_crops
+from bvdm_data.evaluate.realism import drawn_brightness, markdown
+from texture import ROOT, add_dataset_arguments, held_out_crops
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="gowt1", choices=sorted(DATA))
-    parser.add_argument("--bundle", help="default: the dataset's name")
-    parser.add_argument("--data", help="the dataset's CTC folder (default ../shared/data/...)")
+    add_dataset_arguments(parser, "gowt1")
     parser.add_argument("--cells", type=int, default=120, help="held-out cells, as texture.py's --cells")
     parser.add_argument("--out", help="default benchmarks/results/brightness_<dataset>.json")
     args = parser.parse_args()
-    args.bundle = args.bundle or args.dataset
-    args.data = args.data or str(ROOT.parent / "shared" / "data" / DATA[args.dataset])
-    texture = TextureModel.load(args.bundle, "cpu")
-    if args.dataset == "gowt1":
-        held, reference = other_video_crops(args.data, texture, args.cells)
-    else:
-        held, reference = split_crops(open_sequence(args.data, "02", labels="ERR_SEG"), texture.crop_size, [11, 12, 13],
-                                      args.cells)
+    texture = TextureModel.load(args.bundle or args.dataset, "cpu")
+    held, reference = held_out_crops(args, texture)
     target = mean_inside(held.images, held.masks).numpy()
     sets = {"held-out cells": target,
             "reference cells (the floor's)": mean_inside(reference.images, reference.masks).numpy(),

@@ -44,11 +44,26 @@ def other_video_crops(data: str, texture: TextureModel, cells: int, seed: int = 
     return held, reference
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="hela", choices=sorted(DATA))
+def add_dataset_arguments(parser: argparse.ArgumentParser, default: str) -> None:
+    """--dataset, --bundle and --data, shared with brightness.py."""
+    parser.add_argument("--dataset", default=default, choices=sorted(DATA))
     parser.add_argument("--bundle", help="default: the dataset's name")
     parser.add_argument("--data", help="the dataset's CTC folder (default ../shared/data/...)")
+
+
+def held_out_crops(args: argparse.Namespace, texture: TextureModel) -> tuple[CellCrops, CellCrops]:
+    """The held-out cells and the real-vs-real reference of ``args.dataset`` (module docstring); fills in
+    ``args.bundle`` and ``args.data`` where they were left out."""
+    args.bundle = args.bundle or args.dataset
+    args.data = args.data or str(ROOT.parent / "shared" / "data" / DATA[args.dataset])
+    if args.dataset == "gowt1":
+        return other_video_crops(args.data, texture, args.cells)
+    return split_crops(open_sequence(args.data, "02", labels="ERR_SEG"), texture.crop_size, [11, 12, 13], args.cells)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_dataset_arguments(parser, "hela")
     parser.add_argument("--cells", type=int, default=64, help="held-out cells per setting")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--t-s", type=int, nargs="+", default=[100, 200, 400, 600])
@@ -61,16 +76,10 @@ def main() -> None:
     parser.add_argument("--skip-speed", action="store_true", help="only the realism table")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "texture.json"))
     args = parser.parse_args()
-    args.bundle = args.bundle or args.dataset
-    args.data = args.data or str(ROOT.parent / "shared" / "data" / DATA[args.dataset])
     torch.set_num_threads(args.threads)
 
-    texture = TextureModel.load(args.bundle, args.device)
-    if args.dataset == "gowt1":
-        held, reference = other_video_crops(args.data, texture, args.cells)
-    else:
-        held, reference = split_crops(open_sequence(args.data, "02", labels="ERR_SEG"), texture.crop_size, [11, 12, 13],
-                                      args.cells)
+    texture = TextureModel.load(args.bundle or args.dataset, args.device)
+    held, reference = held_out_crops(args, texture)
     settings = [(f"DDPM t_s={t}", {"t_s": t}) for t in args.t_s]
     settings += [(f"DDIM t_s=200 stride {k} ({len(range(199, -1, -k))} steps)", {"t_s": 200, "sampler": "ddim",
                                                                                  "stride": k}) for k in (4, 10)]
