@@ -64,6 +64,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import signal
+import sys
 import time
 from pathlib import Path
 
@@ -202,6 +204,9 @@ def train_arms(arms: dict, test, calibration, configs: list[ProtocolConfig], wor
               "crop": c.crop}, resume)
             for c in configs for name, pools in arms.items()]
     if workers > 1:
+        # SIGTERM (kill, a scheduler's stop) becomes SystemExit here, so leaving the ``with`` terminates the
+        # workers; by default they outlived the parent and went on writing checkpoints into ``parts``.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
         with torch.multiprocessing.get_context("spawn").Pool(workers, torch.set_num_threads, (threads,)) as pool:
             done = pool.starmap(_run_one, jobs)
     else:
