@@ -21,11 +21,10 @@ import numpy as np
 import torch
 from scipy.stats import ks_2samp, wasserstein_distance
 
-from bvdm_data.diffusion import TextureModel
 from bvdm_data.diffusion.crops import sample_brightness
 from bvdm_data.diffusion.edges import mean_inside
 from bvdm_data.evaluate.realism import drawn_brightness, markdown
-from texture import ROOT, add_dataset_arguments, held_out_crops
+from texture import ROOT, add_dataset_arguments, load_dataset
 
 
 def main() -> None:
@@ -34,8 +33,7 @@ def main() -> None:
     parser.add_argument("--cells", type=int, default=120, help="held-out cells, as texture.py's --cells")
     parser.add_argument("--out", help="default benchmarks/results/brightness_<dataset>.json")
     args = parser.parse_args()
-    texture = TextureModel.load(args.bundle or args.dataset, "cpu")
-    held, reference = held_out_crops(args, texture)
+    texture, held, reference = load_dataset(args)
     target = mean_inside(held.images, held.masks).numpy()
     sets = {"held-out cells": target,
             "reference cells (the floor's)": mean_inside(reference.images, reference.masks).numpy(),
@@ -45,9 +43,9 @@ def main() -> None:
     rows = []
     for name, values in sets.items():
         q25, q50, q75 = (float(v) for v in np.quantile(values, [0.25, 0.5, 0.75]))
+        ks = ks_2samp(values, target)
         rows.append({"set": name, "cells": len(values), "q25": q25, "median": q50, "q75": q75,
-                     "ks_vs_held_out": float(ks_2samp(values, target).statistic),
-                     "ks_p": float(ks_2samp(values, target).pvalue),
+                     "ks_vs_held_out": float(ks.statistic), "ks_p": float(ks.pvalue),
                      "w1_vs_held_out": float(wasserstein_distance(values, target))})
     print(f"{args.dataset}: brightness (mean inside the outline, -1..1) of {len(target)} held-out cells\n")
     print(markdown(rows, ["set", "cells", "q25", "median", "q75", "ks_vs_held_out", "ks_p", "w1_vs_held_out"]))

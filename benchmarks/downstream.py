@@ -103,14 +103,14 @@ def cache(path: str | None, texture: str, density: float | None, args: argparse.
     partial one left by a stop is completed)."""
     bundle = bundle or args.bundle
     made_here = path is None
-    if not made_here:  # resolved, so that a resumed run reuses parts whether the path was given relative or not
-        path = str(Path(path).resolve())
     if made_here:
         tag = "fitted" if density is None else f"{density:.2e}"
         name = "".join(c if c.isalnum() else "-" for c in Path(bundle).name + "".join(flags))
         size = "" if args.size == 256 else f"_{args.size}px"  # 256 px unnamed: the caches made before it was named
         path = ROOT / "runs" / (f"downstream_{name}-{bundle_fingerprint(bundle)}_{texture}_{tag}_{args.sampler}"
                                 f"{args.stride}_{args.clips}x{args.frames}{size}.lmdb")
+    else:  # resolved, so that a resumed run reuses parts whether the path was given relative or not
+        path = str(Path(path).resolve())
     # A cache made here and cut short by a stop is completed (the writer resumes) rather than used short.
     clips = LMDBClips(path) if Path(path).exists() else None
     if clips is None or (made_here and len(clips) < args.clips):

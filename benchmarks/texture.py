@@ -51,14 +51,16 @@ def add_dataset_arguments(parser: argparse.ArgumentParser, default: str) -> None
     parser.add_argument("--data", help="the dataset's CTC folder (default ../shared/data/...)")
 
 
-def held_out_crops(args: argparse.Namespace, texture: TextureModel) -> tuple[CellCrops, CellCrops]:
-    """The held-out cells and the real-vs-real reference of ``args.dataset`` (module docstring); fills in
+def load_dataset(args: argparse.Namespace, device: str = "cpu") -> tuple[TextureModel, CellCrops, CellCrops]:
+    """The texture, held-out cells and real-vs-real reference of ``args.dataset`` (module docstring); fills in
     ``args.bundle`` and ``args.data`` where they were left out."""
     args.bundle = args.bundle or args.dataset
     args.data = args.data or str(ROOT.parent / "shared" / "data" / DATA[args.dataset])
+    texture = TextureModel.load(args.bundle, device)
     if args.dataset == "gowt1":
-        return other_video_crops(args.data, texture, args.cells)
-    return split_crops(open_sequence(args.data, "02", labels="ERR_SEG"), texture.crop_size, [11, 12, 13], args.cells)
+        return texture, *other_video_crops(args.data, texture, args.cells)
+    return texture, *split_crops(open_sequence(args.data, "02", labels="ERR_SEG"), texture.crop_size, [11, 12, 13],
+                                 args.cells)
 
 
 def main() -> None:
@@ -78,8 +80,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    texture = TextureModel.load(args.bundle or args.dataset, args.device)
-    held, reference = held_out_crops(args, texture)
+    texture, held, reference = load_dataset(args, args.device)
     settings = [(f"DDPM t_s={t}", {"t_s": t}) for t in args.t_s]
     settings += [(f"DDIM t_s=200 stride {k} ({len(range(199, -1, -k))} steps)", {"t_s": 200, "sampler": "ddim",
                                                                                  "stride": k}) for k in (4, 10)]
