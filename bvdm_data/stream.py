@@ -104,9 +104,11 @@ class BVDMStream(IterableDataset):
         glow: add the cells' out-of-focus light at the share and spread the scene measured on the real
             frames (off by default: on HeLa it left SEG unchanged downstream; needs a scene fitted with its
             glow law).
-        labels: ``"painted"``: each label redrawn from its painted cell by the real annotation's measured
-            convention (+0.029 SEG downstream on HeLa, RESULTS.md §1); ``"masks"``: the simulated masks (an
-            ablation); ``"auto"`` (default): painted where the bundle has a measured edge profile.
+        labels: ``"painted"``: each label redrawn from its painted cell at the threshold the real annotation
+            uses (the bundle's label law); ``"profile"``: redrawn at the edge profile's midpoint (the rule
+            before the label law; +0.029 SEG over the masks downstream on HeLa, RESULTS.md §1); ``"masks"``: the
+            simulated masks (an ablation); ``"auto"`` (default): painted where the bundle has a label law, else
+            profile where it has an edge profile.
         transform: called on each clip before it is yielded (after ``tv_tensors`` wrapping), like
             ``CTCClips`` and ``LMDBClips``; after a crop, :func:`~bvdm_data.clip.restore_contract`
             makes the clip meet the contract again.

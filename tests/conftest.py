@@ -61,6 +61,7 @@ def tiny_bundle(tmp_path_factory, res_video) -> Path:
     from bvdm_data.flow import FlowConfig, export_flow, extract_flow_pairs, train_flow
     from bvdm_data.masks import fit_mask_model
     from bvdm_data.scene.model import SceneModel
+    from bvdm_data.synth.annotation import fit_label_law
     from bvdm_data.training import TrainConfig
 
     root = tmp_path_factory.mktemp("bundles") / "tiny"
@@ -71,7 +72,8 @@ def tiny_bundle(tmp_path_factory, res_video) -> Path:
     work = root.parent / "work"
     tex = train_texture(crops, work / "texture", TrainConfig(iterations=3, batch_size=4),
                         unet=UNetConfig(channels=4, multipliers=(1, 2), time_dim=16), progress=False)
-    export_texture(tex.checkpoint, root, crops.statistics())
+    law = fit_label_law(crops.images[:, 0].double().numpy(), crops.masks.numpy(), crops.empty.numpy())
+    export_texture(tex.checkpoint, root, {**crops.statistics(), "label_law": law})
     pairs = extract_flow_pairs(masks[:10], tracks, size=32)
     flow = train_flow(pairs, work / "flow", TrainConfig(iterations=3, batch_size=4), flow=FlowConfig(channels=(4, 4)),
                       progress=False)

@@ -150,15 +150,18 @@ def _texture_to_fine_tune(name: str, crops):
 
 
 def _measure(seq, crop_size: int, intensity: tuple[float, float], frames: list[int] | None):
-    """What the texture and scene parts measure on real frames (brightness law, edge profile, background,
-    unlabelled objects), in the texture's units; with where it was measured."""
+    """What the texture and scene parts measure on real frames (brightness law, edge profile, label law,
+    background, unlabelled objects), in the texture's units; with where it was measured."""
     from bvdm_data.ctc.outlines import OutlinedLabels
     from bvdm_data.diffusion.crops import extract_cell_crops
     from bvdm_data.scene.model import SceneModel
+    from bvdm_data.synth.annotation import fit_label_law
 
     frames = None if frames is None else [f for f in frames if f in seq.labels.paths]
     crops = extract_cell_crops(seq, size=crop_size, frames=frames, intensity=intensity)
     statistics = {**crops.statistics(), "image_dtype": str(seq.images.dtype)}  # files are written back in it
+    statistics["label_law"] = fit_label_law(crops.images[:, 0].double().numpy(), crops.masks.numpy(),
+                                            crops.empty.numpy())
     scene = SceneModel.fit(seq, intensity, frames)
     labels = repr(seq.labels) if isinstance(seq.labels, OutlinedLabels) else str(seq.labels.folder)
     source = {"images": str(seq.images.folder), "labels": labels, "frames": frames or "all", "crops": len(crops)}
@@ -202,9 +205,13 @@ def run_fit_statistics(args: argparse.Namespace) -> int:
     writer.update_json("texture", "texture.json", {**info, "statistics": statistics}, provenance)
     scene.save(root, provenance={**writer.manifest["parts"].get("scene", {}).get("provenance", {}), **provenance})
     profile = ", ".join(f"{v:.2f}" for v in statistics["edge_profile"])
+    law = statistics["label_law"]
+    shares = ", ".join(f"{v:.2f}" for v in law["share"])
+    agree = sum(i * n for i, n in zip(law["iou"], law["cells"])) / sum(law["cells"])
+    print(f"label law: outline at {shares} of the mean contrast (dim -> bright), IoU with the annotation {agree:.3f}")
     print(f"{root}: {source['crops']} cells; edge profile (core -> outside) {profile}; unlabelled objects "
           f"{scene.unlabelled_rate:.3f} per labelled cell; background {scene.background_mean:.3f}; glow "
-          f"{scene.glow_weight:.3f} of each cell's light over {scene.glow_sigma:g} px")
+          f"{scene.glow_weight:.3f} of each cell's light over {scene.glow_sigma:g} px; noise grain {scene.noise_sigma} px (y, x)")
     return 0
 
 

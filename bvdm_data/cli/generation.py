@@ -131,9 +131,11 @@ def _generation_options(p: argparse.ArgumentParser, frames: int, size: tuple[int
     p.add_argument("--edge-shift", type=float, default=0.0, help="px the painted edge sits outside the mask "
                    "beyond the measured profile, negative inside (default 0; see benchmarks/downstream.py "
                    "--calibrate-edge)")
-    p.add_argument("--labels", default="auto", choices=["auto", "painted", "masks"], help="painted: each label "
-                   "redrawn from its painted cell by the real annotation's measured convention; masks: the simulated "
-                   "masks (an ablation); auto (default): painted where the bundle has a measured edge profile")
+    p.add_argument("--labels", default="auto", choices=["auto", "painted", "profile", "masks"], help="painted: each "
+                   "label redrawn from its painted cell at the threshold the real annotation uses (the bundle's label "
+                   "law); profile: redrawn at the edge profile's midpoint (the rule before the label law); masks: the "
+                   "simulated masks (an ablation); auto (default): painted where the bundle has a label law, else "
+                   "profile")
     p.add_argument("--unlabelled", action="store_true", help="also paint, unlabelled, the nuclei the real "
                    "annotation leaves out, at its measured rate (an ablation: it lowered SEG on HeLa)")
     p.add_argument("--glow", action="store_true", help="add the cells' out-of-focus glow at the share and spread "

@@ -11,6 +11,15 @@ convention, measured as the edge profile
 lies where the contrast falls to the midpoint between the real annotation's
 outermost labelled ring and the first ring outside it, relative to the
 cell's core, at the cell's brightness.
+
+Where the bundle holds a *label law* (:func:`fit_label_law`, measured by
+``fit-statistics``) the threshold is instead the share of the cell's mean
+contrast at which the same rule, applied to the real cells, reproduces the
+real annotation best, by brightness. On HeLa's ``ERR_SEG`` (fitted on frames
+0-7, checked on 8-10) the law's labels agree with the annotation at a mean
+IoU of 0.959 where the profile's midpoint reaches 0.944 (one threshold per cell
+chosen with hindsight: 0.968), so a segmenter trained on painted cells is
+taught an outline nearer to the one it is scored against.
 """
 
 from __future__ import annotations
@@ -26,6 +35,84 @@ from bvdm_data.diffusion.edges import REACH, profile_table
 GROW = 3          # px a label may grow beyond its simulated mask (into pixels no other cell is closer to)
 MIN_KEEP = 0.5    # a redrawn label smaller than this share of its mask falls back to the mask
 SQUARE = np.ones((3, 3), bool)
+LAW_SHARES = np.round(np.arange(0.05, 1.2001, 0.01), 2)  # shares of the mean contrast tried by fit_label_law
+LAW_BINS = 8             # brightness bins of the label law (quantiles of the cells' mean contrast)
+LAW_MIN_CELLS = 20       # fewer cells per bin: fewer bins
+LEVEL_MARGIN = 5         # px from any cell: where a real crop's background level is read
+
+
+def threshold_label(image: np.ndarray, region: np.ndarray, core: np.ndarray, threshold: float) -> np.ndarray:
+    """The rule both ways: pixels of ``region`` brighter than ``threshold`` in pieces that touch ``core``, holes
+    filled (boolean, the shape of ``image``)."""
+    parts, _ = ndimage.label(region & (image > threshold))
+    keep = np.isin(parts, np.unique(parts[core & (parts > 0)]))
+    return ndimage.binary_fill_holes(keep) & region
+
+
+def _cell_region(inside: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Pixels within :data:`GROW` px of a cell ``inside`` that are nearer to it than to any cell of ``others``."""
+    near = ndimage.distance_transform_edt(~inside)
+    far = ndimage.distance_transform_edt(~others) if others.any() else np.full(inside.shape, np.inf)
+    return (near <= GROW) & (near < far) & ~others | inside
+
+
+def law_shares(law: Mapping[str, list], contrast: np.ndarray) -> np.ndarray:
+    """The share of each cell's mean contrast at which the label law puts its outline (linear in brightness
+    between bins, constant beyond)."""
+    return np.interp(contrast, law["contrast"], law["share"])
+
+
+def fit_label_law(images: np.ndarray, masks: np.ndarray, empty: np.ndarray, bins: int = LAW_BINS,
+                  progress: bool = False) -> dict[str, list]:
+    """Measure the annotation's threshold: by brightness, the share of a cell's mean contrast at which
+    :func:`threshold_label` reproduces the real labels best (mean IoU over the bin's cells).
+
+    ``images`` ``[N, S, S]`` (-1..1), ``masks`` ``[N, S, S]`` the centre cell of each crop, ``empty`` where no
+    cell is (so the others are ``~empty & ~masks``); each crop's level is the median of its pixels
+    :data:`LEVEL_MARGIN` px from any cell (all empty pixels where none is that far). Returns
+    ``{"contrast": [bin medians], "share": [...], "iou": [mean IoU per bin], "cells": [...]}``.
+
+    Example:
+        >>> yy, xx = np.mgrid[:48, :48]
+        >>> cells = [np.clip(14 - np.hypot(yy - 24, xx - 24), 0, 4) / 4 * c for c in np.linspace(0.2, 1.0, 40)]
+        >>> images = np.stack(cells) - 0.9
+        >>> masks = np.stack([c > 0.25 * c.max() for c in cells])  # labelled where a quarter of the core's light is
+        >>> law = fit_label_law(images, masks, ~masks, bins=1)
+        >>> law["iou"][0] > 0.99
+        True
+    """
+    rows = []
+    for image, mask, free in zip(images, masks, empty):
+        others = ~free & ~mask
+        far = free & (ndimage.distance_transform_edt(free) >= LEVEL_MARGIN)
+        level = float(np.median(image[far] if far.sum() >= 20 else image[free])) if free.any() else None
+        core = ndimage.binary_erosion(mask, SQUARE, iterations=REACH - 1)
+        if level is None or not core.any():
+            continue
+        contrast = float(image[mask].mean()) - level
+        if contrast <= 0:
+            continue
+        region = _cell_region(mask, others)
+        ious = []
+        for share in LAW_SHARES:
+            label = threshold_label(image, region, core, level + share * contrast)
+            ious.append((label & mask).sum() / (label | mask).sum())
+        rows.append((contrast, ious))
+    if not rows:
+        raise ValueError("no cell with a core and a background to measure the label law on")
+    contrast = np.array([r[0] for r in rows])
+    iou = np.array([r[1] for r in rows])
+    bins = max(1, min(bins, len(rows) // LAW_MIN_CELLS))
+    which = np.digitize(contrast, np.quantile(contrast, np.linspace(0, 1, bins + 1))[1:-1])
+    law: dict[str, list] = {"contrast": [], "share": [], "iou": [], "cells": []}
+    for b in range(bins):
+        sel = which == b
+        best = int(iou[sel].mean(0).argmax())
+        law["contrast"].append(float(np.median(contrast[sel])))
+        law["share"].append(float(LAW_SHARES[best]))
+        law["iou"].append(float(iou[sel, best].mean()))
+        law["cells"].append(int(sel.sum()))
+    return law
 
 
 def boundary_fractions(profile: Sequence[float] | Mapping[str, list], contrast: np.ndarray) -> np.ndarray:
@@ -41,11 +128,14 @@ def boundary_fractions(profile: Sequence[float] | Mapping[str, list], contrast: 
 
 
 def relabel_from_painting(image: np.ndarray, background: np.ndarray, labels: np.ndarray,
-                          profile: Sequence[float] | Mapping[str, list]) -> np.ndarray:
+                          profile: Sequence[float] | Mapping[str, list],
+                          law: Mapping[str, list] | None = None) -> np.ndarray:
     """Redraw each cell's label ``[H, W]`` from the painted frame ``image`` by the measured convention.
 
     ``background`` is the frame before cells were pasted (the local level
-    each cell's contrast is measured from). A label may grow up to
+    each cell's contrast is measured from). The threshold is the label
+    ``law``'s share of the cell's mean contrast when one is given, else the
+    edge ``profile``'s midpoint share of its core contrast. A label may grow up to
     :data:`GROW` px into pixels closer to it than to any other cell, and
     shrinks where the painting is dimmer than the threshold; ids stay, and a
     cell whose redrawn label would keep under :data:`MIN_KEEP` of its mask
@@ -73,14 +163,15 @@ def relabel_from_painting(image: np.ndarray, background: np.ndarray, labels: np.
                          float(image[box][inside].mean()) - level))
     if not measured:
         return out
-    fractions = boundary_fractions(profile, np.array([m[7] for m in measured]))
-    for (cid, box, inside, region, core, level, core_contrast, _), f in zip(measured, fractions):
-        if core_contrast <= 0:
+    mean_contrast = np.array([m[7] for m in measured])
+    if law is not None:
+        thresholds = law_shares(law, mean_contrast) * mean_contrast
+    else:
+        thresholds = boundary_fractions(profile, mean_contrast) * np.array([m[6] for m in measured])
+    for (cid, box, inside, region, core, level, core_contrast, _), threshold in zip(measured, thresholds):
+        if core_contrast <= 0 or threshold <= 0:
             continue
-        bright = region & (image[box] > level + f * core_contrast)
-        parts, _ = ndimage.label(bright)
-        keep = np.isin(parts, np.unique(parts[core & (parts > 0)]))
-        keep = ndimage.binary_fill_holes(keep) & region
+        keep = threshold_label(image[box], region, core, level + threshold)
         if keep.sum() < MIN_KEEP * inside.sum():
             continue
         view = out[box]
@@ -90,6 +181,6 @@ def relabel_from_painting(image: np.ndarray, background: np.ndarray, labels: np.
 
 
 def relabel_clip(video: np.ndarray, background: np.ndarray, labels: np.ndarray,
-                 profile: Sequence[float] | Mapping[str, list]) -> np.ndarray:
+                 profile: Sequence[float] | Mapping[str, list], law: Mapping[str, list] | None = None) -> np.ndarray:
     """:func:`relabel_from_painting` for every frame of a clip (``[T, H, W]`` arrays); a picklable job."""
-    return np.stack([relabel_from_painting(v, b, lab, profile) for v, b, lab in zip(video, background, labels)])
+    return np.stack([relabel_from_painting(v, b, lab, profile, law) for v, b, lab in zip(video, background, labels)])

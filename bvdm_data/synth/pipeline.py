@@ -56,7 +56,7 @@ from bvdm_data.synth.propagation import carry_over, paint_first_frame, paint_fla
 TEXTURES = ("ddpm", "flat", "detail")
 EDGES = ("by_brightness", "mean", "blur")
 SCHEDULES = ("wide", "frame")
-LABELS = ("auto", "painted", "masks")
+LABELS = ("auto", "painted", "profile", "masks")
 FIRST_PAINT, CARRY, BACKGROUND = 1, 2, 3  # purposes in noise keys
 # Work sizes on an accelerator when not given (benchmarks/results/gpu_generation_cuda.json: peak memory and rate).
 DEVICE_GEN_BATCH = 64       # clips in flight
@@ -111,9 +111,11 @@ class SynthesisSettings:
     # the real halo but left SEG unchanged on HeLa (RESULTS.md §1, --glow-ablation). Bundles fitted before 2026-11-26
     # evening have no glow law.
     glow: bool = False
-    # labels: "painted" (each label redrawn from its painted cell by the real annotation's measured convention,
-    # synth/annotation.py: +0.029 SEG BVDM-only, +0.011 mixed with real on HeLa, RESULTS.md §1), "masks" (the
-    # simulated masks), "auto" (painted where the bundle has a measured edge profile and edge is not "blur").
+    # labels: "painted" (each label redrawn from its painted cell by the real annotation's measured threshold, the
+    # bundle's label law, synth/annotation.py), "profile" (redrawn at the edge profile's midpoint, the rule before
+    # the label law: +0.029 SEG BVDM-only, +0.011 mixed with real on HeLa over the masks, RESULTS.md §1), "masks"
+    # (the simulated masks), "auto" (painted where the bundle has a label law, else profile where it has an edge
+    # profile and edge is not "blur", else masks).
     labels: str = "auto"
 
     def check(self, num_steps: int) -> None:
@@ -125,8 +127,8 @@ class SynthesisSettings:
             raise BVDMDataError("edge_shift moves the measured edge profile; edge='blur' has none")
         if self.labels not in LABELS:
             raise BVDMDataError(f"labels must be one of {LABELS}, got {self.labels!r}")
-        if self.labels == "painted" and self.edge == "blur":  # "auto" falls back to the masks there
-            raise BVDMDataError("labels='painted' follows the measured edge profile; edge='blur' has none")
+        if self.labels in ("painted", "profile") and self.edge == "blur":  # "auto" falls back to the masks there
+            raise BVDMDataError(f"labels={self.labels!r} follows the measured edge; edge='blur' has none")
         if self.schedule not in SCHEDULES:
             raise BVDMDataError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.texture not in TEXTURES:
@@ -268,12 +270,17 @@ class Synthesizer:
                    "none was measured: run bvdm-data fit-statistics on frames whose every cell is outlined")
             raise BVDMDataError(f"{bundle.root}: glow=True needs the scene's glow law, and this bundle has none ({why})")
         has_profile = "edge_profile" in self.texture.statistics
-        if settings.labels == "painted" and not has_profile:
-            raise BVDMDataError(f"{bundle.root}: labels='painted' needs the measured edge profile; run "
+        self.label_law = self.texture.statistics.get("label_law")
+        if settings.labels == "profile" and not has_profile:
+            raise BVDMDataError(f"{bundle.root}: labels='profile' needs the measured edge profile; run "
                                 "bvdm-data fit-statistics on this bundle first")
+        if settings.labels == "painted" and self.label_law is None:
+            raise BVDMDataError(f"{bundle.root}: labels='painted' needs the bundle's label law (fitted by bvdm-data "
+                                "fit-statistics since 2026-11-27); labels='profile' uses its edge profile")
         # What "auto" means for this bundle; recorded in every clip's meta as synth_labels.
         self.labels = settings.labels if settings.labels != "auto" else \
-            ("painted" if has_profile and settings.edge != "blur" else "masks")
+            ("masks" if settings.edge == "blur" else "painted" if self.label_law is not None else
+             "profile" if has_profile else "masks")
         if settings.density is not None:
             check_density_fits(settings.density, float(np.exp(self.masks.log_area_mean[0])))
 
@@ -434,7 +441,7 @@ class Synthesizer:
         if s.glow:  # before the labels are read from the painting: real annotations saw the glow too
             videos = [self.scene.add_glow(v, b, sim["masks"].to(self.device))
                       for v, b, sim in zip(videos, backgrounds, plan.sims)]
-        if self.labels == "painted":
+        if self.labels in ("painted", "profile"):
             labels = self._labels_from_painting(videos, backgrounds, labels)
         return [self._finish(plan, k, videos[k], labels[k], meta[k] if meta is not None else {})
                 for k in range(len(plan.sims))]
@@ -445,7 +452,8 @@ class Synthesizer:
         when ``relabel_workers`` is set (the default on an accelerator, where it would otherwise set the pace:
         27 ms of CPU per padded 320^2 frame, benchmarks/results/relabel_cpu.txt)."""
         profile = edge_statistics(self.texture.statistics, self.settings.edge)["edge_profile"]
-        jobs = [(v[:, 0].float().cpu().numpy(), b[:, 0].float().cpu().numpy(), lab, profile)
+        law = self.label_law if self.labels == "painted" else None
+        jobs = [(v[:, 0].float().cpu().numpy(), b[:, 0].float().cpu().numpy(), lab, profile, law)
                 for v, b, lab in zip(videos, backgrounds, labels)]
         # A DataLoader worker is a daemon process, which may not start processes of its own: work inline there.
         if self.relabel_workers > 0 and len(jobs) > 1 and not multiprocessing.current_process().daemon:
