@@ -58,3 +58,7 @@ def test_card_describes_the_fitted_model():
     profile = json.loads((HELA / "texture" / "texture.json").read_text())["statistics"]["edge_profile"]
     shown = re.search(r"inwards ([0-9., ]+) and outwards", text).group(1)
     assert np.allclose([float(v) for v in shown.split(", ")], profile[5::-1], atol=0.006)
+    law = json.loads((HELA / "texture" / "texture.json").read_text())["statistics"]["label_law"]
+    assert ", ".join(f"{v:.2f}" for v in law["share"]) in text
+    grain = json.loads((HELA / "scene" / "scene.json").read_text())["noise_sigma"]
+    assert f"blurred {grain[0]:g} × {grain[1]:g} px" in text
