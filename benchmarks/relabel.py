@@ -46,7 +46,7 @@ def main() -> None:
     profile = edge_statistics(synth.texture.statistics, "by_brightness")["edge_profile"]
     start = time.perf_counter()
     for (video, labels), background in zip(captured, backgrounds):
-        relabel_clip(video, background, labels, profile)
+        relabel_clip(video, background, labels, profile, synth.label_law)  # the default rule: the bundle's law
     per_frame = (time.perf_counter() - start) / (args.clips * args.frames)
     cells = np.mean([len(np.unique(f)) - 1 for _, labels in captured for f in labels])
     print(f"{args.clips} clips x {args.frames} frames, padded {plan.padded[0]}x{plan.padded[1]}, {cells:.1f} cells "
