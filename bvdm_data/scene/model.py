@@ -27,6 +27,7 @@ fits it as a share of each cell's light spread by a Gaussian, and
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import asdict, dataclass
@@ -255,8 +256,10 @@ def noise_grain(lag1: tuple[float, float]) -> tuple[float, float]:
     return tuple(float(s) if s > GRAIN_MIN else 0.0 for s in best)
 
 
+@functools.lru_cache(maxsize=16)
 def residue_gain(sigma: tuple[float, float]) -> float:
-    """Spread of the pixel-noise measure's residue of white noise of unit spread blurred by ``sigma``."""
+    """Spread of the pixel-noise measure's residue of white noise of unit spread blurred by ``sigma`` (cached:
+    every background drawn asks for it)."""
     return float(np.sqrt((_residue_kernel(sigma) ** 2).sum()))
 
 
@@ -379,7 +382,7 @@ class SceneModel:
             sy, sx = self.noise_sigma
             k = (2 * math.ceil(3 * sy) + 1, 2 * math.ceil(3 * sx) + 1)
             noise = kornia.filters.gaussian_blur2d(noise, k, (sy, sx), border_type="reflect")
-            noise = noise * (self.noise_std / residue_gain(self.noise_sigma))
+            noise = noise * (self.noise_std / residue_gain(tuple(self.noise_sigma)))
         else:
             noise = noise * self.noise_std
         return self.background_mean + field * self.background_smooth_std + noise

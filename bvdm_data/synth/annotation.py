@@ -84,6 +84,12 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / (a | b).sum())
 
 
+def _ious_by_share(image: np.ndarray, mask: np.ndarray, region: np.ndarray, core: np.ndarray, level: float,
+                   contrast: float) -> list[float]:
+    """IoU with ``mask`` of the rule's label at each of :data:`LAW_SHARES` of the mean ``contrast``."""
+    return [_iou(threshold_label(image, region, core, level + share * contrast), mask) for share in LAW_SHARES]
+
+
 def fit_label_law(images: np.ndarray, masks: np.ndarray, empty: np.ndarray, bins: int = LAW_BINS) -> dict[str, list]:
     """Measure the annotation's threshold: by brightness, the share of a cell's mean contrast at which
     :func:`threshold_label` reproduces the real labels best (mean IoU over the bin's cells).
@@ -102,9 +108,7 @@ def fit_label_law(images: np.ndarray, masks: np.ndarray, empty: np.ndarray, bins
         >>> law["iou"][0] > 0.99
         True
     """
-    rows = [(contrast, [_iou(threshold_label(image, region, core, level + share * contrast), mask)
-                        for share in LAW_SHARES])
-            for image, mask, region, core, level, contrast, _ in _real_cells(images, masks, empty)]
+    rows = [(cell[5], _ious_by_share(*cell[:6])) for cell in _real_cells(images, masks, empty)]
     if not rows:
         raise ValueError("no cell with a core and a background to measure the label law on")
     contrast = np.array([r[0] for r in rows])
@@ -142,8 +146,7 @@ def label_agreement(images: np.ndarray, masks: np.ndarray, empty: np.ndarray,
         fraction = float(boundary_fractions(profile, np.array([contrast]))[0])
         out["law"].append(_iou(threshold_label(image, region, core, level + share * contrast), mask))
         out["profile"].append(_iou(threshold_label(image, region, core, level + fraction * core_contrast), mask))
-        out["hindsight"].append(max(_iou(threshold_label(image, region, core, level + s * contrast), mask)
-                                    for s in LAW_SHARES))
+        out["hindsight"].append(max(_ious_by_share(image, mask, region, core, level, contrast)))
     return {k: np.asarray(v) for k, v in out.items()}
 
 
