@@ -426,8 +426,6 @@ def test_painted_labels_keep_the_clip_contract_video_and_tracks(tiny_bundle):
     auto = Synthesizer(tiny_bundle, settings=dataclasses.replace(settings, labels="auto"))
     b = auto.generate(seeds, 3, (96, 96))[0]
     assert auto.labels == "painted" and b["meta"]["synth_labels"] == "painted"  # the bundle has a label law
-    assert Synthesizer(tiny_bundle, settings=dataclasses.replace(settings, labels="auto", edge="blur")).labels == \
-        "masks"
     check_clip(b)
     assert torch.equal(a["video"], b["video"]) and not torch.equal(a["masks"], b["masks"])
     # Lineage is the same; a cell at the border may show a pixel of itself a frame earlier or later.
@@ -468,9 +466,20 @@ def test_painted_labels_keep_the_clip_contract_video_and_tracks(tiny_bundle):
         Synthesizer(old, settings=dataclasses.replace(settings, labels="painted"))
     with pytest.raises(Exception, match="labels must be one of"):
         SynthesisSettings(labels="drawn").check(1000)
-    for rule in ("painted", "profile"):
-        with pytest.raises(Exception, match="edge='blur' has none"):
-            SynthesisSettings(labels=rule, edge="blur").check(1000)
+    with pytest.raises(Exception, match="edge='blur' has none"):
+        SynthesisSettings(labels="profile", edge="blur").check(1000)
+    # The label law needs no edge profile: with edge="blur" "auto" still redraws by it, and a bundle without the
+    # law falls back to the masks there.
+    blur = Synthesizer(tiny_bundle, settings=dataclasses.replace(settings, labels="auto", edge="blur"))
+    assert blur.labels == "painted"
+    drawn = blur.generate(seeds, 3, (96, 96))[0]
+    check_clip(drawn)
+    assert drawn["meta"]["synth_labels"] == "painted"
+    assert Synthesizer(old, settings=dataclasses.replace(settings, labels="auto", edge="blur")).labels == "masks"
+    from bvdm_data.synth.annotation import relabel_from_painting
+
+    with pytest.raises(ValueError, match="label law or an edge profile"):
+        relabel_from_painting(np.zeros((8, 8)), np.zeros((8, 8)), np.ones((8, 8), int), None)
 
 
 def test_crop_size_follows_the_cell_size():

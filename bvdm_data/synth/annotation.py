@@ -163,7 +163,7 @@ def boundary_fractions(profile: Sequence[float] | Mapping[str, list], contrast: 
 
 
 def relabel_from_painting(image: np.ndarray, background: np.ndarray, labels: np.ndarray,
-                          profile: Sequence[float] | Mapping[str, list],
+                          profile: Sequence[float] | Mapping[str, list] | None,
                           law: Mapping[str, list] | None = None) -> np.ndarray:
     """Redraw each cell's label ``[H, W]`` from the painted frame ``image`` by the measured convention.
 
@@ -178,6 +178,8 @@ def relabel_from_painting(image: np.ndarray, background: np.ndarray, labels: np.
     unchanged (in a cropped view a cell at the border may show a frame
     earlier or later).
     """
+    if law is None and profile is None:
+        raise ValueError("relabel_from_painting needs the label law or an edge profile")
     labels = np.asarray(labels)
     if not labels.any():
         return labels.copy()
@@ -216,6 +218,6 @@ def relabel_from_painting(image: np.ndarray, background: np.ndarray, labels: np.
 
 
 def relabel_clip(video: np.ndarray, background: np.ndarray, labels: np.ndarray,
-                 profile: Sequence[float] | Mapping[str, list], law: Mapping[str, list] | None = None) -> np.ndarray:
+                 profile: Sequence[float] | Mapping[str, list] | None, law: Mapping[str, list] | None = None) -> np.ndarray:
     """:func:`relabel_from_painting` for every frame of a clip (``[T, H, W]`` arrays); a picklable job."""
     return np.stack([relabel_from_painting(v, b, lab, profile, law) for v, b, lab in zip(video, background, labels)])

@@ -114,8 +114,8 @@ class SynthesisSettings:
     # labels: "painted" (each label redrawn from its painted cell by the real annotation's measured threshold, the
     # bundle's label law, synth/annotation.py), "profile" (redrawn at the edge profile's midpoint, the rule before
     # the label law: +0.029 SEG BVDM-only, +0.011 mixed with real on HeLa over the masks, RESULTS.md §1), "masks"
-    # (the simulated masks), "auto" (painted where the bundle has a label law, else profile where it has an edge
-    # profile and edge is not "blur", else masks).
+    # (the simulated masks), "auto" (painted where the bundle has a label law, whatever the edge; else profile where
+    # it has an edge profile and edge is not "blur"; else masks).
     labels: str = "auto"
 
     def check(self, num_steps: int) -> None:
@@ -127,8 +127,8 @@ class SynthesisSettings:
             raise BVDMDataError("edge_shift moves the measured edge profile; edge='blur' has none")
         if self.labels not in LABELS:
             raise BVDMDataError(f"labels must be one of {LABELS}, got {self.labels!r}")
-        if self.labels in ("painted", "profile") and self.edge == "blur":  # "auto" falls back to the masks there
-            raise BVDMDataError(f"labels={self.labels!r} follows the measured edge; edge='blur' has none")
+        if self.labels == "profile" and self.edge == "blur":  # the label law ("painted") needs no edge profile
+            raise BVDMDataError("labels='profile' follows the measured edge; edge='blur' has none")
         if self.schedule not in SCHEDULES:
             raise BVDMDataError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.texture not in TEXTURES:
@@ -279,8 +279,8 @@ class Synthesizer:
                                 "fit-statistics since 2026-11-27); labels='profile' uses its edge profile")
         # What "auto" means for this bundle; recorded in every clip's meta as synth_labels.
         self.labels = settings.labels if settings.labels != "auto" else \
-            ("masks" if settings.edge == "blur" else "painted" if self.label_law is not None else
-             "profile" if has_profile else "masks")
+            ("painted" if self.label_law is not None else
+             "profile" if has_profile and settings.edge != "blur" else "masks")
         if settings.density is not None:
             check_density_fits(settings.density, float(np.exp(self.masks.log_area_mean[0])))
 
@@ -451,7 +451,7 @@ class Synthesizer:
         """Every clip's labels redrawn from its painting (synth/annotation.py), on the CPU; in worker processes
         when ``relabel_workers`` is set (the default on an accelerator, where it would otherwise set the pace:
         27 ms of CPU per padded 320^2 frame, benchmarks/results/relabel_cpu.txt)."""
-        profile = edge_statistics(self.texture.statistics, self.settings.edge)["edge_profile"]
+        profile = edge_statistics(self.texture.statistics, self.settings.edge).get("edge_profile")
         law = self.label_law if self.labels == "painted" else None
         jobs = [(v[:, 0].float().cpu().numpy(), b[:, 0].float().cpu().numpy(), lab, profile, law)
                 for v, b, lab in zip(videos, backgrounds, labels)]
