@@ -15,6 +15,7 @@ DEVICE=${DEVICE:-cpu}
     --crop-size 112 --device "$DEVICE"
 #   texture: 112-px crops centred on every marked cell of 01 (1 933), 6 000 steps of batch 16 at lr 1e-4;
 #            brightness law, edge profile and scene from the gold SEG outlines (cells without one are masked by
-#            their grown markers); the background, on the camera's floor, is measured as photons
+#            their grown markers); label law from the same outlines; the background, on the camera's floor, is
+#            measured as photons
 "$BVDM" fit-texture --ctc "$DATA" --seq 01 --annotation GT --outlines "$DATA/01_GT/SEG" --out pretrained/gowt1 \
     --work training/gowt1_texture --crop-size 112 --iterations 6000 --batch-size 16 --lr 1e-4 --device "$DEVICE"

@@ -62,3 +62,11 @@ def test_card_describes_the_fitted_model():
     assert ", ".join(f"{v:.2f}" for v in law["share"]) in text
     grain = json.loads((HELA / "scene" / "scene.json").read_text())["noise_sigma"]
     assert f"blurred {grain[0]:g} × {grain[1]:g} px" in text
+
+
+def test_gowt1_card_shows_its_label_law():
+    gowt1 = HELA.parent / "gowt1"
+    text = " ".join((gowt1 / "MODEL_CARD.md").read_text().split())
+    law = json.loads((gowt1 / "texture" / "texture.json").read_text())["statistics"]["label_law"]
+    assert ", ".join(f"{v:.2f}" for v in law["share"]) in text
+    assert f"({len(law['share'])} bins of {law['cells'][0]} nuclei;" in text
