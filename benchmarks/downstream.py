@@ -19,6 +19,9 @@ frames that no model of the bundle saw:
   (bg, dg, d1g):     `--glow-ablation`: (b), (d), (d1) with the cells' measured out-of-focus glow (`--glow`)
   (bu, du, d1u):     `--unlabelled-ablation`: (b), (d), (d1) with the nuclei the annotation leaves out painted,
                      unlabelled (`--unlabelled`)
+  (bo, do, d1o):     `--outline-ablation`: (b), (d), (d1) with the loss blind to a 1-px band on both sides of
+                     every BVDM cell's edge on the background (`FramePool(outline_ignore=1)`): the same clips,
+                     teaching where cells are and where they part, not where the annotation draws an outline
 
 `--ablation` adds BVDM arms that switch the measured laws on one at a time
 from a baseline without them (`--base-bundle`: the mask model fitted on
@@ -86,6 +89,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TRAIN, TEST = range(0, 11), range(11, 14)
 STATISTICS_FRAMES = 48  # synthetic frames measured per source (about 10x the real frames' area)
 # One measured law added to the default BVDM clips: the arms' code letter, and what the clips then carry.
+OUTLINE_IGNORE = 1  # px each side of a cell's edge on the background that --outline-ablation's arms do not teach
 LAW_ABLATIONS = {"glow": ("g", "carry the cells' out-of-focus glow measured on the real frames"),
                  "unlabelled": ("u", "also show, unlabelled, the nuclei the real annotation leaves out")}
 
@@ -292,6 +296,9 @@ def main() -> None:
                         "by the outline offset its segmenter shows on the real training frames, and train again")
     parser.add_argument("--labels-ablation", action="store_true", help="add arms whose BVDM labels are the "
                         "simulated masks (--labels masks) instead of labels redrawn from the painting")
+    parser.add_argument("--outline-ablation", action="store_true", help="add arms trained on the same BVDM clips "
+                        f"with the loss blind to a {OUTLINE_IGNORE}-px band on both sides of each cell's edge on the "
+                        "background")
     for law, (_, what) in LAW_ABLATIONS.items():
         parser.add_argument(f"--{law}-ablation", action="store_true", help=f"add arms whose BVDM clips {what} "
                             f"(--{law})")
@@ -335,7 +342,8 @@ def main() -> None:
                else None if args.density == "fitted" else float(args.density))
     wanted = set(args.arms or "b c d d1".split())
     # The BVDM clips are made only when an arm trains on them (real arms alone need no bundle).
-    sources = {"BVDM": cache(args.bvdm_cache, "ddpm", density, args)} if wanted & {"b", "d", "d1"} else {}
+    bvdm_wanted = wanted & {"b", "d", "d1"} or args.outline_ablation
+    sources = {"BVDM": cache(args.bvdm_cache, "ddpm", density, args)} if bvdm_wanted else {}
     if not args.arms or "c" in args.arms:
         sources["flat"] = cache(args.flat_cache, "flat", density, args)
     off = ("--edge", "blur", "--labels", "masks")
@@ -373,6 +381,11 @@ def main() -> None:
         code, pool = LAW_ABLATIONS[law][0], pools[f"BVDM + {law}"]
         arms.update({f"(b{code}) BVDM + {law}": [pool], f"(d{code}) real + BVDM + {law}": [real_pool, pool],
                      f"(d1{code}) real 1 frame + BVDM + {law}": [scarce_pool, pool]})
+    if args.outline_ablation:
+        blind = FramePool(sources["BVDM"], "BVDM, outline ignored", outline_ignore=OUTLINE_IGNORE)
+        pools[blind.name] = blind
+        arms.update({"(bo) BVDM, outline band ignored": [blind], "(do) real + BVDM, outline band ignored":
+                     [real_pool, blind], "(d1o) real 1 frame + BVDM, outline band ignored": [scarce_pool, blind]})
     if args.arms:
         arms = {name: p for name, p in arms.items() if name.split(")")[0][1:] in args.arms}
     if args.synthetic_only:
@@ -399,8 +412,12 @@ def main() -> None:
         """What a run depends on besides its seed and budget: the data, the protocol, the synthetic clips used."""
         common = {"dataset": args.dataset, "data": str(Path(args.data).resolve()), "device": args.device,
                   "test": protocol["test"], "train_real": protocol["train_real"]}
-        return {name: {**common, "sources": [str(sources[p.name].path) if p.name in sources else p.name
-                                             for p in pools_]} for name, pools_ in arms_.items()}
+        def source(p: FramePool) -> str:
+            name = "BVDM" if p.outline_ignore else p.name
+            where = str(sources[name].path) if name in sources else name
+            return where + (f" (outline band of {p.outline_ignore} px ignored)" if p.outline_ignore else "")
+
+        return {name: {**common, "sources": [source(p) for p in pools_]} for name, pools_ in arms_.items()}
 
     run = dict(parts=parts, resume=args.resume, threads=args.threads)
     rows = train_arms(arms, test, real_video, configs, args.workers, metrics, settings=settings(arms), **run)

@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from bvdm_data.clip import check_clip, relabel_per_frame
 from bvdm_data.ctc import open_sequence, write_ctc_result, write_ctc_sequence
@@ -44,6 +45,33 @@ def test_ignored_pixels_are_skipped_by_the_loss():
     torch.manual_seed(config.seed)
     fresh = SegNet(config.width)
     assert all(torch.equal(a, b) for a, b in zip(trained.state_dict().values(), fresh.state_dict().values()))
+
+
+def test_a_pool_can_leave_its_outlines_untaught_but_not_where_cells_touch():
+    from bvdm_data.evaluate.downstream import IGNORE
+
+    masks = two_touching_cells()
+    clip = {"video": torch.rand(1, 1, 12, 12), "masks": masks}
+    plain, blind = FramePool([clip], "plain"), FramePool([clip], "blind", outline_ignore=1)
+    assert torch.equal(plain.targets(masks), seg_targets(masks))
+    target, full = blind.targets(masks)[0], seg_targets(masks)[0]
+    cells = (masks[0] > 0).numpy()
+    # The band: pixels within one 3x3 step of a cell and of the background; nothing else changes.
+    square = np.ones((3, 3), bool)
+    band = torch.from_numpy(ndimage.binary_dilation(cells, square) & ndimage.binary_dilation(~cells, square))
+    assert 0 < int(band.sum()) < 144 and torch.equal(target == IGNORE, band)
+    assert torch.equal(target[~band], full[~band])
+    # Where the two cells touch, inside the band's reach of the background only at the ends, the boundary stays.
+    assert (target[3:9, 5] == BOUNDARY).all() and (target[3:9, 6] == BOUNDARY).all()
+    # A width of 0 is off; a negative one is refused.
+    assert torch.equal(FramePool([clip], "zero", outline_ignore=0).targets(masks), full[None])
+    with pytest.raises(BVDMDataError, match="outline_ignore is a width"):
+        FramePool([clip], "negative", outline_ignore=-1)
+    # Training with the band ignored runs, and differs from training without it.
+    config = ProtocolConfig(steps=2, batch_size=2, crop=12, width=8)
+    a = train_segmenter([plain], config, progress=False).state_dict()
+    b = train_segmenter([blind], config, progress=False).state_dict()
+    assert not all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_instances_split_touching_cells_at_the_predicted_boundary():

@@ -103,17 +103,48 @@ def seg_targets(masks: torch.Tensor) -> torch.Tensor:
     return torch.where(masks == IGNORE, IGNORE, classes).long()
 
 
-class FramePool:
-    """Every frame of some clips, for random crops with flips, 90-degree turns and a mild gain."""
+def outline_band(masks: torch.Tensor, width: int) -> torch.Tensor:
+    """Pixels ``[N, H, W]`` within ``width`` px (3x3 steps) of both a cell and the background: the band where an
+    outline convention decides, on both sides of every cell's edge that meets the background (not where two
+    cells touch).
 
-    def __init__(self, clips: Iterable[Clip], name: str) -> None:
+    Example:
+        >>> m = torch.zeros(1, 7, 7, dtype=torch.int32); m[0, 2:5, 2:5] = 1
+        >>> outline_band(m, 1)[0].sum().item()  # the 16 pixels around the 3x3 cell and its 8 edge pixels
+        24
+    """
+    cell = (masks > 0).float()[:, None]
+    k = 2 * width + 1
+    near_cell = F.max_pool2d(cell, k, 1, width) > 0
+    near_background = F.max_pool2d(1 - cell, k, 1, width) > 0
+    return (near_cell & near_background)[:, 0]
+
+
+class FramePool:
+    """Every frame of some clips, for random crops with flips, 90-degree turns and a mild gain.
+
+    ``outline_ignore`` (px, 0: off) leaves the loss blind to the :func:`outline_band` of that width around its
+    cells: a source whose cells are found where the real ones are but whose outlines follow the annotation's
+    convention less exactly than real frames do can teach detection and separation without teaching its outlines.
+    """
+
+    def __init__(self, clips: Iterable[Clip], name: str, outline_ignore: int = 0) -> None:
         images, masks = [], []
         for clip in clips:
             images += [f[0].float() for f in clip["video"]]
             masks += [f.to(torch.int32) for f in clip["masks"]]
         if not images:
             raise BVDMDataError(f"{name}: no frames to train on")
-        self.images, self.masks, self.name = images, masks, name
+        if outline_ignore < 0:
+            raise BVDMDataError(f"{name}: outline_ignore is a width in px (0: off), got {outline_ignore}")
+        self.images, self.masks, self.name, self.outline_ignore = images, masks, name, outline_ignore
+
+    def targets(self, masks: torch.Tensor) -> torch.Tensor:
+        """:func:`seg_targets` of this pool's crops, the outline band set to ``IGNORE`` where asked."""
+        classes = seg_targets(masks)
+        if self.outline_ignore:
+            classes[outline_band(masks, self.outline_ignore)] = IGNORE
+        return classes
 
     def __len__(self) -> int:
         return len(self.images)
@@ -166,7 +197,8 @@ def train_segmenter(pools: Sequence[FramePool], config: ProtocolConfig, progress
     shares = [config.batch_size // len(pools) + (i < config.batch_size % len(pools)) for i in range(len(pools))]
     # What the weights depend on besides the seed's draws; the device is not part of it (a CPU checkpoint
     # may finish on a GPU).
-    identity = {**asdict(config), "device": None, "pools": [[p.name, len(p)] for p in pools]}
+    identity = {**asdict(config), "device": None,
+                "pools": [[p.name, len(p)] + ([p.outline_ignore] if p.outline_ignore else []) for p in pools]}
     start, before, began = 0, 0.0, time.perf_counter()
     path = None if checkpoint is None else Path(checkpoint)
     if path is not None and path.is_file():
@@ -191,9 +223,10 @@ def train_segmenter(pools: Sequence[FramePool], config: ProtocolConfig, progress
                leave=False, initial=start, total=config.steps)
     net.train()
     for step in bar:
-        parts = [pool.batch(n, config.crop, gen) for pool, n in zip(pools, shares) if n > 0]
+        active = [(pool, n) for pool, n in zip(pools, shares) if n > 0]
+        parts = [pool.batch(n, config.crop, gen) for pool, n in active]
         x = torch.cat([p[0] for p in parts]).to(device)
-        y = seg_targets(torch.cat([p[1] for p in parts])).to(device)
+        y = torch.cat([pool.targets(p[1]) for (pool, _), p in zip(active, parts)]).to(device)
         if (y != IGNORE).any():  # else nothing known in this batch (crops inside ignored cells): no step
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 loss = F.cross_entropy(net(x).float(), y, weight=weight, ignore_index=IGNORE)
