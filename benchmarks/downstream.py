@@ -205,7 +205,7 @@ def train_arms(arms: dict, test, calibration, configs: list[ProtocolConfig], wor
 
     jobs = [(name, pools, test, c, calibration, metrics, part(name, c.seed),
              {**(settings or {}).get(name, {}), "arm": name, "seed": c.seed, "steps": c.steps, "batch_size": c.batch_size,
-              "crop": c.crop}, resume)
+              "crop": c.crop, **({"width": c.width} if c.width != ProtocolConfig.width else {})}, resume)
             for c in configs for name, pools in arms.items()]
     if workers > 1:
         # SIGTERM (kill, a scheduler's stop) becomes SystemExit here, so leaving the ``with`` terminates the
@@ -317,6 +317,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--crop", type=int, default=128)
+    parser.add_argument("--width", type=int, default=ProtocolConfig.width, help="the segmenter's base channels "
+                        f"(the protocol's: {ProtocolConfig.width}; more, to tell a source's look from the net's capacity)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds; scores are averaged")
     parser.add_argument("--workers", type=int, default=1, help="processes training the seeds in parallel")
     parser.add_argument("--quick", action="store_true", help="200 steps, to check the set-up")
@@ -404,8 +406,8 @@ def main() -> None:
         print(f"\nframe statistics, median (real: {protocol['train_real']})\n\n{statistics_table}")
 
     t0 = time.perf_counter()
-    configs = [ProtocolConfig(steps=steps, batch_size=args.batch_size, crop=args.crop, seed=seed, device=args.device)
-               for seed in args.seeds]
+    configs = [ProtocolConfig(steps=steps, batch_size=args.batch_size, crop=args.crop, width=args.width, seed=seed,
+                              device=args.device) for seed in args.seeds]
     parts = ROOT / "runs" / "downstream_parts" / Path(args.out).stem
 
     def settings(arms_: dict) -> dict[str, dict]:
@@ -441,14 +443,14 @@ def main() -> None:
     table = markdown(rows, columns)
     print(f"\nsynthetic density {density if density is not None else 'fitted'} cells/px^2 "
           f"(real training frames: {real_density:.2e} cells/px^2, {real_coverage:.1%} of their pixels in a cell)")
-    print(f"\n{steps} steps x batch {args.batch_size} x {args.crop} px, seeds {args.seeds}, {args.device}, "
-          f"{args.threads} threads, {time.perf_counter() - t0:.0f} s\n\n{table}")
+    print(f"\n{steps} steps x batch {args.batch_size} x {args.crop} px, width {args.width}, seeds {args.seeds}, "
+          f"{args.device}, {args.threads} threads, {time.perf_counter() - t0:.0f} s\n\n{table}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     # what the clips were made with, read from each cache (a named --bvdm-cache may hold another density)
     caches = {name: {"path": str(c.path), "density": c.meta.get("density")} for name, c in sources.items()}
-    out.write_text(json.dumps({"steps": steps, "batch_size": args.batch_size, "crop": args.crop, "seeds": args.seeds,
-                               "device": args.device, "threads": args.threads, "dataset": args.dataset, **protocol,
+    out.write_text(json.dumps({"steps": steps, "batch_size": args.batch_size, "crop": args.crop, "width": args.width,
+                               "seeds": args.seeds, "device": args.device, "threads": args.threads, "dataset": args.dataset, **protocol,
                                "synthetic": {"frames": len(pools["BVDM"]) if "BVDM" in pools else 0,
                                              "bundle": args.bundle,
                                              "base_bundle": args.base_bundle, "caches": caches,
