@@ -317,8 +317,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--crop", type=int, default=128)
-    parser.add_argument("--width", type=int, default=ProtocolConfig.width, help="the segmenter's base channels "
-                        f"(the protocol's: {ProtocolConfig.width}; more, to tell a source's look from the net's capacity)")
+    parser.add_argument("--width", type=int, default=ProtocolConfig.width, help="the segmenter's base channels (the "
+                        f"protocol's: {ProtocolConfig.width}; more, to tell a source's look from the net's capacity)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds; scores are averaged")
     parser.add_argument("--workers", type=int, default=1, help="processes training the seeds in parallel")
     parser.add_argument("--quick", action="store_true", help="200 steps, to check the set-up")
