@@ -218,6 +218,7 @@ def relabel_from_painting(image: np.ndarray, background: np.ndarray, labels: np.
 
 
 def relabel_clip(video: np.ndarray, background: np.ndarray, labels: np.ndarray,
-                 profile: Sequence[float] | Mapping[str, list] | None, law: Mapping[str, list] | None = None) -> np.ndarray:
+                 profile: Sequence[float] | Mapping[str, list] | None,
+                 law: Mapping[str, list] | None = None) -> np.ndarray:
     """:func:`relabel_from_painting` for every frame of a clip (``[T, H, W]`` arrays); a picklable job."""
     return np.stack([relabel_from_painting(v, b, lab, profile, law) for v, b, lab in zip(video, background, labels)])
