@@ -108,7 +108,7 @@ class BVDMStream(IterableDataset):
             uses (the bundle's label law); ``"profile"``: redrawn at the edge profile's midpoint (the rule
             before the label law; +0.029 SEG over the masks downstream on HeLa, RESULTS.md §1); ``"masks"``: the
             simulated masks (an ablation); ``"auto"`` (default): painted where the bundle has a label law, else
-            profile where it has an edge profile.
+            profile where it has an edge profile and ``edge`` is not ``"blur"``, else masks.
         transform: called on each clip before it is yielded (after ``tv_tensors`` wrapping), like
             ``CTCClips`` and ``LMDBClips``; after a crop, :func:`~bvdm_data.clip.restore_contract`
             makes the clip meet the contract again.

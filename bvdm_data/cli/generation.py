@@ -135,7 +135,7 @@ def _generation_options(p: argparse.ArgumentParser, frames: int, size: tuple[int
                    "label redrawn from its painted cell at the threshold the real annotation uses (the bundle's label "
                    "law); profile: redrawn at the edge profile's midpoint (the rule before the label law); masks: the "
                    "simulated masks (an ablation); auto (default): painted where the bundle has a label law, else "
-                   "profile")
+                   "profile where it has an edge profile and --edge is not blur, else masks")
     p.add_argument("--unlabelled", action="store_true", help="also paint, unlabelled, the nuclei the real "
                    "annotation leaves out, at its measured rate (an ablation: it lowered SEG on HeLa)")
     p.add_argument("--glow", action="store_true", help="add the cells' out-of-focus glow at the share and spread "
