@@ -19,6 +19,8 @@ frames that no model of the bundle saw:
   (bg, dg, d1g):     `--glow-ablation`: (b), (d), (d1) with the cells' measured out-of-focus glow (`--glow`)
   (bu, du, d1u):     `--unlabelled-ablation`: (b), (d), (d1) with the nuclei the annotation leaves out painted,
                      unlabelled (`--unlabelled`)
+  (bv, dv, d1v):     `--overlap-ablation`: (b), (d), (d1) with the light of cells that meet added
+                     (`--overlap add`) instead of their paintings averaged (a dark valley between touching cells)
   (bo, do, d1o):     `--outline-ablation`: (b), (d), (d1) with the loss blind to a 1-px band on both sides of
                      every BVDM cell's edge on the background (`FramePool(outline_ignore=1)`): the same clips,
                      teaching where cells are and where they part, not where the annotation draws an outline
@@ -88,10 +90,13 @@ from bvdm_data.masks.model import MaskModel
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN, TEST = range(0, 11), range(11, 14)
 STATISTICS_FRAMES = 48  # synthetic frames measured per source (about 10x the real frames' area)
-# One measured law added to the default BVDM clips: the arms' code letter, and what the clips then carry.
 OUTLINE_IGNORE = 1  # px each side of a cell's edge on the background that --outline-ablation's arms do not teach
-LAW_ABLATIONS = {"glow": ("g", "carry the cells' out-of-focus glow measured on the real frames"),
-                 "unlabelled": ("u", "also show, unlabelled, the nuclei the real annotation leaves out")}
+# One measured law added to the default BVDM clips: the arms' code letter, what the clips then carry, the flags.
+LAW_ABLATIONS = {"glow": ("g", "carry the cells' out-of-focus glow measured on the real frames", ("--glow",)),
+                 "unlabelled": ("u", "also show, unlabelled, the nuclei the real annotation leaves out",
+                                ("--unlabelled",)),
+                 "overlap": ("v", "add the light of cells where they meet (instead of averaging their paintings)",
+                             ("--overlap", "add"))}
 
 
 def bundle_fingerprint(bundle: str) -> str:
@@ -299,9 +304,9 @@ def main() -> None:
     parser.add_argument("--outline-ablation", action="store_true", help="add arms trained on the same BVDM clips "
                         f"with the loss blind to a {OUTLINE_IGNORE}-px band on both sides of each cell's edge on the "
                         "background")
-    for law, (_, what) in LAW_ABLATIONS.items():
+    for law, (_, what, flags) in LAW_ABLATIONS.items():
         parser.add_argument(f"--{law}-ablation", action="store_true", help=f"add arms whose BVDM clips {what} "
-                            f"(--{law})")
+                            f"({' '.join(flags)})")
     parser.add_argument("--arms", nargs="+", help="train only these arms, by code: a a1 b c d d1 b* d* d1* b- d- d1- "
                         "bg dg d1g bu du d1u ...")
     parser.add_argument("--no-statistics", action="store_true", help="skip the frame-statistics table")
@@ -365,7 +370,7 @@ def main() -> None:
         sources["BVDM, mask labels"] = cache(None, "ddpm", density, args, args.bundle, ("--labels", "masks"))
     laws = [law for law in LAW_ABLATIONS if getattr(args, f"{law}_ablation")]
     for law in laws:
-        sources[f"BVDM + {law}"] = cache(None, "ddpm", density, args, args.bundle, (f"--{law}",))
+        sources[f"BVDM + {law}"] = cache(None, "ddpm", density, args, args.bundle, LAW_ABLATIONS[law][2])
     pools = {name: FramePool(clips, name) for name, clips in sources.items()}
     arms = {"(a) real": [real_pool], "(a1) real, 1 frame": [scarce_pool], "(b) BVDM": [pools.get("BVDM")],
             "(c) flat texture": [pools.get("flat")], "(d) real + BVDM": [real_pool, pools.get("BVDM")],

@@ -67,6 +67,7 @@ def test_independent_frames_flicker_most(tiny_bundle):
     (SynthesisSettings(sampler="heun"), "sampler"),
     (SynthesisSettings(density=-1.0), "density"),
     (SynthesisSettings(texture="gan"), "texture must be one of"),
+    (SynthesisSettings(overlap="max"), "overlap must be one of"),
 ])
 def test_bad_settings_fail_before_any_work(tiny_bundle, settings, match):
     with pytest.raises(BVDMDataError, match=match):
@@ -81,6 +82,23 @@ def test_compose_pastes_inside_and_keeps_background_elsewhere():
     out = compose(bg, tex, alpha, torch.tensor([[0, 0], [8, 8]]))  # the second crop hangs off the frame
     assert out[0, 1, 1] == 1 and out[0, 9, 9] == 1 and out[0, 5, 5] == 0
     assert int((out > 0).sum()) == 4 + 1
+
+
+def test_compose_adds_the_light_of_touching_cells_or_averages_it():
+    """Two cells meeting edge to edge: added light keeps the seam as bright as fluorescence does; averaging their
+    paintings dims it to the mean of their edges (the dark valley real touching nuclei lack)."""
+    bg = torch.full((1, 6, 8), 0.1)  # one row profile, repeated down 6 rows (crops are square)
+    tex = torch.tensor([[0.1, 0.9, 0.9, 0.5, 0.1, 0.1], [0.1, 0.1, 0.5, 0.9, 0.9, 0.1]]).view(2, 1, 1, 6).expand(2, 1, 6, 6)
+    alpha = torch.tensor([[0.0, 1.0, 1.0, 1.0, 0.5, 0.0], [0.0, 0.5, 1.0, 1.0, 1.0, 0.0]]).view(2, 1, 1, 6).expand(2, 1, 6, 6)
+    corners = torch.tensor([[0, 1], [0, 1]])
+    added = compose(bg, tex, alpha, corners, overlap="add")[0, 2]
+    averaged = compose(bg, tex, alpha, corners, overlap="average")[0, 2]
+    # where only one footprint lies, both rules paste the same soft light over the background
+    assert torch.allclose(added[[0, 6, 7]], torch.full((3,), 0.1)) and torch.allclose(added[[0, 6, 7]], averaged[[0, 6, 7]])
+    # the seam (columns 3-4: both cells, both alphas 1): added = 0.1 + 0.4 + 0.8, averaged = (0.5 + 0.9) / 2
+    assert torch.allclose(added[3:5], torch.tensor([1.3, 1.3])) and torch.allclose(averaged[3:5], torch.tensor([0.7, 0.7]))
+    with pytest.raises(ValueError, match="overlap must be one of"):
+        compose(bg, tex, alpha, corners, overlap="max")
 
 
 def test_carry_over_leaves_only_background_outside_the_new_mask(tiny_bundle):
