@@ -16,6 +16,7 @@ from bvdm_data.diffusion.edges import measure_edge_profile, profile_cells, signe
 from bvdm_data.diffusion.sample import flat_cells
 from bvdm_data.evaluate.frames import STATISTICS, compare_frames, frame_statistics
 from bvdm_data.masks import MaskModel, simulate_masks
+from bvdm_data.masks.coverage import touching_share
 from bvdm_data.masks.fit import density_of, refit_shapes
 from bvdm_data.synth.pipeline import SynthesisSettings, Synthesizer, unlabelled_lineages
 from bvdm_data.scene.model import (HIGHPASS_SIGMA, SceneModel, glow_law, glow_profiles, noise_grain, residue_lag1,
@@ -84,6 +85,9 @@ def test_refit_shapes_reproduces_the_segmentations_size_and_density():
     # ~40 cells a frame: Poisson noise alone is 16 % per frame, so several simulations are averaged.
     assert np.mean([density_of(sim) for sim in sims]) == pytest.approx(density_of(seg), rel=0.2)
     assert model.real_statistics["segmentation"]["area"]["median"] == pytest.approx(np.median(areas), rel=0.01)
+    # Round cells 2.6 radii apart never touch: the spacing is calibrated so that simulated ones rarely do.
+    assert model.real_statistics["calibration"]["targets"]["touching"] == 0.0
+    assert touching_share(np.stack(sims)) < 0.02
     # Lineage and motion stay those of the tracks.
     base = MaskModel.load("hela")
     assert np.array_equal(model.cycle_lengths, base.cycle_lengths)
@@ -100,6 +104,8 @@ def test_a_sparse_segmentation_gives_shapes_and_sizes_but_not_density():
     base = MaskModel.load("hela")
     model = refit_shapes(base, np.concatenate([some] * 3), density=False)
     assert model.density == base.density
+    # which cells touch cannot be seen when most are not outlined: the spacing is not calibrated
+    assert "touching" not in model.real_statistics["calibration"]["targets"]
     sims = [simulate_masks(model, 2, (320, 320), seed=s)["masks"].numpy() for s in range(3)]
     sim_areas = np.concatenate([np.bincount(f.ravel())[1:] for sim in sims for f in sim])
     whole = sim_areas[sim_areas > 0.5 * np.median(sim_areas)]
@@ -228,6 +234,21 @@ def test_halo_measures_the_light_around_cells():
                           "masks": torch.from_numpy(labels)[None]}
     assert abs(float(frame_statistics([clip(sharp)])["halo"][0])) < 0.003
     assert float(frame_statistics([clip(glowing)])["halo"][0]) > 0.01
+
+
+def test_seam_measures_the_light_where_touching_cells_meet():
+    rng = np.random.default_rng(0)
+    labels = np.zeros((96, 96), np.int32)
+    labels[30:50, 20:40], labels[30:50, 40:60], labels[70:80, 70:80] = 1, 2, 3  # 1 and 2 touch, 3 is alone
+    bright = 0.1 + 0.5 * (labels > 0) + 0.002 * rng.standard_normal(labels.shape)
+    valley = bright.copy()
+    valley[30:50, 39:41] = 0.1 + 0.2  # a dark line where 1 and 2 meet: 0.4 of their contrast
+    clip = lambda image: {"video": torch.from_numpy(image)[None, None].float(),  # noqa: E731
+                          "masks": torch.from_numpy(labels)[None]}
+    flat, dark = frame_statistics([clip(bright)]), frame_statistics([clip(valley)])
+    assert flat["touching"].tolist() == dark["touching"].tolist() == [pytest.approx(2 / 3)]
+    assert len(flat["seam"]) == 1 and abs(flat["seam"][0] - 1.0) < 0.02
+    assert abs(dark["seam"][0] - 0.4) < 0.03
 
 
 def test_glow_law_recovers_the_share_and_spread_of_the_light():
@@ -546,6 +567,23 @@ def test_calibration_by_simulation_meets_its_targets():
     steps = np.concatenate([track_targets(v).get("step", np.nan) * np.ones(1) for v in check])
     assert np.nanmedian(steps) == pytest.approx(targets["step"], rel=0.2)
     assert np.array_equal(out.log_area_mean, model.log_area_mean)  # no area target: the size law stays
+
+
+def test_spacing_is_calibrated_to_the_share_of_touching_cells():
+    from bvdm_data.masks.fit import calibrate_by_simulation
+
+    model = MaskModel.load("hela")
+    apart = dataclasses.replace(model, min_separation=1.2)
+    real = np.stack([simulate_masks(apart, 2, (256, 256), seed=70 + s)["masks"].numpy() for s in range(8)])
+    target = touching_share(real)
+    crowded = dataclasses.replace(model, min_separation=0.6)
+    assert touching_share(np.stack([simulate_masks(crowded, 2, (256, 256), seed=70 + s)["masks"].numpy()
+                                    for s in range(8)])) > 3 * target
+    out = calibrate_by_simulation(crowded, (256, 256), touching=target, fields=8, frames=2)
+    assert out.min_separation == pytest.approx(1.2, abs=0.12)
+    check = np.stack([simulate_masks(out, 2, (256, 256), seed=90 + s)["masks"].numpy() for s in range(8)])
+    assert touching_share(check) == pytest.approx(target, abs=0.03)
+    assert np.array_equal(out.log_area_mean, model.log_area_mean) and out.density == model.density  # no other target
 
 
 def test_fit_records_every_fallback_to_an_assumed_value():

@@ -1,4 +1,5 @@
-"""The first-frame density at which simulated views are as covered by cells as real frames."""
+"""How cells fill a frame: covered area, touching cells, and the first-frame density at which simulated views
+are as covered by cells as real frames."""
 
 from __future__ import annotations
 
@@ -12,6 +13,24 @@ from bvdm_data.masks.simulate import simulate_masks
 def covered_fraction(labels: np.ndarray) -> float:
     """Share of pixels inside a labelled cell, over every frame of ``labels`` (``[..., H, W]``)."""
     return float((np.asarray(labels) > 0).mean())
+
+
+def touching_share(labels: np.ndarray) -> float:
+    """Share of cells, over every frame of ``labels`` (``[..., H, W]``), that share an edge with another cell.
+
+    Example:
+        >>> frame = np.zeros((1, 8, 12), np.int32); frame[0, 2:6, 1:4], frame[0, 2:6, 4:7], frame[0, 2:6, 9:11] = 1, 2, 3
+        >>> round(touching_share(frame), 3)
+        0.667
+    """
+    labels = np.asarray(labels)
+    cells = touching = 0
+    for frame in labels.reshape(-1, *labels.shape[-2:]):
+        ids = np.unique(frame[frame > 0])
+        meet = [np.concatenate([a[m], b[m]]) for a, b in ((frame[:, 1:], frame[:, :-1]), (frame[1:], frame[:-1]))
+                for m in [(a > 0) & (b > 0) & (a != b)]]
+        cells, touching = cells + len(ids), touching + int(np.isin(ids, np.concatenate(meet)).sum())
+    return touching / max(cells, 1)
 
 
 def density_for_coverage(model: MaskModel, size: tuple[int, int], coverage: float, *, margin: int = 0,

@@ -9,6 +9,7 @@ import numpy as np
 from bvdm_data.clip import cell_frames, tracks_from_masks
 from bvdm_data.errors import BVDMDataError
 from bvdm_data.masks.contours import Instances, measure_instances
+from bvdm_data.masks.coverage import touching_share
 from bvdm_data.masks.fidelity import displacements, divisions_in_view, label_video_statistics, summarize
 from bvdm_data.masks.lineage import cell_cycles, is_short_cycle, lineage_roles
 from bvdm_data.masks.model import PHASES, MaskModel
@@ -349,7 +350,9 @@ def refit_shapes(model: MaskModel, masks: np.ndarray, num_components: int | None
     (the convention offset). ``density`` becomes the median cells per px^2 of
     these frames, unless ``density=False`` (a sparse segmentation that
     outlines only some cells, like the CTC's gold ``SEG`` of GOWT1: see
-    :func:`labels_every_cell`), which keeps the tracks' density. Given
+    :func:`labels_every_cell`), which keeps the tracks' density; so does the
+    spacing, calibrated to the share of these frames' cells that touch another (a sparse segmentation
+    cannot show it: the closest approach seen stays). Given
     ``tracked`` (:func:`track_targets` of the track-id video the model was fitted on), the motion noise
     and, with ``density=False``, the density are calibrated against it in the
     same simulate-and-compare rounds as the size (see
@@ -398,8 +401,9 @@ def refit_shapes(model: MaskModel, masks: np.ndarray, num_components: int | None
                    real_statistics={**{k: v for k, v in model.real_statistics.items() if k != "segmentation"},
                                     "segmentation": stats})
     targets = dict(tracked or {})
-    if density:
+    if density:  # only a segmentation that outlines every cell shows which cells touch
         targets["density"] = density_of(masks)
+        targets["touching"] = touching_share(masks)
     return calibrated(refit, masks.shape[1:], area=float(np.median(inst.area[good])), **targets)
 
 
@@ -422,9 +426,9 @@ def labels_every_cell(segmentation: np.ndarray, tracked: np.ndarray, share: floa
 
 
 def calibrate_by_simulation(model: MaskModel, size: tuple[int, int], *, area: float | None = None,
-                            density: float | None = None, step: float | None = None, fields: int = 8,
-                            frames: int = 4, rounds: int = 3, seed: int = 0) -> MaskModel:
-    """Move the size law, density and motion noise until simulated frames of ``size`` show the given targets.
+                            density: float | None = None, step: float | None = None, touching: float | None = None,
+                            fields: int = 8, frames: int = 4, rounds: int = 3, seed: int = 0) -> MaskModel:
+    """Move the size law, density, motion noise and spacing until simulated frames of ``size`` show the targets.
 
     What a frame shows is not the laws alone: cells that overlap hide each
     other, mitotic and newborn cells are smaller, outlines lose area when
@@ -438,7 +442,11 @@ def calibrate_by_simulation(model: MaskModel, size: tuple[int, int], *, area: fl
     field's count is one draw: GOWT1's ~25 cells per 1024^2 frame vary by
     ~20 % from field to field. A target left ``None`` is not touched. The
     three interact on dense fields (fewer cells, fewer hidden pixels), so
-    they move together.
+    they move together. Then ``min_separation`` is bisected until the share
+    of cells that touch another (:func:`~bvdm_data.masks.coverage.touching_share`) is ``touching``: the
+    closest approach seen (the 1st percentile) let three times as many simulated
+    HeLa cells touch as in the segmentation (0.13 vs 0.04), and a segmenter
+    trained on them merged real touching nuclei.
 
     Example:
         >>> model = MaskModel.load("hela")
@@ -466,13 +474,31 @@ def calibrate_by_simulation(model: MaskModel, size: tuple[int, int], *, area: fl
         if not changes:
             break
         model = replace(model, **changes)
+    if touching is not None:
+        model = _calibrate_spacing(model, (h, w), touching, fields, frames, seed)
     return model
+
+
+def _calibrate_spacing(model: MaskModel, size: tuple[int, int], touching: float, fields: int, frames: int,
+                       seed: int, rounds: int = 8) -> MaskModel:
+    """Bisect ``min_separation`` in [0.5, 1.5] (fewer cells touch as it grows) on the same simulated fields."""
+    def shown(separation: float) -> float:
+        m = replace(model, min_separation=separation)
+        return touching_share(np.stack([simulate_masks(m, frames, size, seed=np.random.SeedSequence([seed, 200, f]))
+                                        ["masks"].numpy() for f in range(fields)]))
+
+    low, high = 0.5, 1.5
+    for _ in range(rounds):
+        middle = (low + high) / 2
+        low, high = (middle, high) if shown(middle) > touching else (low, middle)
+    return replace(model, min_separation=(low + high) / 2)
 
 
 def calibrated(model: MaskModel, size: tuple[int, int], **targets: float) -> MaskModel:
     """:func:`calibrate_by_simulation`, recording targets and the laws before and after in ``real_statistics``."""
     def laws(m: MaskModel) -> dict[str, float]:
-        return {"log_area_mean": float(m.log_area_mean[0]), "density": m.density, "velocity_noise": m.velocity_noise}
+        return {"log_area_mean": float(m.log_area_mean[0]), "density": m.density, "velocity_noise": m.velocity_noise,
+                "min_separation": m.min_separation}
 
     out = calibrate_by_simulation(model, size, **targets)
     note = {"frame_size": [int(v) for v in size], "targets": targets, "before": laws(model), "after": laws(out)}
