@@ -1,0 +1,95 @@
+"""Where cells meet: how many touch, and how much light the seam between them keeps, real vs synthetic.
+
+    .venv/bin/python benchmarks/touching.py --dataset hela --cache NAME=LMDB [--cache NAME=LMDB ...]
+        [--differ NAME NAME] [--out benchmarks/results/touching_hela_cpu.json]
+
+Real: HeLa ``02`` frames 0-10 with ``02_ERR_SEG`` (what ``downstream.py`` trains its real arm on); GOWT1's gold
+SEG outlines only some nuclei per frame, so which of them touch cannot be measured there (no real row).
+Synthetic: LMDB caches of clips (e.g. the ones ``downstream.py`` made under ``runs/``), by name. Per source:
+
+* ``touching``: the share of cells, pooled over frames, that share an edge with another cell
+  (``bvdm_data.masks.coverage.touching_share``);
+* ``seam``: per pair of touching cells, the mean light on the pixels where they meet over the pair's mean
+  contrast above the background (``bvdm_data.evaluate.frames``): 1 = no dip between them; median and
+  quartiles over pairs;
+* with ``--differ A B`` (two caches of the same seeds), the share of pixels whose value differs.
+
+Why: segmenters trained on real + BVDM merged real touching HeLa nuclei that a segmenter trained on real
+frames alone split (benchmarks/RESULTS.md §1, "Touching cells"). Writes the JSON and a .txt. CPU, a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from bvdm_data.cache import LMDBClips
+from bvdm_data.ctc import CTCClips
+from bvdm_data.evaluate.frames import frame_statistics
+from bvdm_data.masks.coverage import touching_share
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def real_hela(data: str) -> list:
+    return [CTCClips(data, ["02"], labels="ERR_SEG", clip_len=11, per_frame_ids=True, frames=range(0, 11))[0]]
+
+
+def measure(clips) -> dict:
+    clips = list(clips)
+    seam = frame_statistics(clips)["seam"]
+    masks = np.concatenate([c["masks"].numpy().reshape(-1, *c["masks"].shape[-2:]) for c in clips])
+    q = np.percentile(seam, [25, 50, 75]) if seam.size else [float("nan")] * 3
+    return {"frames": int(len(masks)), "cells": int(sum(len(np.unique(f[f > 0])) for f in masks)),
+            "touching": round(touching_share(masks), 4), "touching_pairs": int(seam.size),
+            "seam_median": round(float(q[1]), 3), "seam_q25": round(float(q[0]), 3), "seam_q75": round(float(q[2]), 3)}
+
+
+def differing_pixels(a: LMDBClips, b: LMDBClips) -> float:
+    changed = total = 0
+    for i in range(min(len(a), len(b))):
+        d = (a[i]["video"] - b[i]["video"]).abs() > 1e-6
+        changed, total = changed + int(d.sum()), total + d.numel()
+    return changed / max(total, 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="hela", choices=["hela", "gowt1"])
+    parser.add_argument("--data", help="the dataset's CTC folder (default ../shared/data/<dataset>)")
+    parser.add_argument("--cache", action="append", default=[], metavar="NAME=LMDB", help="a synthetic source")
+    parser.add_argument("--differ", nargs=2, metavar=("A", "B"), help="two caches of the same seeds to compare "
+                        "pixel by pixel")
+    parser.add_argument("--out", help="JSON path (default benchmarks/results/touching_<dataset>_cpu.json)")
+    args = parser.parse_args()
+    data = args.data or str(ROOT.parent / "shared" / "data" / {"hela": "Fluo-N2DL-HeLa",
+                                                                "gowt1": "Fluo-N2DH-GOWT1"}[args.dataset])
+    out = Path(args.out or ROOT / "benchmarks" / "results" / f"touching_{args.dataset}_cpu.json")
+    caches = dict(c.split("=", 1) for c in args.cache)
+    rows = {"real (HeLa 02 frames 0-10, 02_ERR_SEG)": measure(real_hela(data))} if args.dataset == "hela" else {}
+    for name, path in caches.items():
+        rows[name] = {**measure(LMDBClips(path)), "cache": str(path)}
+    result = {"dataset": args.dataset, "sources": rows}
+    if args.differ:
+        a, b = args.differ
+        result["differing_pixels"] = {"a": a, "b": b, "share": differing_pixels(LMDBClips(caches[a]),
+                                                                                LMDBClips(caches[b]))}
+    lines = [f"{'source':58s} {'frames':>6s} {'cells':>6s} {'touching':>8s} {'pairs':>6s}  seam median (q25-q75)"]
+    for name, r in rows.items():
+        lines.append(f"{name[:58]:58s} {r['frames']:6d} {r['cells']:6d} {r['touching']:8.3f} {r['touching_pairs']:6d}  "
+                     f"{r['seam_median']:.3f} ({r['seam_q25']:.3f}-{r['seam_q75']:.3f})")
+    if args.differ:
+        d = result["differing_pixels"]
+        lines.append(f"pixels that differ between {d['a']} and {d['b']}: {d['share']:.4%}")
+    text = "\n".join(lines)
+    print(text)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    out.with_suffix(".txt").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
