@@ -24,7 +24,8 @@ trained on painted cells is taught an outline nearer to the one it is scored aga
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -62,8 +63,18 @@ def law_shares(law: Mapping[str, list], contrast: np.ndarray) -> np.ndarray:
     return np.interp(contrast, law["contrast"], law["share"])
 
 
-def _real_cells(images: np.ndarray, masks: np.ndarray, empty: np.ndarray):
-    """Per usable crop ``(image, mask, region, core, level, mean contrast, core contrast)``: ``images`` ``[N, S, S]``
+class _RealCell(NamedTuple):
+    image: np.ndarray
+    mask: np.ndarray
+    region: np.ndarray      # where its label may lie: pixels nearer to it than to any other cell
+    core: np.ndarray
+    level: float            # the local background
+    contrast: float         # mean over the mask, above the level
+    core_contrast: float
+
+
+def _real_cells(images: np.ndarray, masks: np.ndarray, empty: np.ndarray) -> Iterator[_RealCell]:
+    """Per usable crop, its :class:`_RealCell`: ``images`` ``[N, S, S]``
     (-1..1), ``masks`` the centre cell of each crop, ``empty`` where no cell is (the others are ``~empty & ~masks``);
     the level is the median of the pixels :data:`LEVEL_MARGIN` px from any cell (all empty pixels where none is
     that far)."""
@@ -76,8 +87,8 @@ def _real_cells(images: np.ndarray, masks: np.ndarray, empty: np.ndarray):
         contrast = float(image[mask].mean()) - level
         if not core.any() or contrast <= 0:
             continue
-        yield (image, mask, _cell_region(mask, ~free & ~mask), core, level, contrast,
-               float(image[core].mean()) - level)
+        yield _RealCell(image, mask, _cell_region(mask, ~free & ~mask), core, level, contrast,
+                        float(image[core].mean()) - level)
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -108,7 +119,8 @@ def fit_label_law(images: np.ndarray, masks: np.ndarray, empty: np.ndarray, bins
         >>> law["iou"][0] > 0.99
         True
     """
-    rows = [(cell[5], _ious_by_share(*cell[:6])) for cell in _real_cells(images, masks, empty)]
+    rows = [(c.contrast, _ious_by_share(c.image, c.mask, c.region, c.core, c.level, c.contrast))
+            for c in _real_cells(images, masks, empty)]
     if not rows:
         raise ValueError("no cell with a core and a background to measure the label law on")
     contrast = np.array([r[0] for r in rows])
