@@ -83,6 +83,9 @@ def _shape_options(p: argparse.ArgumentParser) -> None:
                    "against; lineage and motion still come from the tracks")
     p.add_argument("--shapes-frames", help="frames FIRST:STOP of --shapes-from (default all)")
     p.add_argument("--shape-components", type=int, help="shape modes fitted on --shapes-from (default: as --components)")
+    p.add_argument("--match-touching", action="store_true", help="space simulated cells so that as many touch "
+                   "another as in --shapes-from (when it outlines every cell); off: the closest approach seen, which "
+                   "lets more touch (HeLa 0.10 vs 0.04) and measured better downstream")
 
 
 def _training_options(p: argparse.ArgumentParser, part: str, crop_multiple: int, iterations: int, lr: float) -> None:

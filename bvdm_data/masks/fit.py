@@ -337,7 +337,7 @@ def density_of(masks: np.ndarray) -> float:
 
 def refit_shapes(model: MaskModel, masks: np.ndarray, num_components: int | None = None, min_area: int = 20,
                  progress: bool = False, density: bool = True, tracked: dict[str, float] | None = None,
-                 inst: Instances | None = None) -> MaskModel:
+                 inst: Instances | None = None, touching: bool = False) -> MaskModel:
     """Take shapes, sizes, density and spacing from a per-frame segmentation ``[T, H, W]``; keep the rest.
 
     The lineage, cycle and motion laws need tracks; shapes and sizes need
@@ -350,9 +350,12 @@ def refit_shapes(model: MaskModel, masks: np.ndarray, num_components: int | None
     (the convention offset). ``density`` becomes the median cells per px^2 of
     these frames, unless ``density=False`` (a sparse segmentation that
     outlines only some cells, like the CTC's gold ``SEG`` of GOWT1: see
-    :func:`labels_every_cell`), which keeps the tracks' density; so does the
-    spacing, calibrated to the share of these frames' cells that touch another (a sparse segmentation
-    cannot show it: the closest approach seen stays). Given
+    :func:`labels_every_cell`), which keeps the tracks' density. The spacing
+    is the closest approach seen; with ``touching`` (and ``density``: a sparse
+    segmentation cannot show which cells touch) it is calibrated so that as
+    many simulated cells touch another as in these frames. On HeLa that
+    matches the real 0.04 instead of 0.10 of painted cells, and cost the
+    real + BVDM segmenter 0.004-0.005 SEG (benchmarks/RESULTS.md §1): off by default. Given
     ``tracked`` (:func:`track_targets` of the track-id video the model was fitted on), the motion noise
     and, with ``density=False``, the density are calibrated against it in the
     same simulate-and-compare rounds as the size (see
@@ -401,9 +404,10 @@ def refit_shapes(model: MaskModel, masks: np.ndarray, num_components: int | None
                    real_statistics={**{k: v for k, v in model.real_statistics.items() if k != "segmentation"},
                                     "segmentation": stats})
     targets = dict(tracked or {})
-    if density:  # only a segmentation that outlines every cell shows which cells touch
+    if density:
         targets["density"] = density_of(masks)
-        targets["touching"] = touching_share(masks)
+        if touching:  # only a segmentation that outlines every cell shows which cells touch
+            targets["touching"] = touching_share(masks)
     return calibrated(refit, masks.shape[1:], area=float(np.median(inst.area[good])), **targets)
 
 
@@ -444,9 +448,8 @@ def calibrate_by_simulation(model: MaskModel, size: tuple[int, int], *, area: fl
     three interact on dense fields (fewer cells, fewer hidden pixels), so
     they move together. Then ``min_separation`` is bisected until the share
     of cells that touch another (:func:`~bvdm_data.masks.coverage.touching_share`) is ``touching``: the
-    closest approach seen (the 1st percentile) let three times as many simulated
-    HeLa cells touch as in the segmentation (0.13 vs 0.04), and a segmenter
-    trained on them merged real touching nuclei.
+    closest approach seen (the 1st percentile) lets three times as many simulated
+    HeLa cells touch as in the segmentation (0.13 vs 0.04).
 
     Example:
         >>> model = MaskModel.load("hela")
