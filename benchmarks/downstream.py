@@ -19,8 +19,9 @@ frames that no model of the bundle saw:
   (bg, dg, d1g):     `--glow-ablation`: (b), (d), (d1) with the cells' measured out-of-focus glow (`--glow`)
   (bu, du, d1u):     `--unlabelled-ablation`: (b), (d), (d1) with the nuclei the annotation leaves out painted,
                      unlabelled (`--unlabelled`)
-  (bv, dv, d1v):     `--overlap-ablation`: (b), (d), (d1) with the light of cells that meet added
-                     (`--overlap add`) instead of their paintings averaged (a dark valley between touching cells)
+  (bv, dv, d1v):     `--overlap-ablation`: (b), (d), (d1) with the paintings of cells that meet averaged
+                     (`--overlap average`, the rule before 2026-11-27: a dark seam between touching cells) instead
+                     of their light added
   (bo, do, d1o):     `--outline-ablation`: (b), (d), (d1) with the loss blind to a 1-px band on both sides of
                      every BVDM cell's edge on the background (`FramePool(outline_ignore=1)`): the same clips,
                      teaching where cells are and where they part, not where the annotation draws an outline
@@ -86,17 +87,19 @@ from bvdm_data.evaluate.frames import compare_frames, frame_statistics
 from bvdm_data.evaluate.realism import markdown
 from bvdm_data.masks.coverage import density_for_coverage
 from bvdm_data.masks.model import MaskModel
+from bvdm_data.synth import SynthesisSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN, TEST = range(0, 11), range(11, 14)
 STATISTICS_FRAMES = 48  # synthetic frames measured per source (about 10x the real frames' area)
 OUTLINE_IGNORE = 1  # px each side of a cell's edge on the background that --outline-ablation's arms do not teach
-# One measured law added to the default BVDM clips: the arms' code letter, what the clips then carry, the flags.
-LAW_ABLATIONS = {"glow": ("g", "carry the cells' out-of-focus glow measured on the real frames", ("--glow",)),
+# One change to the default BVDM clips: the arms' code letter, what the clips then do, the flags, the arms' label.
+LAW_ABLATIONS = {"glow": ("g", "carry the cells' out-of-focus glow measured on the real frames", ("--glow",),
+                          " + glow"),
                  "unlabelled": ("u", "also show, unlabelled, the nuclei the real annotation leaves out",
-                                ("--unlabelled",)),
-                 "overlap": ("v", "add the light of cells where they meet (instead of averaging their paintings)",
-                             ("--overlap", "add"))}
+                                ("--unlabelled",), " + unlabelled"),
+                 "overlap": ("v", "average the paintings of cells where they meet (the rule before 2026-11-27: a dark "
+                             "seam) instead of adding their light", ("--overlap", "average"), ", paintings averaged")}
 
 
 def bundle_fingerprint(bundle: str) -> str:
@@ -112,6 +115,8 @@ def cache(path: str | None, texture: str, density: float | None, args: argparse.
     partial one left by a stop is completed)."""
     bundle = bundle or args.bundle
     made_here = path is None
+    if "--overlap" not in flags:  # named in full: caches made before the rule changed (unnamed) held "average"
+        flags = (*flags, "--overlap", SynthesisSettings.overlap)
     if made_here:
         tag = "fitted" if density is None else f"{density:.2e}"
         name = "".join(c if c.isalnum() else "-" for c in Path(bundle).name + "".join(flags))
@@ -304,7 +309,7 @@ def main() -> None:
     parser.add_argument("--outline-ablation", action="store_true", help="add arms trained on the same BVDM clips "
                         f"with the loss blind to a {OUTLINE_IGNORE}-px band on both sides of each cell's edge on the "
                         "background")
-    for law, (_, what, flags) in LAW_ABLATIONS.items():
+    for law, (_, what, flags, _) in LAW_ABLATIONS.items():
         parser.add_argument(f"--{law}-ablation", action="store_true", help=f"add arms whose BVDM clips {what} "
                             f"({' '.join(flags)})")
     parser.add_argument("--arms", nargs="+", help="train only these arms, by code: a a1 b c d d1 b* d* d1* b- d- d1- "
@@ -370,7 +375,7 @@ def main() -> None:
         sources["BVDM, mask labels"] = cache(None, "ddpm", density, args, args.bundle, ("--labels", "masks"))
     laws = [law for law in LAW_ABLATIONS if getattr(args, f"{law}_ablation")]
     for law in laws:
-        sources[f"BVDM + {law}"] = cache(None, "ddpm", density, args, args.bundle, LAW_ABLATIONS[law][2])
+        sources[f"BVDM{LAW_ABLATIONS[law][3]}"] = cache(None, "ddpm", density, args, args.bundle, LAW_ABLATIONS[law][2])
     pools = {name: FramePool(clips, name) for name, clips in sources.items()}
     arms = {"(a) real": [real_pool], "(a1) real, 1 frame": [scarce_pool], "(b) BVDM": [pools.get("BVDM")],
             "(c) flat texture": [pools.get("flat")], "(d) real + BVDM": [real_pool, pools.get("BVDM")],
@@ -385,9 +390,10 @@ def main() -> None:
                      "(d-) real + BVDM, simulated masks as labels": [real_pool, masks],
                      "(d1-) real 1 frame + BVDM, simulated masks as labels": [scarce_pool, masks]})
     for law in laws:
-        code, pool = LAW_ABLATIONS[law][0], pools[f"BVDM + {law}"]
-        arms.update({f"(b{code}) BVDM + {law}": [pool], f"(d{code}) real + BVDM + {law}": [real_pool, pool],
-                     f"(d1{code}) real 1 frame + BVDM + {law}": [scarce_pool, pool]})
+        code, label = LAW_ABLATIONS[law][0], LAW_ABLATIONS[law][3]
+        pool = pools[f"BVDM{label}"]
+        arms.update({f"(b{code}) BVDM{label}": [pool], f"(d{code}) real + BVDM{label}": [real_pool, pool],
+                     f"(d1{code}) real 1 frame + BVDM{label}": [scarce_pool, pool]})
     if args.outline_ablation:
         blind = FramePool(sources["BVDM"], "BVDM, outline ignored", outline_ignore=OUTLINE_IGNORE)
         pools[blind.name] = blind

@@ -109,8 +109,9 @@ class BVDMStream(IterableDataset):
             before the label law; +0.029 SEG over the masks downstream on HeLa, RESULTS.md §1); ``"masks"``: the
             simulated masks (an ablation); ``"auto"`` (default): painted where the bundle has a label law, else
             profile where it has an edge profile and ``edge`` is not ``"blur"``, else masks.
-        overlap: where cells' soft footprints meet, ``"add"`` sums their light (as fluorescence does) or
-            ``"average"`` averages their paintings (a dark valley between touching cells).
+        overlap: where cells' soft footprints meet, ``"add"`` (default) sums their light, as fluorescence
+            does, or ``"average"`` averages their paintings (a dark seam between touching cells; the rule
+            before 2026-11-27).
         transform: called on each clip before it is yielded (after ``tv_tensors`` wrapping), like
             ``CTCClips`` and ``LMDBClips``; after a crop, :func:`~bvdm_data.clip.restore_contract`
             makes the clip meet the contract again.
@@ -128,7 +129,7 @@ class BVDMStream(IterableDataset):
                  compile: bool = False, gen_batch: int | None = None, tv_tensors: bool = False, independent_frames: bool = False,
                  texture: str = "ddpm", cell_batch: int | None = None, edge: str = "by_brightness",
                  edge_shift: float = 0.0, unlabelled: bool = False, glow: bool = False, labels: str = "auto",
-                 overlap: str = "average", transform: Callable[[Clip], Any] | None = None) -> None:
+                 overlap: str = "add", transform: Callable[[Clip], Any] | None = None) -> None:
         super().__init__()
         clip_len, seed = as_int("clip_len", clip_len, 1), as_int("seed", seed, 0)
         num_clips = None if num_clips is None else as_int("num_clips", num_clips, 0)

@@ -141,9 +141,9 @@ def _generation_options(p: argparse.ArgumentParser, frames: int, size: tuple[int
                    "annotation leaves out, at its measured rate (an ablation: it lowered SEG on HeLa)")
     p.add_argument("--glow", action="store_true", help="add the cells' out-of-focus glow at the share and spread "
                    "measured on the real frames (the scene's glow law; an ablation: it left SEG unchanged on HeLa)")
-    p.add_argument("--overlap", default="average", choices=["add", "average"], help="where cells' soft footprints "
-                   "meet: add their light, as fluorescence does, or average their paintings (a dark valley between "
-                   "touching cells; default average)")
+    p.add_argument("--overlap", default="add", choices=["add", "average"], help="where cells' soft footprints "
+                   "meet: add their light, as fluorescence does (default), or average their paintings (a dark seam "
+                   "between touching cells; the rule before 2026-11-27)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for the networks")
     p.add_argument("--compile", action="store_true", help="torch.compile the DDPM (CUDA graphs on a GPU): about a "
