@@ -12,7 +12,8 @@ Synthetic: LMDB caches of clips (e.g. the ones ``downstream.py`` made under ``ru
 * ``seam``: per pair of touching cells, the mean light on the pixels where they meet over the pair's mean
   contrast above the background (``bvdm_data.evaluate.frames``): 1 = no dip between them; median and
   quartiles over pairs;
-* with ``--differ A B`` (two caches of the same seeds), the share of pixels whose value differs;
+* with ``--differ A B`` (two caches of the same seeds), the share of pixels whose value differs and the
+  clips whose labels do;
 * with ``--masks NAME=BUNDLE``, a bundle's mask model alone: 6 simulated fields of 2 frames at the real
   frames' size (1100x700 on HeLa), their touching share, median whole-cell area and cells per 100x100 px
   (a larger sample than the fit's report of one 3-frame video).
@@ -68,12 +69,16 @@ def simulated(bundle: str, size: tuple[int, int], fields: int = 6, frames: int =
     return {**frame_law(np.concatenate(videos)), "min_separation": round(model.min_separation, 4), "bundle": bundle}
 
 
-def differing_pixels(a: LMDBClips, b: LMDBClips) -> float:
-    changed = total = 0
-    for i in range(min(len(a), len(b))):
-        d = (a[i]["video"] - b[i]["video"]).abs() > 1e-6
+def differences(a: LMDBClips, b: LMDBClips) -> dict:
+    """The share of pixels whose value differs, and how many clips' labels differ, between two caches."""
+    changed = total = relabelled = 0
+    n = min(len(a), len(b))
+    for i in range(n):
+        x, y = a[i], b[i]
+        d = (x["video"] - y["video"]).abs() > 1e-6
         changed, total = changed + int(d.sum()), total + d.numel()
-    return changed / max(total, 1)
+        relabelled += int(not bool((x["masks"] == y["masks"]).all()))
+    return {"share": changed / max(total, 1), "clips": n, "clips_with_other_labels": relabelled}
 
 
 def main() -> None:
@@ -103,8 +108,7 @@ def main() -> None:
         result["masks"] = masks
     if args.differ:
         a, b = args.differ
-        result["differing_pixels"] = {"a": a, "b": b, "share": differing_pixels(LMDBClips(caches[a]),
-                                                                                LMDBClips(caches[b]))}
+        result["differing_pixels"] = {"a": a, "b": b, **differences(LMDBClips(caches[a]), LMDBClips(caches[b]))}
     lines = [f"{'source':58s} {'frames':>6s} {'cells':>6s} {'touching':>8s} {'pairs':>6s}  seam median (q25-q75)"]
     for name, r in rows.items():
         lines.append(f"{name[:58]:58s} {r['frames']:6d} {r['cells']:6d} {r['touching']:8.3f} {r['touching_pairs']:6d}  "
@@ -115,7 +119,8 @@ def main() -> None:
                      (f" (min_separation {r['min_separation']:.3f})" if "min_separation" in r else ""))
     if args.differ:
         d = result["differing_pixels"]
-        lines.append(f"pixels that differ between {d['a']} and {d['b']}: {d['share']:.4%}")
+        lines.append(f"pixels that differ between {d['a']} and {d['b']}: {d['share']:.4%}; clips whose labels "
+                     f"differ: {d['clips_with_other_labels']} of {d['clips']}")
     text = "\n".join(lines)
     print(text)
     out.parent.mkdir(parents=True, exist_ok=True)
