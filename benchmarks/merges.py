@@ -12,8 +12,10 @@ the predicted object covering more than half of it, else 0) into three parts:
 * the IoU of the other cells (``iou_rest``): the outlines.
 
 SEG = 1 - seg_lost_merged - seg_lost_missed - (1 - iou_rest) x their share. For each merged pair it also
-gives the gap between the two reference cells (0: they touch) and the seam (the light where they meet over
-their mean contrast above the background, as ``bvdm_data.evaluate.frames`` measures it). Writes
+gives the gap between the two reference cells (0: they touch) and the seam (the mean light on the pixels of
+either cell that 4-neighbour the other, over the pair's mean contrast above the frame's median background
+pixel; ``bvdm_data.evaluate.frames`` takes the same pixels but its background level from the unlabelled-object
+fit, so the two agree only roughly). Writes
 benchmarks/results/merges_hela_cpu.json and .txt (or --out). CPU, seconds per net.
 """
 
