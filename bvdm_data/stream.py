@@ -23,7 +23,7 @@ from bvdm_data.arguments import as_density, as_int, as_size
 from bvdm_data.bundle import Bundle
 from bvdm_data.clip import Clip
 from bvdm_data.errors import ArgumentError
-from bvdm_data.synth.pipeline import DEVICE_CPU_WORKERS, SynthesisSettings, Synthesizer, default_gen_batch
+from bvdm_data.synth.pipeline import SynthesisSettings, Synthesizer, default_gen_batch
 
 
 def shard() -> tuple[int, int]:
@@ -44,17 +44,16 @@ def paint_indices(synth: Synthesizer, indices: Iterable[int], seed: int, epoch: 
     """Clips ``indices`` of ``(seed, epoch)``, painted ``gen_batch`` at a time: what every consumer generates.
 
     The next batch is planned (masks, on the CPU) in a thread while this one
-    is painted; on an accelerator by several threads, as the CPU work then
-    sets the pace. :class:`BVDMStream` and ``bvdm-data cache`` both use it,
+    is painted; on an accelerator that thread hands the clips to the
+    synthesizer's worker processes, as the CPU work then sets the pace. :class:`BVDMStream` and ``bvdm-data cache`` both use it,
     so a clip is the same from either.
     """
     indices = iter(indices)
-    planners = 1 if synth.device.type == "cpu" else DEVICE_CPU_WORKERS
 
     def plan(chunk: list[int]) -> Any:
         if not chunk:
             return None
-        return synth.plan([clip_seed(seed, epoch, k) for k in chunk], clip_len, size, workers=planners)
+        return synth.plan([clip_seed(seed, epoch, k) for k in chunk], clip_len, size)
 
     with ThreadPoolExecutor(1) as ahead:
         chunk = list(itertools.islice(indices, gen_batch))
@@ -80,8 +79,10 @@ class BVDMStream(IterableDataset):
         density: cells per px^2 in the first frame (default: the fitted density).
         device: where the networks run; with ``"cuda"`` generate in the main
             process (``num_workers=0``) or use ``multiprocessing_context="spawn"``.
-        bf16: bf16 autocast for the networks (faster on GPUs and AMX CPUs; changes outputs slightly).
-        compile: ``torch.compile`` the DDPM (CUDA graphs on a GPU); about a minute to compile per process,
+        bf16: run the DDPM in bf16 (weights and activations; 1.26x its fp32 speed alone on an H200, pixels
+            change by float rounding).
+        compile: ``torch.compile`` the DDPM (CUDA graphs and channels-last on a GPU); 10-25 s to compile per
+            process on an H200, then 2.3x faster painting there (DDIM /4, 64 clips; benchmarks/RESULTS.md §4);
             changes outputs slightly (float rounding).
         gen_batch: clips generated together (one network call per denoising step for all their cells);
             ``None``: 1 on the CPU, ``DEVICE_GEN_BATCH`` (64) on an accelerator, where the next batch's

@@ -183,6 +183,16 @@ def test_sampling_is_deterministic_and_batch_invariant(denoiser, sampler, stride
     assert alone.shape == a.shape and float(alone.abs().max()) <= 1
 
 
+def test_bf16_denoiser_runs_a_bf16_copy_and_leaves_the_callers_network_alone(denoiser):
+    half = Denoiser(denoiser.model, denoiser.schedule, bf16=True)
+    assert next(denoiser.model.parameters()).dtype == torch.float32
+    assert next(half.model.parameters()).dtype == torch.bfloat16
+    x, t = _starts(4), torch.tensor([5, 50, 200, 600])
+    full, out = denoiser.eps(x, t), half.eps(x, t)
+    assert out.dtype == torch.float32 and out.shape == full.shape
+    assert 0 < float((out - full).norm() / full.norm()) < 0.05  # float rounding, not another function
+
+
 def test_compiled_denoiser_pads_batches_to_few_shapes_and_paints_the_same(denoiser):
     """compile=True: a few compilations whatever the batch sizes (padded to quarter-octave steps >= 8: few CUDA
     graphs); the images are the eager ones. The aot_eager backend checks the capture and the padding without a C++

@@ -452,9 +452,9 @@ def test_painted_labels_keep_the_clip_contract_video_and_tracks(tiny_bundle):
     assert abs(len(a["tracks"]) - len(b["tracks"])) <= 2
     assert int((a["tracks"][:, 3] > 0).sum()) == int((b["tracks"][:, 3] > 0).sum())
     assert boundary_offset(b["masks"].numpy(), a["masks"].numpy())["matched_iou"] > 0.7
-    # Labels redrawn in worker processes (the default on an accelerator) are the same.
-    pooled = Synthesizer(tiny_bundle, settings=dataclasses.replace(settings, labels="auto"), relabel_workers=2)
-    assert Synthesizer(tiny_bundle, settings=settings).relabel_workers == 0
+    # Clips planned and labels redrawn in worker processes (the default on an accelerator) are the same.
+    pooled = Synthesizer(tiny_bundle, settings=dataclasses.replace(settings, labels="auto"), cpu_workers=2)
+    assert Synthesizer(tiny_bundle, settings=settings).cpu_workers == 0
     both = pooled.generate(seeds + [np.random.SeedSequence(6)], 3, (96, 96))
     assert torch.equal(both[0]["masks"], b["masks"]) and torch.equal(both[0]["tracks"], b["tracks"])
     # Inside a DataLoader worker (a daemon process) no pool is started: the labels are redrawn inline.
@@ -462,14 +462,14 @@ def test_painted_labels_keep_the_clip_contract_video_and_tracks(tiny_bundle):
 
     from bvdm_data.synth import pipeline
 
-    daemon = Synthesizer(tiny_bundle, settings=dataclasses.replace(settings, labels="auto"), relabel_workers=2)
+    daemon = Synthesizer(tiny_bundle, settings=dataclasses.replace(settings, labels="auto"), cpu_workers=2)
     real_current = pipeline.multiprocessing.current_process
     pipeline.multiprocessing.current_process = lambda: types.SimpleNamespace(daemon=True)
     try:
         inline = daemon.generate(seeds + [np.random.SeedSequence(6)], 3, (96, 96))
     finally:
         pipeline.multiprocessing.current_process = real_current
-    assert daemon._relabel_pool is None and torch.equal(inline[0]["masks"], b["masks"])
+    assert daemon._cpu_pool is None and torch.equal(inline[0]["masks"], b["masks"])
     # A bundle fitted before the label law redraws at its edge profile's midpoint ("profile").
     import json
 
@@ -575,6 +575,27 @@ def test_refit_shapes_can_match_the_share_of_touching_cells():
     assert model.min_separation > MaskModel.load("hela").min_separation
     sims = np.stack([simulate_masks(model, 2, seg.shape[1:], seed=s)["masks"].numpy() for s in range(4)])
     assert touching_share(sims) < 0.02
+
+
+def test_refit_shapes_can_space_cells_for_a_chosen_share_of_touching_cells():
+    seg = round_cells(frames=2, size=256, radius=13, count=24)  # none touch; the target is not the segmentation's
+    model = refit_shapes(MaskModel.load("hela"), seg, touching=0.3)
+    assert model.real_statistics["calibration"]["targets"]["touching"] == 0.3
+    sims = np.stack([simulate_masks(model, 2, seg.shape[1:], seed=s)["masks"].numpy() for s in range(4)])
+    assert touching_share(sims) == pytest.approx(0.3, abs=0.08)
+    with pytest.raises(BVDMDataError, match="share in"):
+        refit_shapes(MaskModel.load("hela"), seg, touching=1.5)
+
+
+def test_touching_option_reads_real_or_a_share():
+    import argparse
+
+    from bvdm_data.cli.common import touching_target
+
+    assert touching_target("real") is True and touching_target("0.24") == 0.24
+    for bad in ("0", "1.2", "many"):
+        with pytest.raises(argparse.ArgumentTypeError, match="'real' or a share"):
+            touching_target(bad)
 
 
 def test_spacing_is_calibrated_to_the_share_of_touching_cells():

@@ -44,7 +44,7 @@ def run_fit_masks(args: argparse.Namespace) -> int:
         complete = not same or labels_every_cell(shapes[same], masks[[frames[i] for i in same]])
         outlined = measure_instances(shapes, num_angles=model.num_angles)  # once: the fit and the report
         model = refit_shapes(model, shapes, num_components=args.shape_components, density=complete,
-                             touching=args.match_touching,
+                             touching=False if args.touching is None else args.touching,
                              tracked=track_targets(masks, tracked), inst=outlined)
         provenance["shapes"] = {"labels": str(folder.folder), "frames": [int(f) for f in frames],
                                 "density_from": "shapes" if complete else "tracks"}
@@ -282,7 +282,8 @@ def run_fit(args: argparse.Namespace) -> int:
     run_fit_masks(stage("fit-masks", *where, *optional("--shapes-from", shapes_from),
                         *optional("--shapes-frames", args.shapes_frames),
                         *optional("--shape-components", args.shape_components),
-                        *(["--match-touching"] if args.match_touching else [])))
+                        *optional("--touching", None if args.touching is None else
+                                  "real" if args.touching is True else args.touching)))
     crop = args.crop_size or crop_size_for(MaskModel.load(args.out))
     print(f"crops of {crop} px for texture and flow ({'--crop-size' if args.crop_size else 'from the cells size'})")
     training = ["--crop-size", crop, "--device", args.device, *optional("--hours", args.hours),

@@ -97,7 +97,8 @@ class UNet(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] % self.divisor or x.shape[-2] % self.divisor:
             raise ValueError(f"UNet input {list(x.shape[-2:])} must be a multiple of {self.divisor}")
-        emb = self.time_mlp(timestep_embedding(t, self.config.time_dim))
+        # in the weights' dtype, so that a network cast to bf16 runs without autocast
+        emb = self.time_mlp(timestep_embedding(t, self.config.time_dim).to(self.stem.weight.dtype))
         h = self.stem(x)
         skips = []
         for block, down in zip(self.down, self.downsample):

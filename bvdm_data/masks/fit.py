@@ -337,7 +337,7 @@ def density_of(masks: np.ndarray) -> float:
 
 def refit_shapes(model: MaskModel, masks: np.ndarray, num_components: int | None = None, min_area: int = 20,
                  progress: bool = False, density: bool = True, tracked: dict[str, float] | None = None,
-                 inst: Instances | None = None, touching: bool = False) -> MaskModel:
+                 inst: Instances | None = None, touching: bool | float = False) -> MaskModel:
     """Take shapes, sizes, density and spacing from a per-frame segmentation ``[T, H, W]``; keep the rest.
 
     The lineage, cycle and motion laws need tracks; shapes and sizes need
@@ -351,11 +351,14 @@ def refit_shapes(model: MaskModel, masks: np.ndarray, num_components: int | None
     these frames, unless ``density=False`` (a sparse segmentation that
     outlines only some cells, like the CTC's gold ``SEG`` of GOWT1: see
     :func:`labels_every_cell`), which keeps the tracks' density. The spacing
-    is the closest approach seen; with ``touching`` (and ``density``: a sparse
-    segmentation cannot show which cells touch) it is calibrated so that as
-    many simulated cells touch another as in these frames. On HeLa that
-    matches the real 0.04 instead of 0.10 of painted cells, and cost the
-    real + BVDM segmenter 0.004-0.005 SEG (benchmarks/RESULTS.md §1): off by default. Given
+    is the closest approach seen. ``touching=True`` (with ``density``: a sparse
+    segmentation cannot show which cells touch) calibrates it so that as many
+    simulated cells touch another as in these frames; on HeLa that matches the
+    real 0.04 of cells, and cost the real + BVDM segmenter 0.004-0.005 SEG
+    (benchmarks/RESULTS.md §1). A share (``touching=0.3``) calibrates it to
+    that share of simulated cells, at the segmentation's frame size: more
+    touching pairs than real teach a segmenter to part touching nuclei (the
+    shipped HeLa bundle's spacing). Given
     ``tracked`` (:func:`track_targets` of the track-id video the model was fitted on), the motion noise
     and, with ``density=False``, the density are calibrated against it in the
     same simulate-and-compare rounds as the size (see
@@ -367,6 +370,8 @@ def refit_shapes(model: MaskModel, masks: np.ndarray, num_components: int | None
         >>> model = MaskModel.load("hela")  # doctest: +SKIP
         >>> model = refit_shapes(model, segmentation_frames)  # doctest: +SKIP
     """
+    if not isinstance(touching, bool) and not 0 < touching < 1:
+        raise BVDMDataError(f"touching must be a share in (0, 1) or True (the segmentation's), got {touching}")
     masks = np.asarray(masks)
     if masks.ndim != 3 or not np.issubdtype(masks.dtype, np.integer):
         raise BVDMDataError(f"refit_shapes needs an integer [T, H, W] label video, got {masks.dtype} "
@@ -406,8 +411,10 @@ def refit_shapes(model: MaskModel, masks: np.ndarray, num_components: int | None
     targets = dict(tracked or {})
     if density:
         targets["density"] = density_of(masks)
-        if touching:  # only a segmentation that outlines every cell shows which cells touch
+        if touching is True:  # only a segmentation that outlines every cell shows which cells touch
             targets["touching"] = touching_share(masks)
+    if not isinstance(touching, bool):
+        targets["touching"] = float(touching)
     return calibrated(refit, masks.shape[1:], area=float(np.median(inst.area[good])), **targets)
 
 

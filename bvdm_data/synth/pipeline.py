@@ -24,11 +24,12 @@ same whatever else shares its batch and however the work is chunked.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import warnings
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -62,7 +63,7 @@ FIRST_PAINT, CARRY, BACKGROUND = 1, 2, 3  # purposes in noise keys
 DEVICE_GEN_BATCH = 64       # clips in flight
 DEVICE_CELL_BATCH = 4096    # cells per network call
 CPU_CELL_BATCH = 256        # cells per network call on the CPU (bounds memory; pixels do not depend on it)
-# CPU threads/processes that plan clips and redraw labels while an accelerator paints.
+# CPU processes that plan clips and redraw labels while an accelerator paints.
 DEVICE_CPU_WORKERS = min(8, os.cpu_count() or 1)
 MOSTLY_EMPTY_CELLS = 1.0  # expected cells per frame under which a request warns (over a third start empty)
 MAX_EDGE_SHIFT = 3.0      # px; the measured profile reaches 6 px each side of the outline
@@ -84,8 +85,8 @@ class SynthesisSettings:
     sampler: str = "ddpm"
     stride: int = 1
     density: float | None = None  # cells per px^2 in the first frame; None: the fitted density
-    bf16: bool = False
-    # torch.compile the DDPM (with CUDA graphs on a GPU): about a minute to compile, then fewer, fused kernels per
+    bf16: bool = False  # the DDPM in bf16, weights and activations (Denoiser(bf16=True))
+    # torch.compile the DDPM (with CUDA graphs on a GPU): 10-25 s to compile, then fewer, fused kernels per
     # denoising call; changes pixels by float rounding, like bf16. Off by default; benchmarks/gpu_generation.py.
     compile: bool = False
     independent_frames: bool = False  # paint every frame from scratch (the paper's flickering ablation)
@@ -179,7 +180,7 @@ class ClipPlan:
 class _Cell:
     """Where one cell's mask sits in one frame: its crop and the crop's top-left corner."""
 
-    mask: torch.Tensor
+    mask: np.ndarray  # bool; numpy, not torch: thousands of small tensors leave planner processes slowly
     corner: tuple[int, int]
 
 
@@ -191,8 +192,13 @@ def _cell_crops(frame: np.ndarray, size: int) -> dict[int, _Cell]:
     for cell in cell_windows(frame, size):
         y0, x0 = cell.corner
         crop = padded[y0 + half:y0 + half + size, x0 + half:x0 + half + size] == cell.label
-        out[cell.label] = _Cell(torch.from_numpy(crop), cell.corner)
+        out[cell.label] = _Cell(crop, cell.corner)
     return out
+
+
+def _stacked(cells: list[_Cell], device: torch.device) -> torch.Tensor:
+    """The cells' mask crops as one ``[N, S, S]`` bool tensor on ``device``."""
+    return torch.from_numpy(np.stack([c.mask for c in cells])).to(device)
 
 
 def _by_frame(items: list[tuple], num_frames: int) -> list[list[tuple]]:
@@ -244,6 +250,70 @@ def unlabelled_lineages(tracks: np.ndarray, fraction: float, rng: np.random.Gene
     return out
 
 
+@dataclass(frozen=True)
+class PlanContext:
+    """What planning one clip reads (all on the CPU, ~13 KB pickled): sent to planner processes with each task."""
+
+    masks: MaskModel
+    scene: SceneModel
+    settings: SynthesisSettings
+    statistics: dict
+    crop_size: int
+
+
+def plan_clip(ctx: PlanContext, seed: np.random.SeedSequence, num_frames: int, padded: tuple[int, int]) -> tuple:
+    """One clip's part of a :class:`ClipPlan`, from its seed alone (module level: it runs in worker processes)."""
+    s = ctx.settings
+    # Unlabelled nuclei come on top of the labelled density, so labelled cells keep the fitted density.
+    rate = ctx.scene.unlabelled_rate if s.unlabelled and len(ctx.scene.unlabelled_contrast) > 1 else 0.0
+    density = (ctx.masks.density if s.density is None else s.density) * (1 + rate)
+    stats = edge_statistics(ctx.statistics, s.edge, s.edge_shift)
+    mask_seed, texture_seed = child_seed(seed, 0), child_seed(seed, 1)
+    sim = simulate_masks(ctx.masks, num_frames, padded, seed=mask_seed, density=density)
+    hide_rng = np.random.default_rng(child_seed(seed, 2))
+    hidden = unlabelled_lineages(sim["tracks"].numpy(), rate / (1 + rate), hide_rng)
+    hidden_contrast = (ctx.scene.sample_unlabelled_contrast(len(set(hidden.values())), hide_rng)
+                       if hidden else np.zeros(0))
+    labels = sim["masks"].numpy()
+    crops = [_cell_crops(labels[t], ctx.crop_size) for t in range(num_frames)]
+    parents = {int(r[0]): int(r[3]) for r in sim["tracks"].tolist()}
+    new, carried = [], []
+    for t in range(num_frames):
+        for cid in sorted(crops[t]):
+            if s.independent_frames or t == 0:
+                new.append((t, cid))
+            elif cid in crops[t - 1]:
+                carried.append((t, cid, cid))
+            elif parents.get(cid, 0) in crops[t - 1]:
+                carried.append((t, cid, parents[cid]))
+            else:
+                new.append((t, cid))
+    state = texture_seed.generate_state(1, np.uint64)[0]
+    values = sample_brightness(stats, len(new), torch.Generator().manual_seed(int(state >> 1))).tolist()
+    for i, (_, cid) in enumerate(new):
+        if cid in hidden:
+            values[i] = stats["background_mean"] + float(hidden_contrast[hidden[cid]])
+    return sim, crops, parents, hidden, int(state & MASK32), new, carried, values
+
+
+def _plan_clip_as_numpy(ctx: PlanContext, seed: np.random.SeedSequence, num_frames: int,
+                        padded: tuple[int, int]) -> tuple:
+    """:func:`plan_clip` in a worker process, its simulation's tensors as numpy: torch pickles each tensor
+    through shared memory, which made planning in processes slower than inline."""
+    sim, *rest = plan_clip(ctx, seed, num_frames, padded)
+    return ({k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in sim.items()}, *rest)
+
+
+def _from_numpy(part: tuple) -> tuple:
+    sim, *rest = part
+    return ({k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in sim.items()}, *rest)
+
+
+def _one_thread() -> None:
+    """Worker processes run one torch thread each: several processes of many threads each would oversubscribe."""
+    torch.set_num_threads(1)
+
+
 class Synthesizer:
     """Loads a bundle once and turns seeds into annotated clips.
 
@@ -253,15 +323,15 @@ class Synthesizer:
     """
 
     def __init__(self, bundle: str | Bundle = "hela", device: str | torch.device = "cpu",
-                 settings: SynthesisSettings = SynthesisSettings(), relabel_workers: int | None = None) -> None:
+                 settings: SynthesisSettings = SynthesisSettings(), cpu_workers: int | None = None) -> None:
         bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
         self.bundle = bundle
         self.device = as_device(device)
-        # Processes redrawing labels from the painting: none on the CPU (painting dominates there), several on an
-        # accelerator, where the painting is fast and this CPU work would otherwise set the pace.
-        self.relabel_workers = (0 if self.device.type == "cpu" else DEVICE_CPU_WORKERS) \
-            if relabel_workers is None else relabel_workers
-        self._relabel_pool: ProcessPoolExecutor | None = None
+        # Processes planning masks and redrawing labels from the painting: none on the CPU (painting dominates
+        # there), several on an accelerator, where the painting is fast and this CPU work would set the pace.
+        self.cpu_workers = (0 if self.device.type == "cpu" else DEVICE_CPU_WORKERS) \
+            if cpu_workers is None else cpu_workers
+        self._cpu_pool: ProcessPoolExecutor | None = None
         self.settings = settings
         self.masks = MaskModel.load(bundle)
         self.texture = TextureModel.load(bundle, self.device, settings.bf16, settings.compile)
@@ -308,25 +378,28 @@ class Synthesizer:
     def crop_size(self) -> int:
         return self.texture.crop_size
 
-    def plan(self, seeds: Sequence[np.random.SeedSequence], num_frames: int, size: tuple[int, int],
-             workers: int = 1) -> ClipPlan:
+    def plan(self, seeds: Sequence[np.random.SeedSequence], num_frames: int, size: tuple[int, int]) -> ClipPlan:
         """Everything but the painting, on the CPU: masks, lineage, which cells are new or carried, brightness.
 
-        Each clip's part depends on its seed alone; ``workers`` threads plan
-        clips in parallel (the result does not depend on it). :meth:`paint`
-        then does the device work; :class:`~bvdm_data.stream.BVDMStream`
-        plans the next batch while the device paints this one.
+        Each clip's part depends on its seed alone; with ``cpu_workers``
+        (the default on an accelerator) worker processes plan clips in
+        parallel (threads gained nothing: the work holds the GIL), and the
+        result does not depend on it. :meth:`paint` then does the device work;
+        :class:`~bvdm_data.stream.BVDMStream` plans the next batch while the
+        device paints this one.
         """
         h, w = self.check_size(size)
         if num_frames < 1:
             raise BVDMDataError(f"clips need at least 1 frame, got {num_frames}")
         half = self.crop_size // 2
         plan = ClipPlan(size=(h, w), padded=(h + 2 * half, w + 2 * half), num_frames=num_frames)
-        if workers > 1 and len(seeds) > 1:
-            with ThreadPoolExecutor(min(workers, len(seeds))) as pool:
-                parts = list(pool.map(lambda seed: self._plan_clip(seed, num_frames, plan.padded), seeds))
+        ctx = PlanContext(self.masks, self.scene, self.settings, self.texture.statistics, self.crop_size)
+        pool = self._pool() if len(seeds) > 1 else None
+        if pool is not None:
+            parts = [_from_numpy(p) for p in pool.map(_plan_clip_as_numpy, itertools.repeat(ctx), seeds,
+                                                       itertools.repeat(num_frames), itertools.repeat(plan.padded))]
         else:
-            parts = [self._plan_clip(seed, num_frames, plan.padded) for seed in seeds]
+            parts = [plan_clip(ctx, seed, num_frames, plan.padded) for seed in seeds]
         for k, (sim, crops, parents, hidden, key, new, carried, values) in enumerate(parts):
             plan.new += [(k, t, cid) for t, cid in new]
             plan.carried += [(k, t, cid, src) for t, cid, src in carried]
@@ -338,40 +411,6 @@ class Synthesizer:
             plan.keys.append(key)
         return plan
 
-    def _plan_clip(self, seed: np.random.SeedSequence, num_frames: int, padded: tuple[int, int]) -> tuple:
-        """One clip's part of a :class:`ClipPlan`, from its seed alone."""
-        s = self.settings
-        # Unlabelled nuclei come on top of the labelled density, so labelled cells keep the fitted density.
-        rate = self.scene.unlabelled_rate if s.unlabelled and len(self.scene.unlabelled_contrast) > 1 else 0.0
-        density = (self.masks.density if s.density is None else s.density) * (1 + rate)
-        stats = edge_statistics(self.texture.statistics, s.edge, s.edge_shift)
-        mask_seed, texture_seed = child_seed(seed, 0), child_seed(seed, 1)
-        sim = simulate_masks(self.masks, num_frames, padded, seed=mask_seed, density=density)
-        hide_rng = np.random.default_rng(child_seed(seed, 2))
-        hidden = unlabelled_lineages(sim["tracks"].numpy(), rate / (1 + rate), hide_rng)
-        hidden_contrast = (self.scene.sample_unlabelled_contrast(len(set(hidden.values())), hide_rng)
-                           if hidden else np.zeros(0))
-        labels = sim["masks"].numpy()
-        crops = [_cell_crops(labels[t], self.crop_size) for t in range(num_frames)]
-        parents = {int(r[0]): int(r[3]) for r in sim["tracks"].tolist()}
-        new, carried = [], []
-        for t in range(num_frames):
-            for cid in sorted(crops[t]):
-                if s.independent_frames or t == 0:
-                    new.append((t, cid))
-                elif cid in crops[t - 1]:
-                    carried.append((t, cid, cid))
-                elif parents.get(cid, 0) in crops[t - 1]:
-                    carried.append((t, cid, parents[cid]))
-                else:
-                    new.append((t, cid))
-        state = texture_seed.generate_state(1, np.uint64)[0]
-        values = sample_brightness(stats, len(new), torch.Generator().manual_seed(int(state >> 1))).tolist()
-        for i, (_, cid) in enumerate(new):
-            if cid in hidden:
-                values[i] = stats["background_mean"] + float(hidden_contrast[hidden[cid]])
-        return sim, crops, parents, hidden, int(state & MASK32), new, carried, values
-
     def _calls(self, items: list) -> list[list]:
         cap = self.settings.cell_batch or (CPU_CELL_BATCH if self.device.type == "cpu" else DEVICE_CELL_BATCH)
         return [items[i:i + cap] for i in range(0, len(items), cap)]
@@ -381,7 +420,7 @@ class Synthesizer:
         """First paint of ``items`` ``(clip, frame, id)``: SDEdit from the mask at ``t_s`` (or the flat baseline)."""
         s = self.settings
         for part in self._calls(items):
-            masks = torch.stack([plan.crops[k][t][cid].mask for k, t, cid in part]).to(self.device)
+            masks = _stacked([plan.crops[k][t][cid] for k, t, cid in part], self.device)
             values = torch.tensor([plan.values[item] for item in part])
             keys = torch.tensor([derive_key(plan.keys[k], FIRST_PAINT, t, cid) for k, t, cid in part])
             if s.texture == "flat":
@@ -396,8 +435,8 @@ class Synthesizer:
         """Carry ``items`` ``(clip, frame, id, source id)`` from their texture one frame earlier (flow + ``t_f``)."""
         s = self.settings
         for part in self._calls(items):
-            moving = torch.stack([plan.crops[k][t - 1][src].mask for k, t, _, src in part]).to(self.device)
-            fixed = torch.stack([plan.crops[k][t][cid].mask for k, t, cid, _ in part]).to(self.device)
+            moving = _stacked([plan.crops[k][t - 1][src] for k, t, _, src in part], self.device)
+            fixed = _stacked([plan.crops[k][t][cid] for k, t, cid, _ in part], self.device)
             previous = torch.stack([textures[(k, t - 1, src)] for k, t, _, src in part])
             keys = torch.tensor([derive_key(plan.keys[k], CARRY, t, cid) for k, t, cid, _ in part])
             out = carry_over(self.texture.denoiser, self.flow, previous, moving, fixed, self.scene.alpha,
@@ -433,7 +472,7 @@ class Synthesizer:
             # Every clip's frame t in one paste: one alpha, one scatter, no per-clip transfers.
             cells = [(k, cid) for k, crops in enumerate(plan.crops) for cid in sorted(crops[t])]
             if cells:
-                cell_masks = torch.stack([plan.crops[k][t][cid].mask for k, cid in cells]).to(self.device)
+                cell_masks = _stacked([plan.crops[k][t][cid] for k, cid in cells], self.device)
                 tex = torch.stack([textures[(k, t, cid)] for k, cid in cells])
                 place = torch.tensor([(k, *plan.crops[k][t][cid].corner) for k, cid in cells], device=self.device)
                 composed = compose(torch.cat([frames[k][t] for k in range(len(frames))]), tex,
@@ -447,31 +486,42 @@ class Synthesizer:
         if s.glow:  # before the labels are read from the painting: real annotations saw the glow too
             videos = [self.scene.add_glow(v, b, sim["masks"].to(self.device))
                       for v, b, sim in zip(videos, backgrounds, plan.sims)]
+        # One transfer for the whole batch: a copy per clip was a stall per clip on a GPU (192 per 64 clips).
+        host = torch.stack(videos).float().cpu()
         if self.labels in ("painted", "profile"):
-            labels = self._labels_from_painting(videos, backgrounds, labels)
-        return [self._finish(plan, k, videos[k], labels[k], meta[k] if meta is not None else {})
+            labels = self._labels_from_painting(host, torch.stack(backgrounds).float().cpu(), labels)
+        return [self._finish(plan, k, host[k], labels[k], meta[k] if meta is not None else {})
                 for k in range(len(plan.sims))]
 
-    def _labels_from_painting(self, videos: list[torch.Tensor], backgrounds: list[torch.Tensor],
+    def _labels_from_painting(self, videos: torch.Tensor, backgrounds: torch.Tensor,
                               labels: list[np.ndarray]) -> list[np.ndarray]:
-        """Every clip's labels redrawn from its painting (synth/annotation.py), on the CPU; in worker processes
-        when ``relabel_workers`` is set (the default on an accelerator, where it would otherwise set the pace:
+        """Every clip's labels redrawn from its painting (``videos``, ``backgrounds``: ``[K, T, 1, H, W]`` float32
+        on the CPU; synth/annotation.py); in worker processes
+        when ``cpu_workers`` is set (the default on an accelerator, where it would otherwise set the pace:
         27 ms of CPU per padded 320^2 frame, benchmarks/results/relabel_cpu.txt)."""
         profile = edge_statistics(self.texture.statistics, self.settings.edge).get("edge_profile")
         law = self.label_law if self.labels == "painted" else None
-        jobs = [(v[:, 0].float().cpu().numpy(), b[:, 0].float().cpu().numpy(), lab, profile, law)
-                for v, b, lab in zip(videos, backgrounds, labels)]
-        # A DataLoader worker is a daemon process, which may not start processes of its own: work inline there.
-        if self.relabel_workers > 0 and len(jobs) > 1 and not multiprocessing.current_process().daemon:
-            if self._relabel_pool is None:
-                context = multiprocessing.get_context("spawn")  # no fork of a process holding CUDA state
-                self._relabel_pool = ProcessPoolExecutor(self.relabel_workers, mp_context=context)
-            return list(self._relabel_pool.map(relabel_clip, *zip(*jobs)))
+        jobs = [(v[:, 0].numpy(), b[:, 0].numpy(), lab, profile, law) for v, b, lab in zip(videos, backgrounds, labels)]
+        pool = self._pool() if len(jobs) > 1 else None
+        if pool is not None:
+            return list(pool.map(relabel_clip, *zip(*jobs)))
         return [relabel_clip(*job) for job in jobs]
+
+    def _pool(self) -> ProcessPoolExecutor | None:
+        """The worker processes for CPU work (planning, relabelling), started on first use; ``None``: work inline.
+
+        A DataLoader worker is a daemon process, which may not start processes of its own: it works inline.
+        """
+        if self.cpu_workers < 2 or multiprocessing.current_process().daemon:
+            return None
+        if self._cpu_pool is None:
+            context = multiprocessing.get_context("spawn")  # no fork of a process holding CUDA state
+            self._cpu_pool = ProcessPoolExecutor(self.cpu_workers, mp_context=context, initializer=_one_thread)
+        return self._cpu_pool
 
     def _finish(self, plan: ClipPlan, k: int, video: torch.Tensor, labels: np.ndarray,
                 meta: dict[str, Any]) -> Clip:
-        """Crop the padded view, hide the unlabelled lineages, relabel, and move the clip to the CPU."""
+        """Crop the padded view (``video``: float32, on the CPU), hide the unlabelled lineages, relabel."""
         (h, w), half = plan.size, self.crop_size // 2
         video = video[:, :, half:half + h, half:half + w]
         view = labels[:, half:half + h, half:half + w]
@@ -481,7 +531,7 @@ class Synthesizer:
         masks, tracks = relabel_tracks(view, {i: p for i, p in parents.items() if i not in hidden})
         clip_meta = {"source": "bvdm", "bundle": self.bundle.name, **{f"synth_{n}": v for n, v in
                      asdict(self.settings).items() if v is not None}, "synth_labels": self.labels, **dict(meta)}
-        return {"video": ((video.float() + 1) / 2).clamp(0, 1).cpu().contiguous(),
+        return {"video": ((video + 1) / 2).clamp(0, 1).contiguous(),
                 "masks": torch.from_numpy(masks), "tracks": torch.from_numpy(tracks), "meta": clip_meta}
 
     def generate(self, seeds: Sequence[np.random.SeedSequence], num_frames: int, size: tuple[int, int],
