@@ -45,8 +45,10 @@ def paint_indices(synth: Synthesizer, indices: Iterable[int], seed: int, epoch: 
 
     The next batch is planned (masks, on the CPU) in a thread while this one
     is painted; on an accelerator that thread hands the clips to the
-    synthesizer's worker processes, as the CPU work then sets the pace. :class:`BVDMStream` and ``bvdm-data cache`` both use it,
-    so a clip is the same from either.
+    synthesizer's worker processes, which also redraw this batch's labels
+    while the device paints the next one, as the CPU work then sets the
+    pace. :class:`BVDMStream` and ``bvdm-data cache`` both use it, so a clip
+    is the same from either.
     """
     indices = iter(indices)
 
@@ -58,12 +60,21 @@ def paint_indices(synth: Synthesizer, indices: Iterable[int], seed: int, epoch: 
     with ThreadPoolExecutor(1) as ahead:
         chunk = list(itertools.islice(indices, gen_batch))
         planned = plan(chunk)
+        finish = None  # the batch painted last, its labels still being redrawn in worker processes
         while planned is not None:
             following = list(itertools.islice(indices, gen_batch))
             pending = ahead.submit(plan, following)
-            clips = synth.paint(planned, [{"index": k, "epoch": epoch, "seed": seed} for k in chunk])
+            started = synth.paint_started(planned, [{"index": k, "epoch": epoch, "seed": seed} for k in chunk])
+            if finish is not None:
+                yield from finish()
+                finish = None
+            if synth.uses_worker_processes:
+                finish = started
+            else:  # the work was done inline: nothing to overlap, so the batch need not wait for the next
+                yield from started()
             planned, chunk = pending.result(), following
-            yield from clips
+        if finish is not None:
+            yield from finish()
 
 
 class BVDMStream(IterableDataset):

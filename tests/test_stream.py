@@ -42,6 +42,22 @@ def test_same_clips_for_any_worker_count_and_gen_batch(tiny_bundle, workers, gen
         assert torch.allclose(clip["video"], other[k]["video"], atol=1e-4)
 
 
+def test_worker_processes_overlap_batches_and_change_no_clip(tiny_bundle):
+    """With worker processes (an accelerator's default) a batch's labels are redrawn while the next one paints:
+    the same clips, in the same order, as inline work."""
+    from bvdm_data.synth import SynthesisSettings, Synthesizer
+
+    settings = SynthesisSettings(t_s=FAST["t_s"], t_f=FAST["t_f"], density=FAST["density"])
+    inline, pooled = (Synthesizer(tiny_bundle, settings=settings, cpu_workers=n) for n in (0, 2))
+    assert not inline.uses_worker_processes and pooled.uses_worker_processes
+    a = list(stream_module.paint_indices(inline, range(5), 3, 0, FAST["clip_len"], FAST["size"], gen_batch=2))
+    b = list(stream_module.paint_indices(pooled, range(5), 3, 0, FAST["clip_len"], FAST["size"], gen_batch=2))
+    assert [c["meta"]["index"] for c in b] == list(range(5))
+    for x, y in zip(a, b):
+        assert torch.equal(x["video"], y["video"]) and torch.equal(x["masks"], y["masks"])
+        assert torch.equal(x["tracks"], y["tracks"])
+
+
 def test_no_duplicates_across_workers_and_ranks(tiny_bundle, monkeypatch):
     seen = []
     for rank in range(2):

@@ -28,8 +28,8 @@ import itertools
 import multiprocessing
 import os
 import warnings
-from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -309,6 +309,13 @@ def _from_numpy(part: tuple) -> tuple:
     return ({k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in sim.items()}, *rest)
 
 
+def _done(value: Any) -> Future:
+    """A future that already holds ``value``."""
+    future: Future = Future()
+    future.set_result(value)
+    return future
+
+
 def _one_thread() -> None:
     """Worker processes run one torch thread each: several processes of many threads each would oversubscribe."""
     torch.set_num_threads(1)
@@ -444,9 +451,22 @@ class Synthesizer:
                              s.stride)
             textures.update(((k, t, cid), o) for (k, t, cid, _), o in zip(part, out))
 
-    @torch.no_grad()
     def paint(self, plan: ClipPlan, meta: Sequence[dict[str, Any]] | None = None) -> list[Clip]:
         """The clips of a :meth:`plan`, painted on the device. ``meta`` entries are merged into each clip's meta.
+
+        The same as ``paint_started(plan, meta)()``.
+        """
+        return self.paint_started(plan, meta)()
+
+    @torch.no_grad()
+    def paint_started(self, plan: ClipPlan,
+                      meta: Sequence[dict[str, Any]] | None = None) -> Callable[[], list[Clip]]:
+        """Paint a :meth:`plan` on the device now; the returned call finishes its clips (labels, crops).
+
+        With worker processes (``cpu_workers``) the labels are redrawn from
+        the painting in them while the caller goes on, e.g. painting the next
+        batch (:func:`~bvdm_data.stream.paint_indices` does): the clips are
+        those of :meth:`paint`.
 
         ``schedule="wide"`` paints every first appearance of every clip and
         frame in one pass (a new cell depends only on its own mask), then
@@ -489,23 +509,35 @@ class Synthesizer:
         # One transfer for the whole batch: a copy per clip was a stall per clip on a GPU (192 per 64 clips).
         host = torch.stack(videos).float().cpu()
         if self.labels in ("painted", "profile"):
-            labels = self._labels_from_painting(host, torch.stack(backgrounds).float().cpu(), labels)
-        return [self._finish(plan, k, host[k], labels[k], meta[k] if meta is not None else {})
-                for k in range(len(plan.sims))]
+            redrawn = self._labels_from_painting(host, torch.stack(backgrounds).float().cpu(), labels)
+        else:
+            redrawn = [_done(lab) for lab in labels]
+
+        def finish() -> list[Clip]:
+            return [self._finish(plan, k, host[k], redrawn[k].result(), meta[k] if meta is not None else {})
+                    for k in range(len(plan.sims))]
+
+        return finish
 
     def _labels_from_painting(self, videos: torch.Tensor, backgrounds: torch.Tensor,
-                              labels: list[np.ndarray]) -> list[np.ndarray]:
+                              labels: list[np.ndarray]) -> list[Future]:
         """Every clip's labels redrawn from its painting (``videos``, ``backgrounds``: ``[K, T, 1, H, W]`` float32
-        on the CPU; synth/annotation.py); in worker processes
-        when ``cpu_workers`` is set (the default on an accelerator, where it would otherwise set the pace:
-        27 ms of CPU per padded 320^2 frame, benchmarks/results/relabel_cpu.txt)."""
+        on the CPU; synth/annotation.py), as futures: in worker processes when ``cpu_workers`` is set (the default
+        on an accelerator, where it would otherwise set the pace: 27 ms of CPU per padded 320^2 frame,
+        benchmarks/results/relabel_cpu.txt), else done inline."""
         profile = edge_statistics(self.texture.statistics, self.settings.edge).get("edge_profile")
         law = self.label_law if self.labels == "painted" else None
-        jobs = [(v[:, 0].numpy(), b[:, 0].numpy(), lab, profile, law) for v, b, lab in zip(videos, backgrounds, labels)]
+        jobs = [(v[:, 0].numpy(), b[:, 0].numpy(), lab, profile, law)
+                for v, b, lab in zip(videos, backgrounds, labels)]
         pool = self._pool() if len(jobs) > 1 else None
         if pool is not None:
-            return list(pool.map(relabel_clip, *zip(*jobs)))
-        return [relabel_clip(*job) for job in jobs]
+            return [pool.submit(relabel_clip, *job) for job in jobs]
+        return [_done(relabel_clip(*job)) for job in jobs]
+
+    @property
+    def uses_worker_processes(self) -> bool:
+        """Whether CPU work (planning, relabelling) runs in worker processes here (not inline)."""
+        return self._pool() is not None
 
     def _pool(self) -> ProcessPoolExecutor | None:
         """The worker processes for CPU work (planning, relabelling), started on first use; ``None``: work inline.
