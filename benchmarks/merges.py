@@ -31,6 +31,7 @@ from scipy import ndimage
 
 from bvdm_data.ctc import CTCClips
 from bvdm_data.evaluate.downstream import SegNet, segment
+from bvdm_data.masks.coverage import meeting_pixels
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST = range(11, 14)
@@ -53,9 +54,13 @@ def split_seg(predicted: np.ndarray, reference: np.ndarray, video: np.ndarray) -
             p, iou = match.get(r, (0, 0.0))
             terms["missed" if r not in match else "merged" if len(owners[p]) > 1 else "rest"].append(iou)
         level = float(np.median(image[ref == 0]))
+        here, there, where = meeting_pixels(ref)
         for cells in (c for c in owners.values() if len(c) > 1):
             a, b = (ref == cells[0]), (ref == cells[1])
-            meet = (a & ndimage.binary_dilation(b)) | (b & ndimage.binary_dilation(a))
+            pair = np.isin(here, cells[:2]) & np.isin(there, cells[:2])
+            meet = np.zeros(ref.size, bool)
+            meet[where[pair]] = True  # each meeting pixel once
+            meet = meet.reshape(ref.shape)
             contrast = (image[a].mean() + image[b].mean()) / 2 - level
             pairs.append({"gap_px": float(ndimage.distance_transform_edt(~a)[b].min()) - 1.0,
                           "seam": round(float((image[meet].mean() - level) / contrast), 3) if meet.any() else None})

@@ -42,6 +42,7 @@ from scipy.spatial import cKDTree
 
 from bvdm_data.clip import Clip
 from bvdm_data.masks.contours import measure_instances
+from bvdm_data.masks.coverage import meeting_pixels
 from bvdm_data.masks.fidelity import solidities
 from bvdm_data.robust import robust_std
 from bvdm_data.scene.model import background_of, unlabelled_objects
@@ -79,10 +80,8 @@ def _frame(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> d
     if len(ids) >= 2:
         dist, _ = cKDTree(inst.centroid).query(inst.centroid, k=2)
         out["nn_distance"] = dist[:, 1]
-    # Pixels that meet a 4-neighbour of another cell, as (this cell, the other cell, image value) triples.
-    meet = [(a[m], b[m], v[m]) for a, b, v in _neighbours(labels, image) for m in [(a > 0) & (b > 0) & (a != b)]]
-    here, there, light = (np.concatenate(x) for x in zip(*meet))
-    here, there = here.astype(np.int64), there.astype(np.int64)
+    here, there, where = meeting_pixels(labels)  # pixels that meet a 4-neighbour of another cell
+    light = image.ravel()[where]
     out["touching"] = float(np.isin(ids, here).mean())
     if level is not None:
         means = np.asarray(ndimage.mean(image, labels, ids)) - level
@@ -139,12 +138,6 @@ def frame_statistics(clips: Iterable[Clip], seed: int = 0, max_frames: int | Non
         pooled["brightness_cv"].append(float(c.std() / max(c.mean(), 1e-6)))
     pooled["unlabelled"].append(blobs / max(labelled, 1))
     return {k: np.asarray(v, dtype=float) for k, v in pooled.items()}
-
-
-def _neighbours(labels: np.ndarray, image: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """(label, its 4-neighbour's label, image at the pixel) for every pixel and each of its 4 neighbours."""
-    return [(labels[:, 1:], labels[:, :-1], image[:, 1:]), (labels[:, :-1], labels[:, 1:], image[:, :-1]),
-            (labels[1:], labels[:-1], image[1:]), (labels[:-1], labels[1:], image[:-1])]
 
 
 def _centroids(labels: np.ndarray) -> np.ndarray:

@@ -15,6 +15,28 @@ def covered_fraction(labels: np.ndarray) -> float:
     return float((np.asarray(labels) > 0).mean())
 
 
+def meeting_pixels(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where cells meet in one ``[H, W]`` label frame: for each pixel of a cell and each of its 4 neighbours that
+    lies in another cell, this cell's label, the other's, and the pixel's flat index (a pixel that meets another
+    cell on two sides appears twice).
+
+    Example:
+        >>> frame = np.zeros((3, 4), np.int32); frame[:, :2], frame[:, 2:3] = 1, 2
+        >>> here, there, where = meeting_pixels(frame)
+        >>> sorted(zip(here.tolist(), there.tolist(), where.tolist()))[:3]
+        [(1, 2, 1), (1, 2, 5), (1, 2, 9)]
+    """
+    frame = np.asarray(frame)
+    index = np.arange(frame.size).reshape(frame.shape)
+    parts = []
+    for a, b, i in ((frame[:, 1:], frame[:, :-1], index[:, 1:]), (frame[:, :-1], frame[:, 1:], index[:, :-1]),
+                    (frame[1:], frame[:-1], index[1:]), (frame[:-1], frame[1:], index[:-1])):
+        m = (a > 0) & (b > 0) & (a != b)
+        parts.append((a[m].astype(np.int64), b[m].astype(np.int64), i[m]))
+    here, there, where = (np.concatenate(x) for x in zip(*parts))
+    return here, there, where
+
+
 def touching_share(labels: np.ndarray) -> float:
     """Share of cells, over every frame of ``labels`` (``[..., H, W]``), that share an edge with another cell.
 
@@ -27,9 +49,7 @@ def touching_share(labels: np.ndarray) -> float:
     cells = touching = 0
     for frame in labels.reshape(-1, *labels.shape[-2:]):
         ids = np.unique(frame[frame > 0])
-        meet = [np.concatenate([a[m], b[m]]) for a, b in ((frame[:, 1:], frame[:, :-1]), (frame[1:], frame[:-1]))
-                for m in [(a > 0) & (b > 0) & (a != b)]]
-        cells, touching = cells + len(ids), touching + int(np.isin(ids, np.concatenate(meet)).sum())
+        cells, touching = cells + len(ids), touching + int(np.isin(ids, meeting_pixels(frame)[0]).sum())
     return touching / max(cells, 1)
 
 
