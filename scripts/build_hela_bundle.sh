@@ -6,11 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${BVDM_SHARED_DATA:-../shared/data/Fluo-N2DL-HeLa}   # the CTC dataset folder (holding 01_RES, 02, 02_ERR_SEG)
 BVDM=${BVDM:-.venv/bin/bvdm-data}
-#            outlines, sizes and density from 02_ERR_SEG frames 0-10 (the annotation the segmenter is scored on);
-#            spacing: 26 % of simulated cells touch another (4 % in ERR_SEG): more touching pairs taught the
-#            segmenter to part touching nuclei (benchmarks/RESULTS.md section 1, "Touching nuclei")
-"$BVDM" fit-masks --labels "$DATA/01_RES" --shapes-from "$DATA/02_ERR_SEG" --shapes-frames 0:11 --out pretrained/hela \
-    --seed 0 --touching 0.26
+#            outlines, sizes and density from 02_ERR_SEG frames 0-10 (the annotation the segmenter is scored on)
+"$BVDM" fit-masks --labels "$DATA/01_RES" --shapes-from "$DATA/02_ERR_SEG" --shapes-frames 0:11 --out pretrained/hela --seed 0
 #   flow:    pairs of 01_RES frames 0-79 (frames 80-91 held out for the Dice report), 2000 steps of batch 32
 "$BVDM" fit-flow --labels "$DATA/01_RES" --frames 0:80 --out pretrained/hela --work training/hela_flow
 #   texture: 02 frames 0-10 + ERR_SEG, 64-px crops, 10 000 steps of batch 32 at lr 1e-4 (resumable: run again

@@ -356,9 +356,9 @@ def refit_shapes(model: MaskModel, masks: np.ndarray, num_components: int | None
     simulated cells touch another as in these frames; on HeLa that matches the
     real 0.04 of cells, and cost the real + BVDM segmenter 0.004-0.005 SEG
     (benchmarks/RESULTS.md §1). A share (``touching=0.3``) calibrates it to
-    that share of simulated cells, at the segmentation's frame size: more
-    touching pairs than real teach a segmenter to part touching nuclei (the
-    shipped HeLa bundle's spacing). Given
+    that share of simulated cells, at the segmentation's frame size (on HeLa
+    0.26, six times real, scored within the runs' spread of the default).
+    Given
     ``tracked`` (:func:`track_targets` of the track-id video the model was fitted on), the motion noise
     and, with ``density=False``, the density are calibrated against it in the
     same simulate-and-compare rounds as the size (see
