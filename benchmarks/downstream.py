@@ -326,9 +326,8 @@ def main() -> None:
     parser.add_argument("--stride", type=int, default=1, help="DDIM stride for caches made here")
     parser.add_argument("--clips", type=int, default=64, help="synthetic clips to cache if missing")
     parser.add_argument("--cache-seed", type=int, default=CACHE_SEED,
-                        help=f"seed of the synthetic caches made here (default {CACHE_SEED}). Two nearly identical HeLa "
-                        "bundles' 32-clip caches gave 0.946 and 0.933 SEG on one training seed: compare clip changes "
-                        "over several cache seeds")
+                        help=f"seed of the synthetic caches made here (default {CACHE_SEED}), to repeat an arm on "
+                        "another synthetic sample")
     parser.add_argument("--frames", type=int, default=2)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--gen-batch", type=int, default=1, help="clips generated together for caches made here")
