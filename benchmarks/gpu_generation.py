@@ -153,9 +153,9 @@ def starvation(bundle: str, device: torch.device, args: argparse.Namespace) -> d
             for i in range(0, len(memory) - 1, 2):
                 yield collate_clips(memory[i:i + 2])
 
-    rows = []
+    rows, in_memory_rates = [], {}
     for width in args.trainer_widths:
-        in_memory = trainer_rate(cycle(), device, args.train_steps, width)
+        in_memory = in_memory_rates[width] = trainer_rate(cycle(), device, args.train_steps, width)
         loader = torch.utils.data.DataLoader(BVDMStream(bundle, **kw), batch_size=2, collate_fn=collate_clips,
                                              num_workers=1, multiprocessing_context="spawn", prefetch_factor=4,
                                              pin_memory=device.type == "cuda", persistent_workers=False)
@@ -174,8 +174,8 @@ def starvation(bundle: str, device: torch.device, args: argparse.Namespace) -> d
               "stream": "DDIM stride 4, bf16%s, t_s 200, t_f 10, gen_batch %d, 1 spawned worker"
                         % (", compiled" if args.compile else "", args.stream_batch),
               "widths": rows}
-    in_memory = trainer_rate(cycle(), device, args.train_steps, args.trainer_widths[0])
-    return {**result, **followed(bundle, device, args, in_memory, args.trainer_widths[0])}
+    first = args.trainer_widths[0]
+    return {**result, **followed(bundle, device, args, in_memory_rates[first], first)}
 
 
 def followed(bundle: str, device: torch.device, args: argparse.Namespace, in_memory: float, width: int) -> dict:
