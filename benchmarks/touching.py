@@ -11,7 +11,8 @@ Synthetic: LMDB caches of clips (e.g. the ones ``downstream.py`` made under ``ru
   (``bvdm_data.masks.coverage.touching_share``);
 * ``seam``: per pair of touching cells, the mean light on the pixels where they meet over the pair's mean
   contrast above the background (``bvdm_data.evaluate.frames``): 1 = no dip between them; median and
-  quartiles over pairs;
+  quartiles over pairs; ``no_seam``, the share of pairs whose seam keeps at least 0.8 of their contrast (what
+  ``--pressed`` paints);
 * with ``--differ A B`` (two caches of the same seeds), the share of pixels whose value differs and the
   clips whose labels do;
 * with ``--masks NAME=BUNDLE``, a bundle's mask model alone: 6 simulated fields of 2 frames at the real
@@ -39,6 +40,7 @@ from bvdm_data.masks.model import MaskModel
 from bvdm_data.masks.simulate import simulate_masks
 
 ROOT = Path(__file__).resolve().parents[1]
+NO_SEAM = 0.8  # a pair whose light where they meet keeps this share of their contrast shows no seam
 
 
 def real_hela(data: str) -> list:
@@ -52,7 +54,8 @@ def measure(clips) -> dict:
     q = np.percentile(seam, [25, 50, 75]) if seam.size else [float("nan")] * 3
     return {"frames": int(len(masks)), "cells": int(sum(len(np.unique(f[f > 0])) for f in masks)),
             "touching": round(touching_share(masks), 4), "touching_pairs": int(seam.size),
-            "seam_median": round(float(q[1]), 3), "seam_q25": round(float(q[0]), 3), "seam_q75": round(float(q[2]), 3)}
+            "seam_median": round(float(q[1]), 3), "seam_q25": round(float(q[0]), 3), "seam_q75": round(float(q[2]), 3),
+            "no_seam": round(float((seam >= NO_SEAM).mean()), 3) if seam.size else float("nan")}
 
 
 def frame_law(masks: np.ndarray) -> dict:
@@ -109,10 +112,10 @@ def main() -> None:
     if args.differ:
         a, b = args.differ
         result["differing_pixels"] = {"a": a, "b": b, **differences(LMDBClips(caches[a]), LMDBClips(caches[b]))}
-    lines = [f"{'source':58s} {'frames':>6s} {'cells':>6s} {'touching':>8s} {'pairs':>6s}  seam median (q25-q75)"]
+    lines = [f"{'source':58s} {'frames':>6s} {'cells':>6s} {'touching':>8s} {'pairs':>6s}  seam median (q25-q75)  no seam"]
     for name, r in rows.items():
         lines.append(f"{name[:58]:58s} {r['frames']:6d} {r['cells']:6d} {r['touching']:8.3f} {r['touching_pairs']:6d}  "
-                     f"{r['seam_median']:.3f} ({r['seam_q25']:.3f}-{r['seam_q75']:.3f})")
+                     f"{r['seam_median']:.3f} ({r['seam_q25']:.3f}-{r['seam_q75']:.3f})  {r['no_seam']:.3f}")
     for name, r in result.get("masks", {}).items():
         lines.append(f"mask model {name}: touching {r['touching']:.3f}, median whole-cell area {r['median_area']:.0f} px, "
                      f"{r['cells_per_1e4_px']:.2f} cells per 100x100 px" +

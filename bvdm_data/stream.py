@@ -124,6 +124,9 @@ class BVDMStream(IterableDataset):
         overlap: where cells' soft footprints meet, ``"add"`` (default) sums their light, as fluorescence
             does, or ``"average"`` averages their paintings (a dark seam between touching cells; the rule
             before 2026-11-27).
+        pressed: the share of touching cell pairs painted pressed against each other (no dark seam where
+            they meet, their light stopping at the contact line, as real nuclei pushing on each other show);
+            0 (default) paints them as free cells whose light adds.
         transform: called on each clip before it is yielded (after ``tv_tensors`` wrapping), like
             ``CTCClips`` and ``LMDBClips``; after a crop, :func:`~bvdm_data.clip.restore_contract`
             makes the clip meet the contract again.
@@ -141,7 +144,7 @@ class BVDMStream(IterableDataset):
                  compile: bool = False, gen_batch: int | None = None, tv_tensors: bool = False, independent_frames: bool = False,
                  texture: str = "ddpm", cell_batch: int | None = None, edge: str = "by_brightness",
                  edge_shift: float = 0.0, unlabelled: bool = False, glow: bool = False, labels: str = "auto",
-                 overlap: str = "add", transform: Callable[[Clip], Any] | None = None) -> None:
+                 overlap: str = "add", pressed: float = 0.0, transform: Callable[[Clip], Any] | None = None) -> None:
         super().__init__()
         clip_len, seed = as_int("clip_len", clip_len, 1), as_int("seed", seed, 0)
         num_clips = None if num_clips is None else as_int("num_clips", num_clips, 0)
@@ -153,7 +156,7 @@ class BVDMStream(IterableDataset):
                                           independent_frames=independent_frames, texture=texture,
                                           cell_batch=cell_batch, edge=edge, edge_shift=float(edge_shift),
                                           unlabelled=unlabelled, glow=bool(glow), labels=labels,
-                                          overlap=overlap)
+                                          overlap=overlap, pressed=float(pressed))
         self.clip_len, self.size, self.seed = clip_len, size, seed
         self.num_clips, self.device, self.gen_batch, self.tv_tensors = num_clips, device, gen_batch, tv_tensors
         self.transform = transform

@@ -90,6 +90,7 @@ def test_check_clip_rejects_empty_frames():
     (["cache", "--out", "x.lmdb", "--clips", "4", "--commit-every", "0"], "--commit-every: must be at least 1"),
     (["cache", "--out", "x.lmdb", "--clips", "-1"], "--clips: must be at least 1"),
     (["generate", "--out", "x", "--density", "nan"], "--density: density must be a finite"),
+    (["cache", "--out", "x.lmdb", "--clips", "4", "--pressed", "1.5"], "--pressed: expected a share between 0 and 1"),
     (["validate", "x", "--max-problems", "-1"], "--max-problems: must be at least 0"),
 ])
 def test_cli_refuses_bad_numbers_in_one_line(argv, message, capsys, tmp_path, monkeypatch):

@@ -68,6 +68,7 @@ def test_independent_frames_flicker_most(tiny_bundle):
     (SynthesisSettings(density=-1.0), "density"),
     (SynthesisSettings(texture="gan"), "texture must be one of"),
     (SynthesisSettings(overlap="max"), "overlap must be one of"),
+    (SynthesisSettings(pressed=1.5), "pressed must lie in 0..1"),
 ])
 def test_bad_settings_fail_before_any_work(tiny_bundle, settings, match):
     with pytest.raises(BVDMDataError, match=match):
@@ -99,6 +100,49 @@ def test_compose_adds_the_light_of_touching_cells_or_averages_it():
     assert torch.allclose(added[3:5], torch.tensor([1.3, 1.3])) and torch.allclose(averaged[3:5], torch.tensor([0.7, 0.7]))
     with pytest.raises(ValueError, match="overlap must be one of"):
         compose(bg, tex, alpha, corners, overlap="max")
+
+
+def test_pressed_partners_are_symmetric_and_steady_per_pair():
+    from bvdm_data.synth.pipeline import pressed_partners
+
+    frame = np.zeros((6, 9), np.int32)
+    frame[:, :3], frame[:, 3:6], frame[:, 7:] = 1, 2, 3  # 1 touches 2; 3 stands apart
+    draw = np.array([0.0, 0.1, 0.2, 0.3])
+    assert pressed_partners(frame, 1.0, draw) == {1: {2}, 2: {1}}
+    assert pressed_partners(frame, 0.31, draw) == {1: {2}, 2: {1}}  # (0.1 + 0.2) % 1 < 0.31
+    assert pressed_partners(frame, 0.29, draw) == {} and pressed_partners(frame, 0.0, draw) == {}
+
+
+def test_pressed_cells_weights_add_to_one_across_their_contact(tiny_bundle):
+    """Free cells' soft footprints overlap where they meet (their light adds: a bright ridge if each were painted
+    on through the contact); pressed ones give way to each other, so their weights sum to about 1 there."""
+    synth = Synthesizer(str(tiny_bundle), settings=FAST)
+    left = torch.zeros(2, 32, 32, dtype=torch.bool)
+    left[0, 8:24, 4:16] = True     # cell A
+    left[1, 8:24, 16:28] = True    # cell B, pressed against A along column 15/16
+    cut = left.flip(0)             # each one's cut: the other's pixels
+    free = synth.scene.alpha(left)[:, 0].sum(0)
+    pressed = synth.scene.alpha(left, cut)[:, 0].sum(0)
+    assert float(free[16, 14:18].min()) > 1.5
+    assert torch.allclose(pressed[12:20, 13:19], torch.ones(8, 6), atol=0.06)
+    assert torch.equal(synth.scene.alpha(left, cut)[0, 0, 8:24, 4:10], torch.ones(16, 6))  # far from the contact
+
+
+def test_pressed_pairs_lose_their_seam_and_keep_masks_and_lineage(tiny_bundle):
+    """The same clip painted with touching pairs pressed: the same cells, outlines and tracks; where they meet
+    the light keeps more of their contrast (flat texture: no network noise in the comparison)."""
+    from bvdm_data.evaluate.frames import frame_statistics
+
+    def clip(pressed):
+        settings = SynthesisSettings(t_s=20, t_f=3, density=1.2e-3, texture="flat", labels="masks", pressed=pressed)
+        return Synthesizer(str(tiny_bundle), settings=settings).generate(seeds(5, 6), 2, (96, 96))
+    free, pressed = clip(0.0), clip(1.0)
+    for a, b in zip(free, pressed):
+        check_clip(b)
+        assert torch.equal(a["masks"], b["masks"]) and torch.equal(a["tracks"], b["tracks"])
+    seam_free, seam_pressed = frame_statistics(free)["seam"], frame_statistics(pressed)["seam"]
+    assert seam_free.size >= 3 and seam_free.size == seam_pressed.size
+    assert np.median(seam_pressed) > np.median(seam_free) + 0.1
 
 
 def test_carry_over_leaves_only_background_outside_the_new_mask(tiny_bundle):

@@ -77,6 +77,17 @@ def _label_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--annotation", default="GT", help="annotation in --ctc: GT, RES ... (default GT)")
 
 
+def share(text: str) -> float:
+    """An argparse type: a number in 0..1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a share between 0 and 1, got {text!r}")
+    return value
+
+
 def touching_target(text: str) -> bool | float:
     """``--touching``: ``real`` (True) or a share in (0, 1)."""
     if text == "real":

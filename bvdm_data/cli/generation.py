@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bvdm_data.cli.common import NON_NEGATIVE, POSITIVE, _density, _verb
+from bvdm_data.cli.common import NON_NEGATIVE, POSITIVE, _density, _verb, share
 from bvdm_data.errors import BVDMDataError
 
 
@@ -21,7 +21,7 @@ def _synthesis(args: argparse.Namespace) -> dict:
     return dict(t_s=args.t_s, t_f=args.t_f, sampler=args.sampler, stride=args.stride, density=args.density,
                 bf16=args.bf16, compile=args.compile, texture=args.texture, cell_batch=args.cell_batch, edge=args.edge,
                 edge_shift=args.edge_shift, unlabelled=args.unlabelled, glow=args.glow, labels=args.labels,
-                overlap=args.overlap)
+                overlap=args.overlap, pressed=args.pressed)
 
 
 def _stream(args: argparse.Namespace, num_clips: int):
@@ -144,6 +144,8 @@ def _generation_options(p: argparse.ArgumentParser, frames: int, size: tuple[int
     p.add_argument("--overlap", default="add", choices=["add", "average"], help="where cells' soft footprints "
                    "meet: add their light, as fluorescence does (default), or average their paintings (a dark seam "
                    "between touching cells; the rule before 2026-11-27)")
+    p.add_argument("--pressed", type=share, default=0.0, help="share of touching cell pairs painted pressed against "
+                   "each other: no dark seam where they meet, their light stopping at the contact line (default 0)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--bf16", action="store_true", help="run the DDPM in bf16 (weights and activations)")
     p.add_argument("--compile", action="store_true", help="torch.compile the DDPM (CUDA graphs on a GPU): 10-25 s "

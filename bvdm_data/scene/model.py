@@ -398,13 +398,22 @@ class SceneModel:
         glow = kornia.filters.gaussian_blur2d(light, (k, k), (self.glow_sigma, self.glow_sigma), border_type="constant")
         return video + self.glow_weight * glow.to(video.dtype)
 
-    def alpha(self, masks: torch.Tensor) -> torch.Tensor:
-        """Soft paste weights ``[N, 1, S, S]`` from cell masks ``[N, S, S]``."""
-        a = masks[:, None].float()
-        if self.alpha_dilation > 0:
-            size = 2 * self.alpha_dilation + 1
-            a = torch.nn.functional.max_pool2d(a, size, stride=1, padding=self.alpha_dilation)
+    def alpha(self, masks: torch.Tensor, cut: torch.Tensor | None = None) -> torch.Tensor:
+        """Soft paste weights ``[N, 1, S, S]`` from cell masks ``[N, S, S]``.
+
+        ``cut`` ``[N, S, S]``: the pixels of the neighbours each cell is
+        pressed against; its weight gives way to theirs across the contact
+        line, softened by the same blur, so that two pressed cells' weights
+        add up to about 1 there (no seam, no bright ridge).
+        """
+        a = self._soften(masks[:, None].float(), self.alpha_dilation)
+        a = torch.maximum(a, masks[:, None].float())
+        return a if cut is None else a * (1 - self._soften(cut[:, None].float(), 0))
+
+    def _soften(self, a: torch.Tensor, dilation: int) -> torch.Tensor:
+        if dilation > 0:
+            a = torch.nn.functional.max_pool2d(a, 2 * dilation + 1, stride=1, padding=dilation)
         if self.alpha_sigma > 0:
             k = 2 * int(3 * self.alpha_sigma) + 1
             a = kornia.filters.gaussian_blur2d(a, (k, k), (self.alpha_sigma, self.alpha_sigma))
-        return torch.maximum(a, masks[:, None].float())
+        return a

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from bvdm_data.arguments import as_density, as_device, as_size, check_density_fits
 from bvdm_data.bundle import Bundle
@@ -46,6 +47,7 @@ from bvdm_data.diffusion.sample import SAMPLERS
 from bvdm_data.diffusion.texture import TextureModel
 from bvdm_data.errors import BVDMDataError
 from bvdm_data.flow.model import load_flow
+from bvdm_data.masks.coverage import meeting_pixels
 from bvdm_data.masks.model import MaskModel
 from bvdm_data.masks.simulate import simulate_masks
 from bvdm_data.scene.model import SceneModel
@@ -67,6 +69,7 @@ CPU_CELL_BATCH = 256        # cells per network call on the CPU (bounds memory; 
 DEVICE_CPU_WORKERS = min(8, os.cpu_count() or 1)
 MOSTLY_EMPTY_CELLS = 1.0  # expected cells per frame under which a request warns (over a third start empty)
 MAX_EDGE_SHIFT = 3.0      # px; the measured profile reaches 6 px each side of the outline
+PRESSED_REACH = 6         # px a pressed cell is painted on into its neighbour: past the measured profile's reach
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -122,6 +125,12 @@ class SynthesisSettings:
     # HeLa nuclei meet, 0.65 of their contrast is left, 0.61 added, 0.39 averaged) or "average" averages their
     # paintings (a dark seam; the rule before 2026-11-27). Added: +0.004 SEG for real + BVDM on HeLa, RESULTS.md §1.
     overlap: str = "add"
+    # pressed: the share of touching cell pairs painted pressed against each other, as real nuclei that push on
+    # each other are: each is painted on through the contact (no falloff there) and its light stops at the contact
+    # line, so no dark seam parts them and only their shapes and textures do. On HeLa 12 of the 32 touching pairs
+    # of 02 frames 0-10 show no seam (light >= 0.8 of the pair's contrast where they meet; benchmarks/touching.py);
+    # 0 (default) paints every pair as two free cells whose light adds.
+    pressed: float = 0.0
 
     def check(self, num_steps: int) -> None:
         if self.edge not in EDGES:
@@ -136,6 +145,8 @@ class SynthesisSettings:
             raise BVDMDataError("labels='profile' follows the measured edge; edge='blur' has none")
         if self.overlap not in OVERLAPS:
             raise BVDMDataError(f"overlap must be one of {OVERLAPS}, got {self.overlap!r}")
+        if not 0.0 <= self.pressed <= 1.0:
+            raise BVDMDataError(f"pressed must lie in 0..1 (a share of touching pairs), got {self.pressed}")
         if self.schedule not in SCHEDULES:
             raise BVDMDataError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.texture not in TEXTURES:
@@ -178,27 +189,64 @@ class ClipPlan:
 
 @dataclass
 class _Cell:
-    """Where one cell's mask sits in one frame: its crop and the crop's top-left corner."""
+    """Where one cell's mask sits in one frame: its crop and the crop's top-left corner; for a cell pressed
+    against others, also those neighbours' pixels (``cut``: its light stops there) and the shape its texture is
+    painted on (``shape``: its mask and a band of theirs, so the painting does not fall off at the contact)."""
 
     mask: np.ndarray  # bool; numpy, not torch: thousands of small tensors leave planner processes slowly
     corner: tuple[int, int]
+    cut: np.ndarray | None = None
+    shape: np.ndarray | None = None
+
+    @property
+    def painted_on(self) -> np.ndarray:
+        return self.mask if self.shape is None else self.shape
 
 
-def _cell_crops(frame: np.ndarray, size: int) -> dict[int, _Cell]:
-    """Mask crops centred on each cell's centroid (the frame is padded, so every cell fits)."""
+def pressed_partners(frame: np.ndarray, share: float, draw: np.ndarray) -> dict[int, set[int]]:
+    """Which touching cells of one ``[H, W]`` label frame are pressed against which: ``{id: partner ids}``.
+
+    A pair ``(a, b)`` is pressed when ``(draw[a] + draw[b]) % 1 < share``;
+    ``draw`` holds one uniform number per cell id, drawn once per clip, so a
+    pair stays pressed (or not) for as long as it touches, and ``share`` of
+    the pairs are.
+
+    Example:
+        >>> frame = np.zeros((3, 4), np.int32); frame[:, :2], frame[:, 2:] = 1, 2
+        >>> pressed_partners(frame, 1.0, np.zeros(3)), pressed_partners(frame, 0.0, np.zeros(3))
+        ({1: {2}, 2: {1}}, {})
+    """
+    here, there, _ = meeting_pixels(frame)
+    out: dict[int, set[int]] = {}
+    for a, b in set(zip(here.tolist(), there.tolist())):
+        if (draw[a] + draw[b]) % 1.0 < share:
+            out.setdefault(a, set()).add(b)
+    return out
+
+
+def _cell_crops(frame: np.ndarray, size: int, pressed: dict[int, set[int]] | None = None) -> dict[int, _Cell]:
+    """Mask crops centred on each cell's centroid (the frame is padded, so every cell fits); ``pressed``
+    (:func:`pressed_partners`) adds the cut and painted shape of the cells pressed against others."""
     half = size // 2
     padded = np.pad(frame, half)
     out = {}
     for cell in cell_windows(frame, size):
         y0, x0 = cell.corner
-        crop = padded[y0 + half:y0 + half + size, x0 + half:x0 + half + size] == cell.label
-        out[cell.label] = _Cell(crop, cell.corner)
+        window = padded[y0 + half:y0 + half + size, x0 + half:x0 + half + size]
+        mask = window == cell.label
+        partners = (pressed or {}).get(cell.label)
+        if partners:
+            cut = np.isin(window, list(partners))
+            near = ndimage.distance_transform_edt(~mask) <= PRESSED_REACH
+            out[cell.label] = _Cell(mask, cell.corner, cut, mask | (cut & near))
+        else:
+            out[cell.label] = _Cell(mask, cell.corner)
     return out
 
 
-def _stacked(cells: list[_Cell], device: torch.device) -> torch.Tensor:
-    """The cells' mask crops as one ``[N, S, S]`` bool tensor on ``device``."""
-    return torch.from_numpy(np.stack([c.mask for c in cells])).to(device)
+def _stacked(arrays: list[np.ndarray], device: torch.device) -> torch.Tensor:
+    """Crops (cells' masks or painted shapes) as one ``[N, S, S]`` bool tensor on ``device``."""
+    return torch.from_numpy(np.stack(arrays)).to(device)
 
 
 def _by_frame(items: list[tuple], num_frames: int) -> list[list[tuple]]:
@@ -275,7 +323,11 @@ def plan_clip(ctx: PlanContext, seed: np.random.SeedSequence, num_frames: int, p
     hidden_contrast = (ctx.scene.sample_unlabelled_contrast(len(set(hidden.values())), hide_rng)
                        if hidden else np.zeros(0))
     labels = sim["masks"].numpy()
-    crops = [_cell_crops(labels[t], ctx.crop_size) for t in range(num_frames)]
+    pressed: list[dict[int, set[int]]] = [{} for _ in range(num_frames)]
+    if s.pressed > 0 and labels.any():
+        draw = np.random.default_rng(child_seed(seed, 3)).random(int(labels.max()) + 1)
+        pressed = [pressed_partners(labels[t], s.pressed, draw) for t in range(num_frames)]
+    crops = [_cell_crops(labels[t], ctx.crop_size, pressed[t]) for t in range(num_frames)]
     parents = {int(r[0]): int(r[3]) for r in sim["tracks"].tolist()}
     new, carried = [], []
     for t in range(num_frames):
@@ -427,7 +479,7 @@ class Synthesizer:
         """First paint of ``items`` ``(clip, frame, id)``: SDEdit from the mask at ``t_s`` (or the flat baseline)."""
         s = self.settings
         for part in self._calls(items):
-            masks = _stacked([plan.crops[k][t][cid] for k, t, cid in part], self.device)
+            masks = _stacked([plan.crops[k][t][cid].painted_on for k, t, cid in part], self.device)
             values = torch.tensor([plan.values[item] for item in part])
             keys = torch.tensor([derive_key(plan.keys[k], FIRST_PAINT, t, cid) for k, t, cid in part])
             if s.texture == "flat":
@@ -442,8 +494,8 @@ class Synthesizer:
         """Carry ``items`` ``(clip, frame, id, source id)`` from their texture one frame earlier (flow + ``t_f``)."""
         s = self.settings
         for part in self._calls(items):
-            moving = _stacked([plan.crops[k][t - 1][src] for k, t, _, src in part], self.device)
-            fixed = _stacked([plan.crops[k][t][cid] for k, t, cid, _ in part], self.device)
+            moving = _stacked([plan.crops[k][t - 1][src].painted_on for k, t, _, src in part], self.device)
+            fixed = _stacked([plan.crops[k][t][cid].painted_on for k, t, cid, _ in part], self.device)
             previous = torch.stack([textures[(k, t - 1, src)] for k, t, _, src in part])
             keys = torch.tensor([derive_key(plan.keys[k], CARRY, t, cid) for k, t, cid, _ in part])
             out = carry_over(self.texture.denoiser, self.flow, previous, moving, fixed, self.scene.alpha,
@@ -492,11 +544,16 @@ class Synthesizer:
             # Every clip's frame t in one paste: one alpha, one scatter, no per-clip transfers.
             cells = [(k, cid) for k, crops in enumerate(plan.crops) for cid in sorted(crops[t])]
             if cells:
-                cell_masks = _stacked([plan.crops[k][t][cid] for k, cid in cells], self.device)
+                shown = [plan.crops[k][t][cid] for k, cid in cells]
+                cut = None
+                if any(c.cut is not None for c in shown):  # a pressed cell's light gives way to its partner's
+                    empty = np.zeros_like(shown[0].mask)
+                    cut = _stacked([empty if c.cut is None else c.cut for c in shown], self.device)
+                alpha = self.scene.alpha(_stacked([c.mask for c in shown], self.device), cut)
                 tex = torch.stack([textures[(k, t, cid)] for k, cid in cells])
-                place = torch.tensor([(k, *plan.crops[k][t][cid].corner) for k, cid in cells], device=self.device)
+                place = torch.tensor([(k, *c.corner) for (k, _), c in zip(cells, shown)], device=self.device)
                 composed = compose(torch.cat([frames[k][t] for k in range(len(frames))]), tex,
-                                   self.scene.alpha(cell_masks), place[:, 1:], place[:, 0], s.overlap)
+                                   alpha, place[:, 1:], place[:, 0], s.overlap)
                 for k in range(len(frames)):
                     frames[k][t] = composed[k:k + 1]
             for key in [key for key in textures if key[1] < t]:  # carried on from, no longer needed
