@@ -145,7 +145,7 @@ def _generation_options(p: argparse.ArgumentParser, frames: int, size: tuple[int
                    "meet: add their light, as fluorescence does (default), or average their paintings (a dark seam "
                    "between touching cells; the rule before 2026-11-27)")
     p.add_argument("--pressed", type=share, default=0.0, help="share of touching cell pairs painted pressed against "
-                   "each other: no dark seam where they meet, their light stopping at the contact line (default 0)")
+                   "each other: no dark seam where they meet, their light giving way across the contact line (default 0)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--bf16", action="store_true", help="run the DDPM in bf16 (weights and activations)")
     p.add_argument("--compile", action="store_true", help="torch.compile the DDPM (CUDA graphs on a GPU): 10-25 s "

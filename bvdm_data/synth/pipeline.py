@@ -126,10 +126,10 @@ class SynthesisSettings:
     # paintings (a dark seam; the rule before 2026-11-27). Added: +0.004 SEG for real + BVDM on HeLa, RESULTS.md §1.
     overlap: str = "add"
     # pressed: the share of touching cell pairs painted pressed against each other, as real nuclei that push on
-    # each other are: each is painted on through the contact (no falloff there) and its light stops at the contact
-    # line, so no dark seam parts them and only their shapes and textures do. On HeLa 12 of the 32 touching pairs
-    # of 02 frames 0-10 show no seam (light >= 0.8 of the pair's contrast where they meet; benchmarks/touching.py);
-    # 0 (default) paints every pair as two free cells whose light adds.
+    # each other are: each is painted on through the contact (no falloff there) and its light gives way to its
+    # partner's across the contact line, so no dark seam parts them, only their shapes and textures. On HeLa 12 of
+    # the 32 touching pairs of 02 frames 0-10 show no seam (light >= 0.8 of the pair's contrast where they meet;
+    # benchmarks/touching.py); 0 (default) paints every pair as two free cells whose light adds.
     pressed: float = 0.0
 
     def check(self, num_steps: int) -> None:
