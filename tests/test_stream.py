@@ -139,6 +139,7 @@ def test_endless_stream_has_no_length(tiny_bundle):
     ({"size": (8, 8)}, "smaller than one cell"),
     ({"num_clips": -1}, "num_clips"),
     ({"gen_batch": 0}, "gen_batch"),
+    ({"pressed": -0.1}, "pressed must lie in 0..1"),
 ])
 def test_bad_input_fails_before_any_work(tiny_bundle, kwargs, match):
     args = {**FAST, "bundle": str(tiny_bundle), **kwargs}
