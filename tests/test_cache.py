@@ -103,6 +103,10 @@ def test_resume_with_other_parameters_is_refused(tmp_path, tiny_bundle, capsys):
     assert main(cache_cmd(tiny_bundle, tmp_path / "p.lmdb", 1)) == 0
     assert main([*cache_cmd(tiny_bundle, tmp_path / "p.lmdb", 1)[:-2], "--seed", "6"]) == 2
     assert "other settings (seed: 5 -> 6)" in capsys.readouterr().err
+    # settings added later are recorded only when on: a cache made before them resumes with their default
+    assert "pressed" not in LMDBClips(tmp_path / "p.lmdb").meta
+    assert main([*cache_cmd(tiny_bundle, tmp_path / "p.lmdb", 1), "--pressed", "0.5"]) == 2
+    assert "other settings (pressed: None -> 0.5)" in capsys.readouterr().err
 
 
 def test_torchrun_shards_equal_a_single_process_cache(tmp_path, tiny_bundle):

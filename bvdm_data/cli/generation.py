@@ -89,8 +89,9 @@ def run_cache(args: argparse.Namespace) -> int:
         size = synth.check_size(tuple(args.size))  # before the cache is created
         meta = {"bundle": synth.bundle.name, "bundle_sha256": bundle_hash(synth.bundle.root), "seed": args.seed,
                 "frames": args.frames, "size": list(size), "num_clips": args.clips,
-                # pixels do not depend on cell_batch; compile is recorded only when on (older caches lack the key)
-                **{k: v for k, v in painting.items() if k != "cell_batch" and (k != "compile" or v)}}
+                # pixels do not depend on cell_batch; compile and pressed are recorded only when on, so that caches
+                # made before they existed (which lack the keys) still resume
+                **{k: v for k, v in painting.items() if k != "cell_batch" and (k not in ("compile", "pressed") or v)}}
 
         def generate(indices):
             return list(paint_indices(synth, indices, args.seed, 0, args.frames, size, _gen_batch(args)))
