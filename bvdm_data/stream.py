@@ -126,8 +126,7 @@ class BVDMStream(IterableDataset):
             before 2026-11-27).
         pressed: the share of touching cell pairs painted pressed against each other (no dark seam where
             they meet, their light giving way across the contact line, as real nuclei pushing on each other
-            show);
-            0 (default) paints them as free cells whose light adds.
+            show); 0 (default) paints them as free cells whose light adds.
         transform: called on each clip before it is yielded (after ``tv_tensors`` wrapping), like
             ``CTCClips`` and ``LMDBClips``; after a crop, :func:`~bvdm_data.clip.restore_contract`
             makes the clip meet the contract again.
