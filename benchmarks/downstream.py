@@ -22,8 +22,9 @@ frames that no model of the bundle saw:
   (bv, dv, d1v):     `--overlap-ablation`: (b), (d), (d1) with the paintings of cells that meet averaged
                      (`--overlap average`, the rule before 2026-11-27: a dark seam between touching cells) instead
                      of their light added
-  (bp, dp, d1p):     `--pressed-ablation`: (b), (d), (d1) with every pair of touching cells painted pressed
-                     against each other (`--pressed 1`: no seam where they meet)
+  (bs, ds, d1s):     `--seam-ablation`: (b), (d), (d1) with touching cells painted as free cells whose light
+                     adds (`--pressed 0`, the rule until 2026-11-27: a seam where they meet) instead of pressed
+                     against each other (arms bp, dp, d1p of the result files until 2026-11-27: `--pressed 1`)
   (bo, do, d1o):     `--outline-ablation`: (b), (d), (d1) with the loss blind to a 1-px band on both sides of
                      every BVDM cell's edge on the background (`FramePool(outline_ignore=1)`): the same clips,
                      teaching where cells are and where they part, not where the annotation draws an outline
@@ -102,9 +103,9 @@ LAW_ABLATIONS = {"glow": ("g", "carry the cells' out-of-focus glow measured on t
                                 ("--unlabelled",), " + unlabelled"),
                  "overlap": ("v", "average the paintings of cells where they meet (the rule before 2026-11-27: a dark "
                              "seam) instead of adding their light", ("--overlap", "average"), ", paintings averaged"),
-                 "pressed": ("p", "paint every pair of touching cells pressed against each other (no seam where they "
-                             "meet; their light gives way across the contact line)", ("--pressed", "1"),
-                             ", touching pairs pressed")}
+                 "seam": ("s", "paint touching cells as free cells whose light adds (the rule until 2026-11-27: "
+                          "a seam where they meet) instead of pressed against each other", ("--pressed", "0"),
+                          ", touching pairs with a seam")}
 
 
 CACHE_SEED = 11  # the synthetic caches' seed unless --cache-seed says otherwise

@@ -126,7 +126,8 @@ class BVDMStream(IterableDataset):
             before 2026-11-27).
         pressed: the share of touching cell pairs painted pressed against each other (no dark seam where
             they meet, their light giving way across the contact line, as real nuclei pushing on each other
-            show); 0 (default) paints them as free cells whose light adds.
+            show); 1 (default) presses every touching pair, 0 paints them as free cells whose light adds
+            (the rule until 2026-11-27).
         transform: called on each clip before it is yielded (after ``tv_tensors`` wrapping), like
             ``CTCClips`` and ``LMDBClips``; after a crop, :func:`~bvdm_data.clip.restore_contract`
             makes the clip meet the contract again.
@@ -144,7 +145,7 @@ class BVDMStream(IterableDataset):
                  compile: bool = False, gen_batch: int | None = None, tv_tensors: bool = False, independent_frames: bool = False,
                  texture: str = "ddpm", cell_batch: int | None = None, edge: str = "by_brightness",
                  edge_shift: float = 0.0, unlabelled: bool = False, glow: bool = False, labels: str = "auto",
-                 overlap: str = "add", pressed: float = 0.0, transform: Callable[[Clip], Any] | None = None) -> None:
+                 overlap: str = "add", pressed: float = 1.0, transform: Callable[[Clip], Any] | None = None) -> None:
         super().__init__()
         clip_len, seed = as_int("clip_len", clip_len, 1), as_int("seed", seed, 0)
         num_clips = None if num_clips is None else as_int("num_clips", num_clips, 0)

@@ -92,6 +92,7 @@ def test_check_clip_rejects_empty_frames():
     (["generate", "--out", "x", "--density", "nan"], "--density: density must be a finite"),
     (["cache", "--out", "x.lmdb", "--clips", "4", "--pressed", "1.5"], "--pressed: expected a share between 0 and 1"),
     (["validate", "x", "--max-problems", "-1"], "--max-problems: must be at least 0"),
+    (["fit-masks", "--labels", "x", "--out", "y", "--min-separation", "0"], "--min-separation: expected a ratio"),
 ])
 def test_cli_refuses_bad_numbers_in_one_line(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

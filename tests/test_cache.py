@@ -103,9 +103,13 @@ def test_resume_with_other_parameters_is_refused(tmp_path, tiny_bundle, capsys):
     assert main(cache_cmd(tiny_bundle, tmp_path / "p.lmdb", 1)) == 0
     assert main([*cache_cmd(tiny_bundle, tmp_path / "p.lmdb", 1)[:-2], "--seed", "6"]) == 2
     assert "other settings (seed: 5 -> 6)" in capsys.readouterr().err
-    # settings added later are recorded only when on: a cache made before them resumes with their default
-    assert "pressed" not in LMDBClips(tmp_path / "p.lmdb").meta
-    assert main([*cache_cmd(tiny_bundle, tmp_path / "p.lmdb", 1), "--pressed", "0.5"]) == 2
+    # settings added later are recorded only when non-zero: a cache made before them (painted as with 0) resumes
+    # with 0 and is refused with the new default
+    assert LMDBClips(tmp_path / "p.lmdb").meta["pressed"] == 1.0
+    old = tmp_path / "old.lmdb"
+    assert main([*cache_cmd(tiny_bundle, old, 1), "--pressed", "0"]) == 0
+    assert "pressed" not in LMDBClips(old).meta
+    assert main([*cache_cmd(tiny_bundle, old, 1), "--pressed", "0.5"]) == 2
     assert "other settings (pressed: None -> 0.5)" in capsys.readouterr().err
 
 

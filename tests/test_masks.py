@@ -162,11 +162,17 @@ def test_cli_fit_masks_writes_a_bundle_and_a_report(tmp_path, res_video, capsys)
     masks, tracks = res_video
     window, rows = relabel_tracks(masks[:30, :350, :550], {int(l): int(p) for l, _, _, p in tracks})
     write_ctc_result(window, rows, tmp_path / "01_RES")
-    assert main(["fit-masks", "--labels", str(tmp_path / "01_RES"), "--out", str(tmp_path / "bundle")]) == 0
+    assert main(["fit-masks", "--labels", str(tmp_path / "01_RES"), "--out", str(tmp_path / "bundle"),
+                 "--min-separation", "0.8"]) == 0
     out = capsys.readouterr().out
-    assert "displacement" in out and "wrote the masks part" in out
-    assert MaskModel.load(str(tmp_path / "bundle")).num_angles == 32
+    assert "displacement" in out and "wrote the masks part" in out and "spacing set by hand" in out
+    fitted = MaskModel.load(str(tmp_path / "bundle"))
+    assert fitted.num_angles == 32 and fitted.min_separation == 0.8
+    assert fitted.real_statistics["spacing"]["fitted"] != 0.8  # the fitted spacing is kept for the record
     assert main(["fit-masks", "--labels", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
+    assert main(["fit-masks", "--labels", str(tmp_path / "01_RES"), "--out", str(tmp_path / "x"),
+                 "--touching", "0.2", "--min-separation", "0.8"]) == 2
+    assert "give one" in capsys.readouterr().err
 
 
 def test_artefact_cycles_are_judged_by_the_whole_cycle_in_the_rate_and_the_law():

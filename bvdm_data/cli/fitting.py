@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from bvdm_data.arguments import as_device
@@ -24,6 +25,8 @@ def run_fit_masks(args: argparse.Namespace) -> int:
     from bvdm_data.masks.fit import (calibrate_division_rate, calibrated, labels_every_cell, per_frame_tracks,
                                      refit_shapes, track_targets)
 
+    if args.touching is not None and args.min_separation is not None:
+        raise BVDMDataError("--touching and --min-separation both set the cells' spacing: give one")
     labels = _label_source(args)
     masks = labels.read_all(progress=True)
     if labels.tracks is None and not args.no_lineage:
@@ -68,6 +71,11 @@ def run_fit_masks(args: argparse.Namespace) -> int:
         print(f"division rate calibrated by simulation: {fix['share_of_residual']:.0%} of the {fix['residual']:.0%} "
               f"not seen to divide divide at the observed lengths ({fix['simulated']:.4f} vs "
               f"{fix['target']:.4f} per cell-frame)")
+    if args.min_separation is not None:  # last, so that no other law is calibrated against the hand-set spacing
+        spacing = {"min_separation": args.min_separation, "fitted": model.min_separation, "source": "--min-separation"}
+        model = replace(model, min_separation=args.min_separation,
+                        real_statistics={**model.real_statistics, "spacing": spacing})
+        print(f"spacing set by hand: min_separation {spacing['fitted']:.3f} -> {args.min_separation:.3f}")
     note = model.real_statistics.get("cycle_law", {})
     if note.get("source") == "division rate with a prior":
         cycle = (f"cycle: only {note['complete_cycles']} complete cycle(s) seen: a gamma law (CV prior "
@@ -283,7 +291,8 @@ def run_fit(args: argparse.Namespace) -> int:
                         *optional("--shapes-frames", args.shapes_frames),
                         *optional("--shape-components", args.shape_components),
                         *optional("--touching", None if args.touching is None else
-                                  "real" if args.touching is True else args.touching)))
+                                  "real" if args.touching is True else args.touching),
+                        *optional("--min-separation", args.min_separation)))
     crop = args.crop_size or crop_size_for(MaskModel.load(args.out))
     print(f"crops of {crop} px for texture and flow ({'--crop-size' if args.crop_size else 'from the cells size'})")
     training = ["--crop-size", crop, "--device", args.device, *optional("--hours", args.hours),

@@ -89,8 +89,8 @@ def run_cache(args: argparse.Namespace) -> int:
         size = synth.check_size(tuple(args.size))  # before the cache is created
         meta = {"bundle": synth.bundle.name, "bundle_sha256": bundle_hash(synth.bundle.root), "seed": args.seed,
                 "frames": args.frames, "size": list(size), "num_clips": args.clips,
-                # pixels do not depend on cell_batch; compile and pressed are recorded only when on, so that caches
-                # made before they existed (which lack the keys) still resume
+                # pixels do not depend on cell_batch; compile and pressed are recorded only when non-zero: caches
+                # made before the options existed were painted without them, lack the keys and still resume
                 **{k: v for k, v in painting.items() if k != "cell_batch" and (k not in ("compile", "pressed") or v)}}
 
         def generate(indices):
@@ -145,8 +145,9 @@ def _generation_options(p: argparse.ArgumentParser, frames: int, size: tuple[int
     p.add_argument("--overlap", default="add", choices=["add", "average"], help="where cells' soft footprints "
                    "meet: add their light, as fluorescence does (default), or average their paintings (a dark seam "
                    "between touching cells; the rule before 2026-11-27)")
-    p.add_argument("--pressed", type=share, default=0.0, help="share of touching cell pairs painted pressed against "
-                   "each other: no dark seam where they meet, their light giving way across the contact line (default 0)")
+    p.add_argument("--pressed", type=share, default=1.0, help="share of touching cell pairs painted pressed against "
+                   "each other: no dark seam where they meet, their light giving way across the contact line "
+                   "(default 1; 0: free cells whose light adds, the rule until 2026-11-27)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--bf16", action="store_true", help="run the DDPM in bf16 (weights and activations)")
     p.add_argument("--compile", action="store_true", help="torch.compile the DDPM (CUDA graphs on a GPU): 10-25 s "

@@ -129,8 +129,10 @@ class SynthesisSettings:
     # each other are: each is painted on through the contact (no falloff there) and its light gives way to its
     # partner's across the contact line, so no dark seam parts them, only their shapes and textures. On HeLa 12 of
     # the 32 touching pairs of 02 frames 0-10 show no seam (light >= 0.8 of the pair's contrast where they meet;
-    # benchmarks/touching.py); 0 (default) paints every pair as two free cells whose light adds.
-    pressed: float = 0.0
+    # benchmarks/touching.py). 1 (default) presses every touching pair: with the hela bundle's closer spacing the
+    # mix with real frames came within 0.001 SEG of its real half (3 seeds) and one real frame + BVDM gained
+    # +0.01 (RESULTS.md §1); 0 paints every pair as two free cells whose light adds (the rule until 2026-11-27).
+    pressed: float = 1.0
 
     def check(self, num_steps: int) -> None:
         if self.edge not in EDGES:
