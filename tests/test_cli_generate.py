@@ -7,6 +7,7 @@ from PIL import Image
 
 from bvdm_data.cli import main
 from bvdm_data.ctc import open_sequence
+from bvdm_data.masks.model import MaskModel
 
 FAST = ["--frames", "3", "--size", "64", "64", "--t-s", "10", "--t-f", "2", "--density", "4e-4"]
 
@@ -64,10 +65,11 @@ def test_fit_all_stages_then_generate(tmp_path, res_video, hela_root, capsys):
         (root / "02_GT" / "TRA" / f"mask{t:03d}.tif").rename(root / "02_GT" / "TRA" / f"man_track{t:03d}.tif")
     out = tmp_path / "bundle"
     args = ["fit", "--ctc", str(root), "--seq", "02", "--out", str(out), "--texture-iterations", "2",
-            "--flow-iterations", "2"]
+            "--flow-iterations", "2", "--min-separation", "0.75"]
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "wrote the masks part" in text and "wrote the flow part" in text and "texture and scene parts" in text
+    assert "spacing set by hand" in text and MaskModel.load(str(out)).min_separation == 0.75  # reaches fit-masks
     assert "crops of 64 px for texture and flow (from the cells size)" in text
     assert main(["info", str(out), "--json"]) == 0
     assert set(__import__("json").loads(capsys.readouterr().out)["parts"]) == {"masks", "flow", "texture", "scene"}
