@@ -77,12 +77,17 @@ def _label_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--annotation", default="GT", help="annotation in --ctc: GT, RES ... (default GT)")
 
 
+def _number(text: str) -> float:
+    """``text`` as a float, NaN (outside every range) when it is not a number."""
+    try:
+        return float(text)
+    except ValueError:
+        return float("nan")
+
+
 def share(text: str) -> float:
     """An argparse type: a number in 0..1."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
+    value = _number(text)
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"expected a share between 0 and 1, got {text!r}")
     return value
@@ -92,21 +97,15 @@ def touching_target(text: str) -> bool | float:
     """``--touching``: ``real`` (True) or a share in (0, 1)."""
     if text == "real":
         return True
-    try:
-        share = float(text)
-    except ValueError:
-        share = -1.0
-    if not 0 < share < 1:
+    value = _number(text)
+    if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"expected 'real' or a share between 0 and 1, got {text!r}")
-    return share
+    return value
 
 
 def separation(text: str) -> float:
     """``--min-separation``: closest centroid distance over the sum of the two cells' radii, in (0, 2]."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
+    value = _number(text)
     if not 0 < value <= 2:
         raise argparse.ArgumentTypeError(f"expected a ratio in (0, 2] (closest centroid distance / (r1 + r2)), "
                                          f"got {text!r}")
