@@ -39,7 +39,8 @@ outline offset (`boundary_offset`, px, + = drawn too generously) on the test fra
 training frames (`calibration_offset_px`: real frames a synthetic arm never saw, where an annotation
 convention can be calibrated without touching the test).
 It also prints the frame statistics (`bvdm_data.evaluate.frames`) of the
-real training frames next to each synthetic source.
+real training frames next to each synthetic source (`--statistics-only`: that
+table alone, nothing trained; `--no-statistics`: training alone).
 
 `--dataset gowt1` runs the paper's protocol on the one real pair with
 lineage: the real arms train on GOWT1 sequence 01 (its 30 frames with gold
@@ -345,6 +346,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds; scores are averaged")
     parser.add_argument("--workers", type=int, default=1, help="processes training the seeds in parallel")
     parser.add_argument("--quick", action="store_true", help="200 steps, to check the set-up")
+    parser.add_argument("--statistics-only", action="store_true", help="measure and print the frame statistics of "
+                        "the real frames and the synthetic sources of the chosen arms (issue 12's realism table) and "
+                        "train nothing")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="for training and, if caches are missing, generation")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "downstream.json"))
@@ -421,6 +425,10 @@ def main() -> None:
         arms.update({f"ablation: {name}": [pools[name]] for name in
                      ("base", "base + shapes", "base + edge", "base + unlabelled")})
 
+    if args.statistics_only:
+        if args.no_statistics:
+            parser.error("--statistics-only and --no-statistics exclude each other")
+        arms = {}
     real_stats = None if args.no_statistics else frame_statistics([real_video])
     synthetic_stats = {} if args.no_statistics else \
         {name: frame_statistics(clips, max_frames=STATISTICS_FRAMES) for name, clips in sources.items()}
@@ -448,7 +456,7 @@ def main() -> None:
     run = dict(parts=parts, resume=args.resume, threads=args.threads)
     rows = train_arms(arms, test, real_video, configs, args.workers, metrics, settings=settings(arms), **run)
     shift = None
-    if args.calibrate_edge:
+    if args.calibrate_edge and rows:
         # One calibration round on real frames the test never sees: move the painted edge by the outline offset
         # that the BVDM-trained segmenter shows on the real training frames.
         shift = round(max(-3.0, min(3.0, next(r for r in rows if r["arm"] == "(b) BVDM")["calibration_offset_px"])), 2)
@@ -467,8 +475,9 @@ def main() -> None:
     table = markdown(rows, columns)
     print(f"\nsynthetic density {density if density is not None else 'fitted'} cells/px^2 "
           f"(real training frames: {real_density:.2e} cells/px^2, {real_coverage:.1%} of their pixels in a cell)")
-    print(f"\n{steps} steps x batch {args.batch_size} x {args.crop} px, width {args.width}, seeds {args.seeds}, "
-          f"{args.device}, {args.threads} threads, {time.perf_counter() - t0:.0f} s\n\n{table}")
+    if rows:
+        print(f"\n{steps} steps x batch {args.batch_size} x {args.crop} px, width {args.width}, seeds {args.seeds}, "
+              f"{args.device}, {args.threads} threads, {time.perf_counter() - t0:.0f} s\n\n{table}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     # what the clips were made with, read from each cache (a named --bvdm-cache may hold another density)
@@ -487,7 +496,8 @@ def main() -> None:
                                if synthetic_stats else None},
                               indent=2) + "\n")
     try:
-        plot(rows, out.with_suffix(".png"), protocol["test"])
+        if rows:
+            plot(rows, out.with_suffix(".png"), protocol["test"])
     except ImportError:
         print("matplotlib is not installed: no plot (pip install matplotlib)")
 
