@@ -325,7 +325,8 @@ def main() -> None:
                             f"({' '.join(flags)})")
     parser.add_argument("--arms", nargs="+", help="train only these arms, by code: a a1 b c d d1 b* d* d1* b- d- d1- "
                         "bg dg d1g bu du d1u ...")
-    parser.add_argument("--no-statistics", action="store_true", help="skip the frame-statistics table")
+    statistics = parser.add_mutually_exclusive_group()
+    statistics.add_argument("--no-statistics", action="store_true", help="skip the frame-statistics table")
     parser.add_argument("--bvdm-cache", help="an LMDB cache of BVDM clips (default: made under runs/)")
     parser.add_argument("--flat-cache", help="an LMDB cache of flat-texture clips (default: made under runs/)")
     parser.add_argument("--density", default="match", help="match (the real training frames), fitted, or a number")
@@ -346,7 +347,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds; scores are averaged")
     parser.add_argument("--workers", type=int, default=1, help="processes training the seeds in parallel")
     parser.add_argument("--quick", action="store_true", help="200 steps, to check the set-up")
-    parser.add_argument("--statistics-only", action="store_true", help="measure and print the frame statistics of "
+    statistics.add_argument("--statistics-only", action="store_true", help="measure and print the frame statistics of "
                         "the real frames and the synthetic sources of the chosen arms (issue 12's realism table) and "
                         "train nothing")
     parser.add_argument("--threads", type=int, default=2)
@@ -426,8 +427,6 @@ def main() -> None:
                      ("base", "base + shapes", "base + edge", "base + unlabelled")})
 
     if args.statistics_only:
-        if args.no_statistics:
-            parser.error("--statistics-only and --no-statistics exclude each other")
         arms = {}
     real_stats = None if args.no_statistics else frame_statistics([real_video])
     synthetic_stats = {} if args.no_statistics else \

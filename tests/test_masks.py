@@ -170,9 +170,11 @@ def test_cli_fit_masks_writes_a_bundle_and_a_report(tmp_path, res_video, capsys)
     assert fitted.num_angles == 32 and fitted.min_separation == 0.8
     assert fitted.real_statistics["spacing"]["fitted"] != 0.8  # the fitted spacing is kept for the record
     assert main(["fit-masks", "--labels", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
-    assert main(["fit-masks", "--labels", str(tmp_path / "01_RES"), "--out", str(tmp_path / "x"),
-                 "--touching", "0.2", "--min-separation", "0.8"]) == 2
-    assert "give one" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:
+        main(["fit-masks", "--labels", str(tmp_path / "01_RES"), "--out", str(tmp_path / "x"),
+              "--touching", "0.2", "--min-separation", "0.8"])
+    assert refused.value.code == 2
+    assert "--min-separation: not allowed with argument --touching" in capsys.readouterr().err
 
 
 def test_artefact_cycles_are_judged_by_the_whole_cycle_in_the_rate_and_the_law():

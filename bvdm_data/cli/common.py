@@ -118,11 +118,12 @@ def _shape_options(p: argparse.ArgumentParser) -> None:
                    "against; lineage and motion still come from the tracks")
     p.add_argument("--shapes-frames", help="frames FIRST:STOP of --shapes-from (default all)")
     p.add_argument("--shape-components", type=int, help="shape modes fitted on --shapes-from (default: as --components)")
-    p.add_argument("--touching", type=touching_target, metavar="real|SHARE",
+    spacing = p.add_mutually_exclusive_group()  # both set the cells' spacing
+    spacing.add_argument("--touching", type=touching_target, metavar="real|SHARE",
                    help="space simulated cells so that this share of them touch another ('real': as many as in "
                    "--shapes-from, when it outlines every cell); default: the closest approach seen (on HeLa, 0.17 of "
                    "simulated cells touch, 0.04 of real ones)")
-    p.add_argument("--min-separation", type=separation, metavar="RATIO",
+    spacing.add_argument("--min-separation", type=separation, metavar="RATIO",
                    help="space simulated cells at least RATIO x (r1 + r2) apart, set after every calibration "
                    "(the shipped hela bundle: 0.7, more touching cells than the data show, which helped a "
                    "segmenter part real pressed nuclei; benchmarks/RESULTS.md section 1); instead of --touching")

@@ -25,8 +25,6 @@ def run_fit_masks(args: argparse.Namespace) -> int:
     from bvdm_data.masks.fit import (calibrate_division_rate, calibrated, labels_every_cell, per_frame_tracks,
                                      refit_shapes, track_targets)
 
-    if args.touching is not None and args.min_separation is not None:
-        raise BVDMDataError("--touching and --min-separation both set the cells' spacing: give one")
     labels = _label_source(args)
     masks = labels.read_all(progress=True)
     if labels.tracks is None and not args.no_lineage:
