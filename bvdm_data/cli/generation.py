@@ -9,6 +9,10 @@ from pathlib import Path
 from bvdm_data.cli.common import NON_NEGATIVE, POSITIVE, _density, _verb, share
 from bvdm_data.errors import BVDMDataError
 
+# painting settings added after caches existed, with the value those caches were painted with (the meta of a cache
+# names such a setting only when it differs, so older caches still resume)
+PAINTED_BEFORE = {"compile": False, "pressed": 0.0}
+
 
 def _gen_batch(args: argparse.Namespace) -> int:
     from bvdm_data.synth.pipeline import default_gen_batch
@@ -89,9 +93,10 @@ def run_cache(args: argparse.Namespace) -> int:
         size = synth.check_size(tuple(args.size))  # before the cache is created
         meta = {"bundle": synth.bundle.name, "bundle_sha256": bundle_hash(synth.bundle.root), "seed": args.seed,
                 "frames": args.frames, "size": list(size), "num_clips": args.clips,
-                # pixels do not depend on cell_batch; compile and pressed are recorded only when non-zero: caches
-                # made before the options existed were painted without them, lack the keys and still resume
-                **{k: v for k, v in painting.items() if k != "cell_batch" and (k not in ("compile", "pressed") or v)}}
+                # pixels do not depend on cell_batch; a setting added later is recorded only when it differs
+                # from what caches made before it were painted with, so that they lack the key and still resume
+                **{k: v for k, v in painting.items()
+                   if k != "cell_batch" and (k not in PAINTED_BEFORE or v != PAINTED_BEFORE[k])}}
 
         def generate(indices):
             return list(paint_indices(synth, indices, args.seed, 0, args.frames, size, _gen_batch(args)))
