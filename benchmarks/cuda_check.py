@@ -76,7 +76,7 @@ def main() -> None:
     # The whole pipeline on the GPU: same annotations as on the CPU, video close, tensors returned on the CPU.
     from bvdm_data import BVDMStream, check_clip
 
-    kw = dict(clip_len=4, size=(128, 128), t_s=20, t_f=3, density=3e-4, num_clips=2, gen_batch=2)
+    kw = dict(clip_len=4, size=(128, 128), t_s=20, t_f=3, sampler="ddpm", density=3e-4, num_clips=2, gen_batch=2)
     for labels in ("masks", "painted"):
         on_cpu = list(BVDMStream("hela", labels=labels, **kw))
         on_gpu = list(BVDMStream("hela", device="cuda", labels=labels, **kw))

@@ -85,6 +85,7 @@ import torch
 from bvdm_data import CTCClips, LMDBClips
 from bvdm_data.bundle import Bundle, resolve_bundle
 from bvdm_data.cli import main as cli
+from bvdm_data.diffusion.sample import DEFAULT_SAMPLER, default_stride
 from bvdm_data.evaluate.downstream import FramePool, ProtocolConfig, RealSequence, per_frame_clip, run_protocol
 from bvdm_data.evaluate.ctc import ERRORS
 from bvdm_data.evaluate.frames import compare_frames, frame_statistics
@@ -330,8 +331,9 @@ def main() -> None:
     parser.add_argument("--bvdm-cache", help="an LMDB cache of BVDM clips (default: made under runs/)")
     parser.add_argument("--flat-cache", help="an LMDB cache of flat-texture clips (default: made under runs/)")
     parser.add_argument("--density", default="match", help="match (the real training frames), fitted, or a number")
-    parser.add_argument("--sampler", default="ddpm", choices=["ddpm", "ddim"], help="for caches made here")
-    parser.add_argument("--stride", type=int, default=1, help="DDIM stride for caches made here")
+    parser.add_argument("--sampler", default=DEFAULT_SAMPLER, choices=["ddpm", "ddim"],
+                        help=f"for caches made here (default {DEFAULT_SAMPLER}, the library's)")
+    parser.add_argument("--stride", type=int, help="DDIM stride for caches made here (default 4; DDPM: 1)")
     parser.add_argument("--clips", type=int, default=64, help="synthetic clips to cache if missing")
     parser.add_argument("--cache-seed", type=int, default=CACHE_SEED,
                         help=f"seed of the synthetic caches made here (default {CACHE_SEED}), to repeat an arm on "
@@ -356,6 +358,7 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="reuse the (arm, seed) runs kept under "
                         "runs/downstream_parts/<out name>/ that ran with the same settings")
     args = parser.parse_args()
+    args.stride = default_stride(args.sampler) if args.stride is None else args.stride  # as caches name it
     args.data = args.data or str(ROOT.parent / "shared" / "data" / {"hela": "Fluo-N2DL-HeLa",
                                                                     "gowt1": "Fluo-N2DH-GOWT1"}[args.dataset])
     args.bundle = args.bundle or args.dataset

@@ -18,6 +18,7 @@ import argparse
 import json
 import resource
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -86,8 +87,9 @@ def main() -> None:
         return row
 
     ref_clips = args.reference_clips or args.clips
-    reference = add("reference loop (1 cell/call, DDPM)", SynthesisSettings(cell_batch=1), 1, clips=ref_clips)
-    ours = add("ours (all cells/call, DDPM)", SynthesisSettings(), args.clips)
+    paper = SynthesisSettings(sampler="ddpm")  # the paper's sampler: rows comparable with the reference loop
+    reference = add("reference loop (1 cell/call, DDPM)", replace(paper, cell_batch=1), 1, clips=ref_clips)
+    ours = add("ours (all cells/call, DDPM)", paper, args.clips)
     ratio = ours["cell_frames_per_s"] / reference["cell_frames_per_s"]
     quality = {}
     quality_file = ROOT / "benchmarks" / "results" / "texture_cuda_quality.json"
@@ -102,9 +104,9 @@ def main() -> None:
     if not args.skip_scaling:
         fitted = Synthesizer(args.bundle, "cpu").masks.density
         for factor in (0.5, 2.0):
-            add(f"ours, density x{factor}", SynthesisSettings(density=fitted * factor), args.clips)
+            add(f"ours, density x{factor}", replace(paper, density=fitted * factor), args.clips)
         for size in (args.size // 2, args.size * 2):
-            add(f"ours, {size} px", SynthesisSettings(), args.clips, size=size)
+            add(f"ours, {size} px", paper, args.clips, size=size)
 
     print(f"\n{args.device}, {args.threads} CPU threads; {args.clips} clips x {args.frames} frames x {args.size} px "
           f"(reference: {ref_clips} clips); t_s=200, t_f=10\n")

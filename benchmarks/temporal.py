@@ -6,7 +6,9 @@ Flicker = mean absolute intensity change inside a cell between consecutive
 frames after centring each cell on its centroid (bvdm_data.evaluate.flicker),
 on the 0..1 scale of the texture model. Real: the 14 frames of sequence 02,
 cells matched by overlap of the ERR_SEG masks. Synthetic: the same seeds for
-every setting. Writes benchmarks/results/temporal.json.
+every setting, painted with each sampler of --samplers (default: the
+library's DDIM /4, then the paper's full DDPM). Writes
+benchmarks/results/temporal.json.
 """
 
 from __future__ import annotations
@@ -35,16 +37,21 @@ def main() -> None:
     parser.add_argument("--density", type=float, default=3e-4, help="cells per px^2 (more cells, tighter numbers)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--samplers", nargs="+", default=["ddim", "ddpm"], choices=["ddim", "ddpm"],
+                        help="samplers to compare; DDIM takes its default stride (4)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "temporal.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     seq = open_sequence(args.data, "02", labels="ERR_SEG")
-    d = args.density
-    settings = [("t_f=0 (warp only)", SynthesisSettings(t_f=0, density=d)),
-                ("t_f=10", SynthesisSettings(t_f=10, density=d)),
-                ("t_f=30", SynthesisSettings(t_f=30, density=d)),
-                ("t_f=100", SynthesisSettings(t_f=100, density=d)),
-                ("independent frames (t_s=200 each)", SynthesisSettings(independent_frames=True, density=d))]
+    settings = []
+    for sampler in args.samplers:
+        kw = dict(sampler=sampler, density=args.density)
+        name = "DDIM /%d" % SynthesisSettings(**kw).stride if sampler == "ddim" else "DDPM"
+        settings += [(f"{name}, t_f=0 (warp only)", SynthesisSettings(t_f=0, **kw)),
+                     (f"{name}, t_f=10", SynthesisSettings(t_f=10, **kw)),
+                     (f"{name}, t_f=30", SynthesisSettings(t_f=30, **kw)),
+                     (f"{name}, t_f=100", SynthesisSettings(t_f=100, **kw)),
+                     (f"{name}, independent frames (t_s=200 each)", SynthesisSettings(independent_frames=True, **kw))]
     rows = temporal_rows(args.bundle, seq, TextureModel.load(args.bundle).intensity_range, args.clips, args.frames,
                          (args.size, args.size), settings, args.device)
     print(markdown(rows, ["setting", "flicker", "seconds_per_clip"]))

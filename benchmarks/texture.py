@@ -81,7 +81,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     texture, held, reference = load_dataset(args, args.device)
-    settings = [(f"DDPM t_s={t}", {"t_s": t}) for t in args.t_s]
+    settings = [(f"DDPM t_s={t}", {"t_s": t, "sampler": "ddpm"}) for t in args.t_s]
     settings += [(f"DDIM t_s=200 stride {k} ({len(range(199, -1, -k))} steps)", {"t_s": 200, "sampler": "ddim",
                                                                                  "stride": k}) for k in (4, 10)]
     rows = texture_rows(texture, held, reference, settings, args.resamples, brightness=args.brightness)
@@ -98,9 +98,9 @@ def main() -> None:
         return
 
     few = held.masks[:8]
-    _, one = paint_masks(texture, few, 200, batch=1)
-    _, eight = paint_masks(texture, few, 200, batch=8)
-    _, many = paint_masks(texture, held.masks, 200, batch=len(held))
+    _, one = paint_masks(texture, few, 200, "ddpm", batch=1)
+    _, eight = paint_masks(texture, few, 200, "ddpm", batch=8)
+    _, many = paint_masks(texture, held.masks, 200, "ddpm", batch=len(held))
     speed = {"one_at_a_time": 8 / one, "batch_8": 8 / eight, f"batch_{len(held)}": len(held) / many}
     print(f"\nSDEdit t_s=200 cells/s: one at a time {speed['one_at_a_time']:.2f}, batch 8 {speed['batch_8']:.2f} "
           f"({one / eight:.2f}x), batch {len(held)} {len(held) / many:.2f} ({(len(held) / many) / (8 / one):.2f}x)")

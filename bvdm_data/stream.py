@@ -22,6 +22,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from bvdm_data.arguments import as_density, as_int, as_size
 from bvdm_data.bundle import Bundle
 from bvdm_data.clip import Clip
+from bvdm_data.diffusion.sample import DEFAULT_SAMPLER
 from bvdm_data.errors import ArgumentError
 from bvdm_data.synth.pipeline import SynthesisSettings, Synthesizer, default_gen_batch
 
@@ -86,7 +87,9 @@ class BVDMStream(IterableDataset):
         size: ``(H, W)`` of the frames.
         seed: clip ``k`` of epoch ``e`` depends on ``(seed, e, k)`` only.
         num_clips: clips per epoch over all workers and ranks; ``None`` is endless.
-        t_s, t_f, sampler, stride: how textures are painted (paper: 200, 10, full DDPM).
+        t_s, t_f, sampler, stride: how textures are painted: by default 200, 10 (the paper's) and DDIM every
+            4th step (``stride=None``: 4 for DDIM, 1 for DDPM). The paper's full DDPM is ``sampler="ddpm"``:
+            4x the network calls, and its clips mixed worse with real frames (benchmarks/RESULTS.md §1).
         density: cells per px^2 in the first frame (default: the fitted density).
         device: where the networks run; with ``"cuda"`` generate in the main
             process (``num_workers=0``) or use ``multiprocessing_context="spawn"``.
@@ -140,9 +143,10 @@ class BVDMStream(IterableDataset):
     """
 
     def __init__(self, bundle: str = "hela", *, clip_len: int = 8, size: tuple[int, int] = (256, 256), seed: int = 0,
-                 num_clips: int | None = None, t_s: int = 200, t_f: int = 10, sampler: str = "ddpm", stride: int = 1,
-                 density: float | None = None, device: str | torch.device = "cpu", bf16: bool = False,
-                 compile: bool = False, gen_batch: int | None = None, tv_tensors: bool = False, independent_frames: bool = False,
+                 num_clips: int | None = None, t_s: int = 200, t_f: int = 10, sampler: str = DEFAULT_SAMPLER,
+                 stride: int | None = None, density: float | None = None, device: str | torch.device = "cpu",
+                 bf16: bool = False, compile: bool = False, gen_batch: int | None = None, tv_tensors: bool = False,
+                 independent_frames: bool = False,
                  texture: str = "ddpm", cell_batch: int | None = None, edge: str = "by_brightness",
                  edge_shift: float = 0.0, unlabelled: bool = False, glow: bool = False, labels: str = "auto",
                  overlap: str = "add", pressed: float = 1.0, transform: Callable[[Clip], Any] | None = None) -> None:

@@ -111,6 +111,11 @@ def test_resume_with_other_parameters_is_refused(tmp_path, tiny_bundle, capsys):
     assert "pressed" not in LMDBClips(old).meta
     assert main([*cache_cmd(tiny_bundle, old, 1), "--pressed", "0.5"]) == 2
     assert "other settings (pressed: None -> 0.5)" in capsys.readouterr().err
+    # the stride a cache records is the one taken: DDIM's default 4, DDPM's 1, so that resuming with the other
+    # sampler is refused by name
+    assert (LMDBClips(old).meta["sampler"], LMDBClips(old).meta["stride"]) == ("ddim", 4)
+    assert main([*cache_cmd(tiny_bundle, old, 1), "--pressed", "0", "--sampler", "ddpm"]) == 2
+    assert "sampler: 'ddim' -> 'ddpm', stride: 4 -> 1" in capsys.readouterr().err
 
 
 def test_torchrun_shards_equal_a_single_process_cache(tmp_path, tiny_bundle):

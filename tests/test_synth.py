@@ -61,10 +61,18 @@ def test_independent_frames_flicker_most(tiny_bundle):
     assert run(t_f=2) < run(independent_frames=True)
 
 
+def test_the_default_sampler_is_ddim_every_fourth_step_and_ddpm_takes_every_step():
+    assert (SynthesisSettings().sampler, SynthesisSettings().stride) == ("ddim", 4)
+    assert SynthesisSettings(sampler="ddpm").stride == 1
+    assert SynthesisSettings(sampler="ddim", stride=10).stride == 10
+
+
 @pytest.mark.parametrize("settings, match", [
     (SynthesisSettings(t_s=0), "t_s must lie"),
     (SynthesisSettings(t_s=20, t_f=30), "t_f must lie in 0..t_s"),
     (SynthesisSettings(sampler="heun"), "sampler"),
+    (SynthesisSettings(sampler="ddpm", stride=4), "stride=4 needs sampler='ddim'"),
+    (SynthesisSettings(stride=0), "stride must be at least 1"),
     (SynthesisSettings(density=-1.0), "density"),
     (SynthesisSettings(texture="gan"), "texture must be one of"),
     (SynthesisSettings(overlap="max"), "overlap must be one of"),
@@ -222,7 +230,7 @@ def test_cell_batch_caps_each_call_and_keeps_clips_independent_of_the_batch(tiny
 
 
 def test_wide_schedule_paints_the_same_clips_in_fewer_sequential_calls(tiny_bundle, monkeypatch):
-    """All first appearances in one pass: t_s + (T - 1) t_f calls instead of T (t_s + t_f) at most."""
+    """All first appearances in one pass: t_s + (T - 1) t_f calls instead of T (t_s + t_f) at most (DDPM)."""
     from bvdm_data.diffusion.sample import Denoiser
 
     calls = []
@@ -232,7 +240,7 @@ def test_wide_schedule_paints_the_same_clips_in_fewer_sequential_calls(tiny_bund
     for schedule in ("frame", "wide"):
         calls.clear()
         synth = Synthesizer(str(tiny_bundle), settings=SynthesisSettings(t_s=20, t_f=3, density=6e-4,
-                                                                         schedule=schedule))
+                                                                         sampler="ddpm", schedule=schedule))
         plan = synth.plan(seeds(1, 2, 3), frames, (96, 96))
         clips[schedule] = synth.paint(plan)
         clips[schedule + " calls"] = len(calls)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bvdm_data.cli.common import POSITIVE, _density, _frame_range, _verb
+from bvdm_data.cli.common import POSITIVE, _density, _frame_range, _sampler_options, _stride, _verb
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -34,15 +34,18 @@ def run_evaluate_realism(args: argparse.Namespace) -> int:
     texture = TextureModel.load(args.bundle)
     held_out = _frame_range(args.held_out)
     held, reference = split_crops(seq, texture.crop_size, held_out, args.cells, args.seed)
-    rows = texture_rows(texture, held, reference, [(f"BVDM t_s={args.t_s}", {"t_s": args.t_s})], args.resamples,
-                        args.seed, brightness=args.brightness)
+    stride = _stride(args)
+    painting = f"{args.sampler}" + (f" /{stride}" if args.sampler == "ddim" else "")
+    rows = texture_rows(texture, held, reference, [(f"BVDM t_s={args.t_s} {painting}",
+                                                    {"t_s": args.t_s, "sampler": args.sampler, "stride": stride})],
+                        args.resamples, args.seed, brightness=args.brightness)
     print(f"texture: {len(held)} held-out cells of frames {args.held_out}; lower is closer to real; "
           f"Fréchet on {ENCODER_NAME} features; _95: range over {args.resamples} resamples of the held-out cells, "
           f"_beats_flat: share of those in which the row is closer than flat")
     print(markdown(rows, texture_columns(args.resamples)))
-    settings = [(f"BVDM t_f={args.t_f}", SynthesisSettings(t_s=args.t_s, t_f=args.t_f, density=args.density)),
-                ("independent frames", SynthesisSettings(t_s=args.t_s, t_f=0, density=args.density,
-                                                         independent_frames=True))]
+    painted = dict(t_s=args.t_s, sampler=args.sampler, stride=stride, density=args.density)
+    settings = [(f"BVDM t_f={args.t_f} {painting}", SynthesisSettings(t_f=args.t_f, **painted)),
+                ("independent frames", SynthesisSettings(t_f=0, independent_frames=True, **painted))]
     rows = temporal_rows(args.bundle, seq, texture.intensity_range, args.clips, args.frames, tuple(args.size),
                          settings)
     print("\ntemporal flicker (mean absolute change inside cells between frames, 0..1):")
@@ -78,6 +81,7 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
                    "real cell's mean, so that the distances measure texture alone")
     p.add_argument("--t-s", type=int, default=200, help="SDEdit step (default 200)")
     p.add_argument("--t-f", type=int, default=10, help="refinement steps (default 10)")
+    _sampler_options(p)
     p.add_argument("--clips", type=int, default=2, help="synthetic clips for flicker (default 2)")
     p.add_argument("--frames", type=int, default=6, help="frames per synthetic clip (default 6)")
     p.add_argument("--size", type=POSITIVE, nargs=2, default=[192, 192], metavar=("H", "W"),

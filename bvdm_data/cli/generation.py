@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bvdm_data.cli.common import NON_NEGATIVE, POSITIVE, _density, _verb, share
+from bvdm_data.cli.common import NON_NEGATIVE, POSITIVE, _density, _sampler_options, _stride, _verb, share
 from bvdm_data.errors import BVDMDataError
 
 # painting settings added after caches existed, with the value those caches were painted with (the meta of a cache
@@ -22,7 +22,7 @@ def _gen_batch(args: argparse.Namespace) -> int:
 
 def _synthesis(args: argparse.Namespace) -> dict:
     """The painting settings the generation verbs share, as keyword arguments."""
-    return dict(t_s=args.t_s, t_f=args.t_f, sampler=args.sampler, stride=args.stride, density=args.density,
+    return dict(t_s=args.t_s, t_f=args.t_f, sampler=args.sampler, stride=_stride(args), density=args.density,
                 bf16=args.bf16, compile=args.compile, texture=args.texture, cell_batch=args.cell_batch, edge=args.edge,
                 edge_shift=args.edge_shift, unlabelled=args.unlabelled, glow=args.glow, labels=args.labels,
                 overlap=args.overlap, pressed=args.pressed)
@@ -124,8 +124,7 @@ def _generation_options(p: argparse.ArgumentParser, frames: int, size: tuple[int
     p.add_argument("--seed", type=NON_NEGATIVE, default=0, help="clip k depends on (seed, k) only (default 0)")
     p.add_argument("--t-s", type=int, default=200, help="SDEdit noise step of a cell's first frame (default 200)")
     p.add_argument("--t-f", type=int, default=10, help="refinement steps after warping (default 10)")
-    p.add_argument("--sampler", default="ddpm", choices=["ddpm", "ddim"], help="denoising sampler (default ddpm)")
-    p.add_argument("--stride", type=int, default=1, help="DDIM step stride (default 1)")
+    _sampler_options(p)
     p.add_argument("--density", type=_density, help="cells per px^2 in the first frame (default: fitted)")
     p.add_argument("--texture", default="ddpm", choices=["ddpm", "flat", "detail"],
                    help="ddpm; flat: CellCycleGAN-style flat cells, the baseline for ablations; detail: the DDPM's "

@@ -26,6 +26,15 @@ from bvdm_data.diffusion.unet import UNet
 from bvdm_data.errors import BVDMDataError
 
 SAMPLERS = ("ddpm", "ddim")
+# DDIM every 4th step is the library's default: a quarter of the network calls, and clips that mixed better with
+# real frames downstream than full DDPM's (benchmarks/RESULTS.md section 1, "The library's default sampler").
+DEFAULT_SAMPLER = "ddim"
+DDIM_STRIDE = 4
+
+
+def default_stride(sampler: str) -> int:
+    """The stride a sampler takes when none is given: ``DDIM_STRIDE`` for DDIM; DDPM takes every step."""
+    return DDIM_STRIDE if sampler == "ddim" else 1
 
 
 COMPILE_BUCKET_MIN = 8    # compiled calls see no batch under this
@@ -176,8 +185,15 @@ def _check(start: torch.Tensor, t_start: int, schedule: CosineSchedule, sampler:
         raise BVDMDataError(f"t must lie in 0..{schedule.num_steps}, got {t_start}")
     if sampler not in SAMPLERS:
         raise BVDMDataError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    check_stride(sampler, stride)
+
+
+def check_stride(sampler: str, stride: int) -> None:
+    """Fail on a stride the sampler cannot take (DDPM is ancestral: it takes every step)."""
     if stride < 1:
         raise BVDMDataError(f"stride must be at least 1, got {stride}")
+    if sampler == "ddpm" and stride != 1:
+        raise BVDMDataError(f"stride={stride} needs sampler='ddim': DDPM takes every step (stride 1)")
 
 
 def sdedit(denoiser: Denoiser, start: torch.Tensor, t_start: int, keys: Sequence[int] | torch.Tensor,

@@ -21,6 +21,7 @@ from bvdm_data.ctc.sequence import CTCSequence
 from bvdm_data.diffusion.crops import CellCrops, extract_cell_crops
 from bvdm_data.diffusion.edges import mean_inside
 from bvdm_data.diffusion.noise import derive_key
+from bvdm_data.diffusion.sample import DEFAULT_SAMPLER, default_stride
 from bvdm_data.diffusion.texture import TextureModel
 from bvdm_data.errors import BVDMDataError
 from bvdm_data.evaluate.quality import ENCODER_NAME, METRICS, CropSummary, RandomFeatureEncoder, summary_distances
@@ -42,8 +43,8 @@ def drawn_brightness(statistics: dict, count: int, seed: int = 0) -> torch.Tenso
     return draw_brightness(statistics, [1] * count, [torch.Generator().manual_seed(j) for j in ids])
 
 
-def paint_masks(texture: TextureModel, masks: torch.Tensor, t_s: int = 200, sampler: str = "ddpm", stride: int = 1,
-                batch: int = 64, seed: int = 0, flat: bool = False, brightness: torch.Tensor | None = None
+def paint_masks(texture: TextureModel, masks: torch.Tensor, t_s: int = 200, sampler: str = DEFAULT_SAMPLER,
+                stride: int | None = None, batch: int = 64, seed: int = 0, flat: bool = False, brightness: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, float]:
     """Paint every mask ``[N, S, S]`` as the stream paints a new cell (:func:`paint_first_frame`).
 
@@ -51,11 +52,13 @@ def paint_masks(texture: TextureModel, masks: torch.Tensor, t_s: int = 200, samp
     the flat baseline (``flat=True``, :func:`paint_flat`) paint each cell at the
     same brightness, so their distances differ by texture alone. ``brightness``
     (``[N]``, mean inside each mask in -1..1) replaces the draws from the
-    fitted law. ``batch`` does not change the result. Returns the crops and the
-    seconds spent painting.
+    fitted law. ``sampler`` and ``stride`` as in :class:`SynthesisSettings`
+    (``stride=None``: the sampler's default). ``batch`` does not change the
+    result. Returns the crops and the seconds spent painting.
     """
     if brightness is not None and len(brightness) != len(masks):
         raise BVDMDataError(f"brightness has {len(brightness)} values for {len(masks)} masks")
+    stride = default_stride(sampler) if stride is None else stride
     out, t0 = [], time.perf_counter()
     if brightness is None:
         brightness = drawn_brightness(texture.statistics, len(masks), seed)

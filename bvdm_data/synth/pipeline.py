@@ -43,7 +43,7 @@ from bvdm_data.cells import cell_windows
 from bvdm_data.clip import Clip, relabel_tracks
 from bvdm_data.diffusion.crops import sample_brightness
 from bvdm_data.diffusion.noise import MASK32, derive_key
-from bvdm_data.diffusion.sample import SAMPLERS
+from bvdm_data.diffusion.sample import DEFAULT_SAMPLER, SAMPLERS, check_stride, default_stride
 from bvdm_data.diffusion.texture import TextureModel
 from bvdm_data.errors import BVDMDataError
 from bvdm_data.flow.model import load_flow
@@ -74,7 +74,12 @@ PRESSED_REACH = 6         # px a pressed cell is painted on into its neighbour: 
 
 @dataclass(frozen=True, kw_only=True)
 class SynthesisSettings:
-    """How clips are painted. Paper optimum: ``t_s=200``, ``t_f=10``, full DDPM.
+    """How clips are painted: ``t_s=200``, ``t_f=10`` (the paper's optimum), DDIM every 4th step.
+
+    The paper samples with full DDPM (``sampler="ddpm"``); DDIM /4 takes a
+    quarter of the network calls and its clips mixed better with real frames
+    downstream (benchmarks/RESULTS.md section 1). ``stride=None`` takes the
+    sampler's default: 4 for DDIM, 1 for DDPM (which takes every step).
 
     ``texture="detail"`` keeps only the DDPM's fine texture on the flat start
     image (measured edge and brightness), an experiment (RESULTS.md §1).
@@ -85,8 +90,8 @@ class SynthesisSettings:
 
     t_s: int = 200
     t_f: int = 10
-    sampler: str = "ddpm"
-    stride: int = 1
+    sampler: str = DEFAULT_SAMPLER
+    stride: int | None = None  # None: default_stride(sampler), resolved on construction
     density: float | None = None  # cells per px^2 in the first frame; None: the fitted density
     bf16: bool = False  # the DDPM in bf16, weights and activations (Denoiser(bf16=True))
     # torch.compile the DDPM (with CUDA graphs on a GPU): 10-25 s to compile, then fewer, fused kernels per
@@ -134,6 +139,10 @@ class SynthesisSettings:
     # +0.01 (RESULTS.md §1); 0 paints every pair as two free cells whose light adds (the rule until 2026-11-27).
     pressed: float = 1.0
 
+    def __post_init__(self) -> None:
+        if self.stride is None:  # frozen: the resolved stride is what caches and clip meta record
+            object.__setattr__(self, "stride", default_stride(self.sampler))
+
     def check(self, num_steps: int) -> None:
         if self.edge not in EDGES:
             raise BVDMDataError(f"edge must be one of {EDGES}, got {self.edge!r}")
@@ -159,8 +168,7 @@ class SynthesisSettings:
             raise BVDMDataError(f"t_f must lie in 0..t_s={self.t_s}, got {self.t_f}")
         if self.sampler not in SAMPLERS:
             raise BVDMDataError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
-        if self.stride < 1:
-            raise BVDMDataError(f"stride must be at least 1, got {self.stride}")
+        check_stride(self.sampler, self.stride)
         if self.cell_batch is not None and self.cell_batch < 1:
             raise BVDMDataError(f"cell_batch must be at least 1 or None, got {self.cell_batch}")
         as_density(self.density)
