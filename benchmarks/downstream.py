@@ -111,6 +111,9 @@ LAW_ABLATIONS = {"glow": ("g", "carry the cells' out-of-focus glow measured on t
 
 
 CACHE_SEED = 11  # the synthetic caches' seed unless --cache-seed says otherwise
+# Settings whose default changed after caches were first named without them: a cache name always carries them (in
+# this order), so that one painted with the new default is never taken for one painted before it.
+NAMED_DEFAULTS = (("--pressed", f"{SynthesisSettings.pressed:g}"), ("--overlap", SynthesisSettings.overlap))
 
 
 def bundle_fingerprint(bundle: str) -> str:
@@ -126,8 +129,9 @@ def cache(path: str | None, texture: str, density: float | None, args: argparse.
     partial one left by a stop is completed)."""
     bundle = bundle or args.bundle
     made_here = path is None
-    if "--overlap" not in flags:  # named in full: caches made before the rule changed (unnamed) held "average"
-        flags = (*flags, "--overlap", SynthesisSettings.overlap)
+    for flag, value in NAMED_DEFAULTS:  # named in full: caches made before the default changed held another value
+        if flag not in flags:
+            flags = (*flags, flag, value)
     if made_here:
         tag = "fitted" if density is None else f"{density:.2e}"
         name = "".join(c if c.isalnum() else "-" for c in Path(bundle).name + "".join(flags))
@@ -137,15 +141,18 @@ def cache(path: str | None, texture: str, density: float | None, args: argparse.
                                 f"{args.stride}_{args.clips}x{args.frames}{size}{seed}.lmdb")
     else:  # resolved, so that a resumed run reuses parts whether the path was given relative or not
         path = str(Path(path).resolve())
-    # A cache made here and cut short by a stop is completed (the writer resumes) rather than used short.
-    clips = LMDBClips(path) if Path(path).exists() else None
-    if clips is None or (made_here and len(clips) < args.clips):
-        cli(["cache", "--bundle", bundle, "--out", str(path), "--clips", str(args.clips), "--frames",
-             str(args.frames), "--size", str(args.size), str(args.size), "--seed", str(args.cache_seed),
-             "--texture", texture, "--sampler", args.sampler, "--stride", str(args.stride), "--device", args.device,
-             "--gen-batch", str(args.gen_batch), *flags, *([] if density is None else ["--density", str(density)])])
-        clips = LMDBClips(path)
-    return clips
+    # Made here: the cache verb runs every time. It completes a cache cut short by a stop, returns at once on a
+    # whole one, and refuses one painted with other settings (a default changed since it was named), so that no
+    # run trains on clips it did not ask for. A given cache is taken as it is.
+    if made_here or not Path(path).exists():
+        code = cli(["cache", "--bundle", bundle, "--out", str(path), "--clips", str(args.clips), "--frames",
+                    str(args.frames), "--size", str(args.size), str(args.size), "--seed", str(args.cache_seed),
+                    "--texture", texture, "--sampler", args.sampler, "--stride", str(args.stride), "--device",
+                    args.device, "--gen-batch", str(args.gen_batch), *flags,
+                    *([] if density is None else ["--density", str(density)])])
+        if code:
+            raise SystemExit(f"bvdm-data cache {path} failed (exit {code}); the reason is printed above")
+    return LMDBClips(path)
 
 
 def labelled_density(pool: FramePool) -> float:
