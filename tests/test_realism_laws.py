@@ -235,6 +235,22 @@ def test_halo_measures_the_light_around_cells():
     assert float(frame_statistics([clip(glowing)])["halo"][0]) > 0.01
 
 
+def test_interior_measures_the_structure_inside_cells_not_their_edge_or_noise():
+    rng = np.random.default_rng(0)
+    labels = np.zeros((96, 96), np.int32)
+    labels[10:40, 10:40], labels[50:80, 50:80] = 1, 2
+    flat = 0.1 + 0.5 * (labels > 0) + 0.002 * rng.standard_normal(labels.shape)
+    flat = ndimage.gaussian_filter(flat, 1.0)  # a soft edge: kept out by the inset
+    spotted = flat.copy()
+    spotted[20:28, 20:28] += 0.25  # a nucleolus in cell 1 (a tenth of its interior): half its contrast
+    clip = lambda image: {"video": torch.from_numpy(image)[None, None].float(),  # noqa: E731
+                          "masks": torch.from_numpy(labels)[None]}
+    plain, structured = frame_statistics([clip(flat)])["interior"], frame_statistics([clip(spotted)])["interior"]
+    assert len(plain) == len(structured) == 2
+    assert (plain < 0.03).all()
+    assert 0.35 < structured[0] < 0.55 and structured[1] < 0.03
+
+
 def test_seam_measures_the_light_where_touching_cells_meet():
     rng = np.random.default_rng(0)
     labels = np.zeros((96, 96), np.int32)
