@@ -331,8 +331,8 @@ def main() -> None:
     for law, (_, what, flags, _) in LAW_ABLATIONS.items():
         parser.add_argument(f"--{law}-ablation", action="store_true", help=f"add arms whose BVDM clips {what} "
                             f"({' '.join(flags)})")
-    parser.add_argument("--arms", nargs="+", help="train only these arms, by code: a a1 b c d d1 dq (a quarter of each batch synthetic, "
-                        "asked for by name only) b* d* d1* b- d- d1- "
+    parser.add_argument("--arms", nargs="+", help="train only these arms, by code: a a1 b c d d1 dq (a quarter "
+                        "of each batch synthetic, asked for by name only) b* d* d1* b- d- d1- "
                         "bg dg d1g bu du d1u ...")
     statistics = parser.add_mutually_exclusive_group()
     statistics.add_argument("--no-statistics", action="store_true", help="skip the frame-statistics table")

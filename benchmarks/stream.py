@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/stream.py [--bundle hela] [--rss-clips 2000]
 
 1. Clips/s and annotated cell-frames/s at the paper's settings (t_s=200, t_f=10,
-   full DDPM, as results/stream_1thread.txt was measured) with gen_batch 1 vs 8, same seeds, one run. (The one-cell-at-a-time vs batched
-   denoiser ratio itself is in benchmarks/texture.py.)
+   full DDPM, as results/stream_1thread.txt was measured) with gen_batch 1 vs 8,
+   same seeds, one run. (The one-cell-at-a-time vs batched denoiser ratio itself
+   is in benchmarks/texture.py.)
 2. RSS while streaming --rss-clips clips at cheap settings (t_s=4, t_f=1): growth
    after a warm-up of 10 % of the clips must stay under 5 %.
 3. Wall time of `bvdm-data preview` on the bundle (8 frames, 256x256).
@@ -70,7 +71,7 @@ def main() -> None:
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "bvdm_data", "preview", "--bundle", args.bundle,
                         "--out", f"{tmp}/p.gif"], check=True, capture_output=True)
-        print(f"bvdm-data preview (8 frames, 256x256, t_s=200, t_f=10): {time.perf_counter() - start:.0f} s")
+        print(f"bvdm-data preview (8 frames, 256x256, its defaults: DDIM /4, t_s=200, t_f=10): {time.perf_counter() - start:.0f} s")
 
 
 if __name__ == "__main__":

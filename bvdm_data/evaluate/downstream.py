@@ -477,7 +477,8 @@ def run_protocol(arms: dict[str, Sequence[FramePool]], test: Clip | RealSequence
         if calibration is not None:
             offset["calibration_offset_px"] = boundary_offset(segment(net, calibration["video"], config.min_area),
                                                               calibration["masks"].numpy())["offset_px"]
-        rows.append({"arm": name, **scores, **offset, "train_s": seconds, "frames": sum(len(p) for p in {id(p): p for p in pools}.values())})
+        distinct = {id(p): p for p in pools}.values()  # a pool listed twice (a larger share) counts once
+        rows.append({"arm": name, **scores, **offset, "train_s": seconds, "frames": sum(len(p) for p in distinct)})
         if progress:
             tqdm.write(f"{name}: " + ", ".join(f"{m} {scores[m]:.3f}" for m in metrics if m in scores)
                        + ", " + ", ".join(f"{scores[e]:.0f} {e.replace('_', ' ')}" for e in ERRORS))

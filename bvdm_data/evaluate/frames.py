@@ -14,7 +14,8 @@ measures all of these the same way on any list of clips of the contract
   over cells), ``interior`` (per cell, the spread of its light 3 px and more
   inside its outline, smoothed over 1.5 px so that pixel noise drops out and
   nucleoli and chromatin stay: 95th minus 5th percentile over the cell's
-  contrast; a flat cell scores near 0), ``background`` (median of pixels 5 px from any cell), ``noise``
+  contrast; a flat cell scores near 0), ``background`` (median of pixels 5 px
+  from any cell), ``noise``
   (robust spread of what a 2-px high-pass leaves there), ``edge_ratio`` (mean
   contrast 1 px outside the outline over the contrast inside: where the
   annotation puts the boundary on the intensity edge), ``halo`` (median 3-10 px
@@ -113,7 +114,7 @@ def _frame(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> d
 
 
 def _interior(image: np.ndarray, labels: np.ndarray, ids: np.ndarray, contrast: np.ndarray) -> np.ndarray:
-    """Per cell: (95th - 5th percentile) of the smoothed light ``INTERIOR_INSET`` px and more inside, over its contrast."""
+    """Per cell: 95th - 5th percentile of the smoothed light ``INTERIOR_INSET`` px and more inside, over contrast."""
     reach = 2 * INTERIOR_INSET + 1
     inner = (ndimage.minimum_filter(labels, reach) == labels) & (ndimage.maximum_filter(labels, reach) == labels)
     inner_labels = np.where(inner, labels, 0)

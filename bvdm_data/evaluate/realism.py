@@ -44,8 +44,8 @@ def drawn_brightness(statistics: dict, count: int, seed: int = 0) -> torch.Tenso
 
 
 def paint_masks(texture: TextureModel, masks: torch.Tensor, t_s: int = 200, sampler: str = DEFAULT_SAMPLER,
-                stride: int | None = None, batch: int = 64, seed: int = 0, flat: bool = False, brightness: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, float]:
+                stride: int | None = None, batch: int = 64, seed: int = 0, flat: bool = False,
+                brightness: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
     """Paint every mask ``[N, S, S]`` as the stream paints a new cell (:func:`paint_first_frame`).
 
     One generator per cell for its brightness and one noise key: the DDPM and
