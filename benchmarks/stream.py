@@ -71,7 +71,8 @@ def main() -> None:
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "bvdm_data", "preview", "--bundle", args.bundle,
                         "--out", f"{tmp}/p.gif"], check=True, capture_output=True)
-        print(f"bvdm-data preview (8 frames, 256x256, its defaults: DDIM /4, t_s=200, t_f=10): {time.perf_counter() - start:.0f} s")
+        print(f"bvdm-data preview (8 frames, 256x256, its defaults: DDIM /4, t_s=200, t_f=10): "
+              f"{time.perf_counter() - start:.0f} s")
 
 
 if __name__ == "__main__":
