@@ -331,8 +331,8 @@ def main() -> None:
     for law, (_, what, flags, _) in LAW_ABLATIONS.items():
         parser.add_argument(f"--{law}-ablation", action="store_true", help=f"add arms whose BVDM clips {what} "
                             f"({' '.join(flags)})")
-    parser.add_argument("--arms", nargs="+", help="train only these arms, by code: a a1 b c d d1 dq (a quarter "
-                        "of each batch synthetic, asked for by name only) b* d* d1* b- d- d1- "
+    parser.add_argument("--arms", nargs="+", help="train only these arms, by code: a a1 b c d d1 dq dm (a quarter "
+                        "or three quarters of each batch synthetic, asked for by name only) b* d* d1* b- d- d1- "
                         "bg dg d1g bu du d1u ...")
     statistics = parser.add_mutually_exclusive_group()
     statistics.add_argument("--no-statistics", action="store_true", help="skip the frame-statistics table")
@@ -383,7 +383,7 @@ def main() -> None:
                else None if args.density == "fitted" else float(args.density))
     wanted = set(args.arms or "b c d d1".split())
     # The BVDM clips are made only when an arm trains on them (real arms alone need no bundle).
-    bvdm_wanted = wanted & {"b", "d", "d1", "dq"} or args.outline_ablation
+    bvdm_wanted = wanted & {"b", "d", "d1", "dq", "dm"} or args.outline_ablation
     sources = {"BVDM": cache(args.bvdm_cache, "ddpm", density, args)} if bvdm_wanted else {}
     if not args.arms or "c" in args.arms:
         sources["flat"] = cache(args.flat_cache, "flat", density, args)
@@ -410,7 +410,8 @@ def main() -> None:
             "(c) flat texture": [pools.get("flat")], "(d) real + BVDM": [real_pool, pools.get("BVDM")],
             "(d1) real 1 frame + BVDM": [scarce_pool, pools.get("BVDM")],
             # a batch splits evenly over its pools: three real pools for one synthetic, 6 real crops of 8
-            "(dq) real + BVDM, a quarter synthetic": [real_pool, real_pool, real_pool, pools.get("BVDM")]}
+            "(dq) real + BVDM, a quarter synthetic": [real_pool, real_pool, real_pool, pools.get("BVDM")],
+            "(dm) real + BVDM, three quarters synthetic": [real_pool] + [pools.get("BVDM")] * 3}
     if args.edge_ablation:
         arms["(b') BVDM, one mean edge profile"] = [pools["BVDM, mean edge"]]
     if args.texture_ablation:
@@ -432,8 +433,8 @@ def main() -> None:
                      [real_pool, blind], "(d1o) real 1 frame + BVDM, outline band ignored": [scarce_pool, blind]})
     if args.arms:
         arms = {name: p for name, p in arms.items() if name.split(")")[0][1:] in args.arms}
-    else:  # the share experiment runs when asked for
-        arms = {name: p for name, p in arms.items() if not name.startswith("(dq)")}
+    else:  # the share experiments run when asked for
+        arms = {name: p for name, p in arms.items() if not name.startswith(("(dq)", "(dm)"))}
     if args.synthetic_only:
         arms = {name: pools_ for name, pools_ in arms.items() if all(p is not real_pool and p is not scarce_pool
                                                                     for p in pools_)}
