@@ -28,6 +28,12 @@ def test_ratio_and_determinism(real):
     assert sources != shifted
 
 
+def test_half_of_the_clips_are_real_by_default(real):
+    # the share every mixed downstream number of benchmarks/RESULTS.md was measured with
+    sources = [c["meta"]["mixed_from"] for c in MixedStream(real, real, seed=4, num_clips=400)]
+    assert abs(sources.count("real") / 400 - 0.5) < 0.07
+
+
 def test_mixing_with_the_stream_over_workers(real, tiny_bundle):
     synth = BVDMStream(str(tiny_bundle), clip_len=3, size=(64, 64), t_s=10, t_f=2, density=4e-4, num_clips=50)
     mixed = MixedStream(real, synth, p_real=0.5, seed=3, num_clips=12)
