@@ -12,6 +12,7 @@ frames that no model of the bundle saw:
   (b) BVDM:          clips of the bundle (an LMDB cache), every measured law on
   (c) flat:          the same masks with flat textures (`--texture flat`)
   (d) real + BVDM:   half of every batch from (a), half from (b); (d1) the same with (a1)
+  (dq, dm):          `--arms dq` / `--arms dm` only: (d) with a quarter / three quarters of every batch from (b)
   (b-, d-, d1-):     `--labels-ablation`: (b), (d), (d1) labelled with the simulated masks
                      (`--labels masks`) instead of labels redrawn from the painted cells (the default)
   (b*, d*, d1*):     `--calibrate-edge`: (b), (d), (d1) repainted with the painted edge moved by the
