@@ -86,7 +86,7 @@ import torch
 from bvdm_data import CTCClips, LMDBClips
 from bvdm_data.bundle import Bundle, resolve_bundle
 from bvdm_data.cli import main as cli
-from bvdm_data.diffusion.sample import DEFAULT_SAMPLER, default_stride
+from bvdm_data.diffusion.sample import DEFAULT_SAMPLER, resolve_stride
 from bvdm_data.evaluate.downstream import FramePool, ProtocolConfig, RealSequence, per_frame_clip, run_protocol
 from bvdm_data.evaluate.ctc import ERRORS
 from bvdm_data.evaluate.frames import compare_frames, frame_statistics
@@ -367,7 +367,7 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="reuse the (arm, seed) runs kept under "
                         "runs/downstream_parts/<out name>/ that ran with the same settings")
     args = parser.parse_args()
-    args.stride = default_stride(args.sampler) if args.stride is None else args.stride  # as caches name it
+    args.stride = resolve_stride(args.sampler, args.stride)  # as caches name it
     args.data = args.data or str(ROOT.parent / "shared" / "data" / {"hela": "Fluo-N2DL-HeLa",
                                                                     "gowt1": "Fluo-N2DH-GOWT1"}[args.dataset])
     args.bundle = args.bundle or args.dataset

@@ -21,6 +21,7 @@ import torch
 
 from bvdm_data.ctc import open_sequence
 from bvdm_data.diffusion import TextureModel
+from bvdm_data.diffusion.sample import resolve_stride, sampler_label
 from bvdm_data.evaluate.realism import markdown, temporal_rows
 from bvdm_data.synth import SynthesisSettings
 
@@ -43,15 +44,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     seq = open_sequence(args.data, "02", labels="ERR_SEG")
-    settings = []
-    for sampler in args.samplers:
-        kw = dict(sampler=sampler, density=args.density)
-        name = "DDIM /%d" % SynthesisSettings(**kw).stride if sampler == "ddim" else "DDPM"
-        settings += [(f"{name}, t_f=0 (warp only)", SynthesisSettings(t_f=0, **kw)),
-                     (f"{name}, t_f=10", SynthesisSettings(t_f=10, **kw)),
-                     (f"{name}, t_f=30", SynthesisSettings(t_f=30, **kw)),
-                     (f"{name}, t_f=100", SynthesisSettings(t_f=100, **kw)),
-                     (f"{name}, independent frames (t_s=200 each)", SynthesisSettings(independent_frames=True, **kw))]
+    variants = [("t_f=0 (warp only)", {"t_f": 0}), ("t_f=10", {"t_f": 10}), ("t_f=30", {"t_f": 30}),
+                ("t_f=100", {"t_f": 100}), ("independent frames (t_s=200 each)", {"independent_frames": True})]
+    settings = [(f"{sampler_label(sampler, resolve_stride(sampler))}, {row}",
+                 SynthesisSettings(sampler=sampler, density=args.density, **change))
+                for sampler in args.samplers for row, change in variants]
     rows = temporal_rows(args.bundle, seq, TextureModel.load(args.bundle).intensity_range, args.clips, args.frames,
                          (args.size, args.size), settings, args.device)
     print(markdown(rows, ["setting", "flicker", "seconds_per_clip"]))

@@ -48,13 +48,6 @@ def _sampler_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stride", type=POSITIVE, help="DDIM step stride (default 4; DDPM takes every step)")
 
 
-def _stride(args: argparse.Namespace) -> int:
-    """The stride --sampler/--stride ask for: what caches and tables record."""
-    from bvdm_data.diffusion.sample import default_stride
-
-    return default_stride(args.sampler) if args.stride is None else args.stride
-
-
 def _verb(sub: argparse._SubParsersAction, name: str, help_text: str, example: str,
           run: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
     parser = sub.add_parser(name, help=help_text, description=help_text,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bvdm_data.cli.common import POSITIVE, _density, _frame_range, _sampler_options, _stride, _verb
+from bvdm_data.cli.common import POSITIVE, _density, _frame_range, _sampler_options, _verb
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -25,6 +25,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def run_evaluate_realism(args: argparse.Namespace) -> int:
     from bvdm_data.ctc.sequence import open_sequence
+    from bvdm_data.diffusion.sample import resolve_stride, sampler_label
     from bvdm_data.diffusion.texture import TextureModel
     from bvdm_data.evaluate.realism import (ENCODER_NAME, markdown, split_crops, temporal_rows, texture_columns,
                                             texture_rows)
@@ -34,8 +35,8 @@ def run_evaluate_realism(args: argparse.Namespace) -> int:
     texture = TextureModel.load(args.bundle)
     held_out = _frame_range(args.held_out)
     held, reference = split_crops(seq, texture.crop_size, held_out, args.cells, args.seed)
-    stride = _stride(args)
-    painting = f"{args.sampler}" + (f" /{stride}" if args.sampler == "ddim" else "")
+    stride = resolve_stride(args.sampler, args.stride)
+    painting = sampler_label(args.sampler, stride)
     rows = texture_rows(texture, held, reference, [(f"BVDM t_s={args.t_s} {painting}",
                                                     {"t_s": args.t_s, "sampler": args.sampler, "stride": stride})],
                         args.resamples, args.seed, brightness=args.brightness)

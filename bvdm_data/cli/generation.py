@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bvdm_data.cli.common import NON_NEGATIVE, POSITIVE, _density, _sampler_options, _stride, _verb, share
+from bvdm_data.cli.common import NON_NEGATIVE, POSITIVE, _density, _sampler_options, _verb, share
 from bvdm_data.errors import BVDMDataError
 
 # painting settings added after caches existed, with the value those caches were painted with (the meta of a cache
@@ -22,8 +22,12 @@ def _gen_batch(args: argparse.Namespace) -> int:
 
 def _synthesis(args: argparse.Namespace) -> dict:
     """The painting settings the generation verbs share, as keyword arguments."""
-    return dict(t_s=args.t_s, t_f=args.t_f, sampler=args.sampler, stride=_stride(args), density=args.density,
-                bf16=args.bf16, compile=args.compile, texture=args.texture, cell_batch=args.cell_batch, edge=args.edge,
+    from bvdm_data.diffusion.sample import resolve_stride
+
+    # resolved here: caches record the stride taken
+    return dict(t_s=args.t_s, t_f=args.t_f, sampler=args.sampler, stride=resolve_stride(args.sampler, args.stride),
+                density=args.density, bf16=args.bf16, compile=args.compile, texture=args.texture,
+                cell_batch=args.cell_batch, edge=args.edge,
                 edge_shift=args.edge_shift, unlabelled=args.unlabelled, glow=args.glow, labels=args.labels,
                 overlap=args.overlap, pressed=args.pressed)
 

@@ -32,9 +32,16 @@ DEFAULT_SAMPLER = "ddim"
 DDIM_STRIDE = 4
 
 
-def default_stride(sampler: str) -> int:
-    """The stride a sampler takes when none is given: ``DDIM_STRIDE`` for DDIM; DDPM takes every step."""
+def resolve_stride(sampler: str, stride: int | None = None) -> int:
+    """``stride``, or when it is None the sampler's own: ``DDIM_STRIDE`` for DDIM; DDPM takes every step."""
+    if stride is not None:
+        return stride
     return DDIM_STRIDE if sampler == "ddim" else 1
+
+
+def sampler_label(sampler: str, stride: int) -> str:
+    """How tables name a painting: ``"DDPM"`` or ``"DDIM /4"``."""
+    return "DDPM" if sampler == "ddpm" else f"DDIM /{stride}"
 
 
 COMPILE_BUCKET_MIN = 8    # compiled calls see no batch under this

@@ -21,7 +21,7 @@ from bvdm_data.ctc.sequence import CTCSequence
 from bvdm_data.diffusion.crops import CellCrops, extract_cell_crops
 from bvdm_data.diffusion.edges import mean_inside
 from bvdm_data.diffusion.noise import derive_key
-from bvdm_data.diffusion.sample import DEFAULT_SAMPLER, default_stride
+from bvdm_data.diffusion.sample import DEFAULT_SAMPLER, resolve_stride
 from bvdm_data.diffusion.texture import TextureModel
 from bvdm_data.errors import BVDMDataError
 from bvdm_data.evaluate.quality import ENCODER_NAME, METRICS, CropSummary, RandomFeatureEncoder, summary_distances
@@ -58,7 +58,7 @@ def paint_masks(texture: TextureModel, masks: torch.Tensor, t_s: int = 200, samp
     """
     if brightness is not None and len(brightness) != len(masks):
         raise BVDMDataError(f"brightness has {len(brightness)} values for {len(masks)} masks")
-    stride = default_stride(sampler) if stride is None else stride
+    stride = resolve_stride(sampler, stride)
     out, t0 = [], time.perf_counter()
     if brightness is None:
         brightness = drawn_brightness(texture.statistics, len(masks), seed)

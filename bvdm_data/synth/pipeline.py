@@ -43,7 +43,7 @@ from bvdm_data.cells import cell_windows
 from bvdm_data.clip import Clip, relabel_tracks
 from bvdm_data.diffusion.crops import sample_brightness
 from bvdm_data.diffusion.noise import MASK32, derive_key
-from bvdm_data.diffusion.sample import DEFAULT_SAMPLER, SAMPLERS, check_stride, default_stride
+from bvdm_data.diffusion.sample import DEFAULT_SAMPLER, SAMPLERS, check_stride, resolve_stride
 from bvdm_data.diffusion.texture import TextureModel
 from bvdm_data.errors import BVDMDataError
 from bvdm_data.flow.model import load_flow
@@ -91,7 +91,7 @@ class SynthesisSettings:
     t_s: int = 200
     t_f: int = 10
     sampler: str = DEFAULT_SAMPLER
-    stride: int | None = None  # None: default_stride(sampler), resolved on construction
+    stride: int | None = None  # None: resolve_stride(sampler), resolved on construction
     density: float | None = None  # cells per px^2 in the first frame; None: the fitted density
     bf16: bool = False  # the DDPM in bf16, weights and activations (Denoiser(bf16=True))
     # torch.compile the DDPM (with CUDA graphs on a GPU): 10-25 s to compile, then fewer, fused kernels per
@@ -140,8 +140,8 @@ class SynthesisSettings:
     pressed: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.stride is None:  # frozen: the resolved stride is what caches and clip meta record
-            object.__setattr__(self, "stride", default_stride(self.sampler))
+        # frozen: the resolved stride is what caches and clip meta record
+        object.__setattr__(self, "stride", resolve_stride(self.sampler, self.stride))
 
     def check(self, num_steps: int) -> None:
         if self.edge not in EDGES:
