@@ -13,6 +13,9 @@ frames that no model of the bundle saw:
   (c) flat:          the same masks with flat textures (`--texture flat`)
   (d) real + BVDM:   half of every batch from (a), half from (b); (d1) the same with (a1)
   (dq, dm):          `--arms dq` / `--arms dm` only: (d) with a quarter / three quarters of every batch from (b)
+  (df, d1f):         `--arms df` / `--arms d1f` only: (d) / (d1) with (b)'s share of each batch falling
+                     linearly from half at the first step to none at the last (`FramePool(fade=True)`):
+                     synthetic crops first, real ones last
   (b-, d-, d1-):     `--labels-ablation`: (b), (d), (d1) labelled with the simulated masks
                      (`--labels masks`) instead of labels redrawn from the painted cells (the default)
   (b*, d*, d1*):     `--calibrate-edge`: (b), (d), (d1) repainted with the painted edge moved by the
@@ -333,7 +336,8 @@ def main() -> None:
         parser.add_argument(f"--{law}-ablation", action="store_true", help=f"add arms whose BVDM clips {what} "
                             f"({' '.join(flags)})")
     parser.add_argument("--arms", nargs="+", help="train only these arms, by code: a a1 b c d d1 dq dm (a quarter "
-                        "or three quarters of each batch synthetic, asked for by name only) b* d* d1* b- d- d1- "
+                        "or three quarters of each batch synthetic) df d1f (the synthetic share falling to none; "
+                        "these four asked for by name only) b* d* d1* b- d- d1- "
                         "bg dg d1g bu du d1u ...")
     statistics = parser.add_mutually_exclusive_group()
     statistics.add_argument("--no-statistics", action="store_true", help="skip the frame-statistics table")
@@ -384,7 +388,7 @@ def main() -> None:
                else None if args.density == "fitted" else float(args.density))
     wanted = set(args.arms or "b c d d1".split())
     # The BVDM clips are made only when an arm trains on them (real arms alone need no bundle).
-    bvdm_wanted = wanted & {"b", "d", "d1", "dq", "dm"} or args.outline_ablation
+    bvdm_wanted = wanted & {"b", "d", "d1", "dq", "dm", "df", "d1f"} or args.outline_ablation
     sources = {"BVDM": cache(args.bvdm_cache, "ddpm", density, args)} if bvdm_wanted else {}
     if not args.arms or "c" in args.arms:
         sources["flat"] = cache(args.flat_cache, "flat", density, args)
@@ -413,6 +417,10 @@ def main() -> None:
             # a batch splits evenly over its pools: three real pools for one synthetic, 6 real crops of 8
             "(dq) real + BVDM, a quarter synthetic": [real_pool, real_pool, real_pool, pools.get("BVDM")],
             "(dm) real + BVDM, three quarters synthetic": [real_pool] + [pools.get("BVDM")] * 3}
+    if wanted & {"df", "d1f"}:
+        fading = FramePool(sources["BVDM"], "BVDM, fading", fade=True)
+        arms.update({"(df) real + BVDM, synthetic share falling to none": [real_pool, fading],
+                     "(d1f) real 1 frame + BVDM, synthetic share falling to none": [scarce_pool, fading]})
     if args.edge_ablation:
         arms["(b') BVDM, one mean edge profile"] = [pools["BVDM, mean edge"]]
     if args.texture_ablation:
@@ -435,7 +443,7 @@ def main() -> None:
     if args.arms:
         arms = {name: p for name, p in arms.items() if name.split(")")[0][1:] in args.arms}
     else:  # the share experiments run when asked for
-        arms = {name: p for name, p in arms.items() if not name.startswith(("(dq)", "(dm)"))}
+        arms = {name: p for name, p in arms.items() if not name.startswith(("(dq)", "(dm)", "(df)", "(d1f)"))}
     if args.synthetic_only:
         arms = {name: pools_ for name, pools_ in arms.items() if all(p is not real_pool and p is not scarce_pool
                                                                     for p in pools_)}

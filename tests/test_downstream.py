@@ -13,8 +13,8 @@ from bvdm_data.clip import check_clip, relabel_per_frame
 from bvdm_data.ctc import open_sequence, write_ctc_result, write_ctc_sequence
 from bvdm_data.errors import BVDMDataError
 from bvdm_data.evaluate import evaluate_ctc
-from bvdm_data.evaluate.downstream import (BOUNDARY, INTERIOR, FramePool, ProtocolConfig, SegNet, boundary_offset,
-                                           instances, per_frame_clip, run_protocol, seg_targets, track_by_overlap,
+from bvdm_data.evaluate.downstream import (BOUNDARY, INTERIOR, FramePool, ProtocolConfig, SegNet, batch_shares,
+                                           boundary_offset, instances, per_frame_clip, run_protocol, seg_targets, track_by_overlap,
                                            train_segmenter)
 
 
@@ -169,6 +169,32 @@ def test_protocol_runs_end_to_end_on_real_frames(hela_root, tiny_bundle):
     assert all(0 <= r["SEG"] <= 1 and 0 <= r["DET"] <= 1 for r in rows)
     markers = sum(len(np.unique(m)) - 1 for m in test["masks"].numpy())
     assert all(r["misses"] <= markers and r["false_positives"] >= 0 and r["splits"] >= 0 for r in rows)
+
+
+def test_a_fading_pool_gives_its_crops_to_the_others_until_none_are_left():
+    clip = {"video": torch.rand(1, 1, 16, 16), "masks": torch.zeros(1, 16, 16, dtype=torch.int32)}
+    real, synthetic = FramePool([clip], "real"), FramePool([clip], "synthetic", fade=True)
+    over_the_run = [batch_shares([real, synthetic], 8, step, 100) for step in range(100)]
+    assert over_the_run[0] == [4, 4] and over_the_run[-1] == [8, 0]
+    assert all(sum(s) == 8 for s in over_the_run)
+    synthetic_crops = [s[1] for s in over_the_run]
+    assert synthetic_crops == sorted(synthetic_crops, reverse=True)  # never comes back
+    assert abs(sum(synthetic_crops) / (8 * 100) - 0.25) < 0.02  # half falling to none: a quarter on average
+    assert batch_shares([real, FramePool([clip], "other")], 8, 99, 100) == [4, 4]  # no fading pool: even
+    three = batch_shares([real, FramePool([clip], "other"), synthetic], 9, 99, 100)
+    assert three == [5, 4, 0] or three == [4, 5, 0]
+    with pytest.raises(BVDMDataError, match="every pool fades"):
+        batch_shares([synthetic], 8, 1, 100)
+
+
+def test_a_fading_pool_is_part_of_what_a_checkpoint_remembers(tmp_path, real_clip):
+    config = ProtocolConfig(steps=3, batch_size=2, crop=32, width=8)
+    ckpt = tmp_path / "seg.ckpt"
+    train_segmenter([FramePool([real_clip], "real"), FramePool([real_clip], "bvdm")], config, progress=False,
+                    checkpoint=ckpt)
+    with pytest.raises(BVDMDataError, match="checkpoint of another run"):
+        train_segmenter([FramePool([real_clip], "real"), FramePool([real_clip], "bvdm", fade=True)], config,
+                        progress=False, checkpoint=ckpt)
 
 
 def test_pools_refuse_what_they_cannot_serve():

@@ -127,9 +127,13 @@ class FramePool:
     cells, so the pool teaches where cells are and where touching cells part, not where their outlines lie. On
     HeLa (real + BVDM, 1-px band) it changed nothing: 0.926 vs 0.924 SEG at 1 500 steps, 0.935 vs 0.935 at 4 500
     (benchmarks/RESULTS.md §1, "Where the mix loses").
+
+    ``fade=True`` makes the pool's share of each batch fall linearly from its even share at the first step to
+    none at the last; the other pools take the crops it gives up (:func:`batch_shares`): synthetic crops first,
+    real ones last.
     """
 
-    def __init__(self, clips: Iterable[Clip], name: str, outline_ignore: int = 0) -> None:
+    def __init__(self, clips: Iterable[Clip], name: str, outline_ignore: int = 0, fade: bool = False) -> None:
         images, masks = [], []
         for clip in clips:
             images += [f[0].float() for f in clip["video"]]
@@ -139,6 +143,7 @@ class FramePool:
         if outline_ignore < 0:
             raise BVDMDataError(f"{name}: outline_ignore is a width in px (0: off), got {outline_ignore}")
         self.images, self.masks, self.name, self.outline_ignore = images, masks, name, outline_ignore
+        self.fade = bool(fade)
 
     def targets(self, masks: torch.Tensor) -> torch.Tensor:
         """:func:`seg_targets` of this pool's crops, the outline band set to ``IGNORE`` where asked."""
@@ -170,9 +175,31 @@ class FramePool:
         return torch.stack(xs)[:, None], torch.stack(ys)
 
 
+def batch_shares(pools: Sequence[FramePool], batch_size: int, step: int, steps: int) -> list[int]:
+    """Crops per pool at ``step`` of ``steps``: an even split, a fading pool's share scaled by ``1 - step/steps``.
+
+    Example:
+        >>> import torch
+        >>> clip = {"video": torch.rand(1, 1, 32, 32), "masks": torch.zeros(1, 32, 32, dtype=torch.int32)}
+        >>> real, synthetic = FramePool([clip], "real"), FramePool([clip], "BVDM", fade=True)
+        >>> batch_shares([real, synthetic], 8, 0, 100), batch_shares([real, synthetic], 8, 50, 100)
+        ([4, 4], [6, 2])
+    """
+    shares = [batch_size // len(pools) + (i < batch_size % len(pools)) for i in range(len(pools))]
+    keep = [i for i, pool in enumerate(pools) if not pool.fade]
+    if len(keep) == len(pools):
+        return shares
+    if not keep:
+        raise BVDMDataError("every pool fades: no pool is left to take the crops they give up")
+    left = [round(n * (1 - step / steps)) if pool.fade else n for pool, n in zip(pools, shares)]
+    for j in range(batch_size - sum(left)):
+        left[keep[j % len(keep)]] += 1
+    return left
+
+
 def train_segmenter(pools: Sequence[FramePool], config: ProtocolConfig, progress: bool = True,
                     checkpoint: str | Path | None = None, checkpoint_every: int = 100) -> SegNet:
-    """Train a fresh :class:`SegNet` for ``config.steps``; each batch splits evenly over ``pools``.
+    """Train a fresh :class:`SegNet` for ``config.steps``; each batch splits over ``pools`` by :func:`batch_shares`.
 
     With ``checkpoint`` (a file) the run saves its weights, optimiser, schedule and crop generator every
     ``checkpoint_every`` steps and, when the file exists, continues from it: a run cut short and resumed
@@ -195,11 +222,11 @@ def train_segmenter(pools: Sequence[FramePool], config: ProtocolConfig, progress
         if config.steps >= MIN_ONE_CYCLE_STEPS else torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
     weight = torch.tensor([1.0, 1.0, config.boundary_weight], device=device)
     gen = torch.Generator().manual_seed(config.seed)
-    shares = [config.batch_size // len(pools) + (i < config.batch_size % len(pools)) for i in range(len(pools))]
     # What the weights depend on besides the seed's draws; the device is not part of it (a CPU checkpoint
     # may finish on a GPU).
     identity = {**asdict(config), "device": None,
-                "pools": [[p.name, len(p)] + ([p.outline_ignore] if p.outline_ignore else []) for p in pools]}
+                "pools": [[p.name, len(p)] + ([p.outline_ignore] if p.outline_ignore else []) + (["fade"] if p.fade else [])
+                          for p in pools]}
     start, before, began = 0, 0.0, time.perf_counter()
     path = None if checkpoint is None else Path(checkpoint)
     if path is not None and path.is_file():
@@ -224,6 +251,7 @@ def train_segmenter(pools: Sequence[FramePool], config: ProtocolConfig, progress
                leave=False, initial=start, total=config.steps)
     net.train()
     for step in bar:
+        shares = batch_shares(pools, config.batch_size, step, config.steps)
         active = [(pool, n) for pool, n in zip(pools, shares) if n > 0]
         parts = [pool.batch(n, config.crop, gen) for pool, n in active]
         x = torch.cat([p[0] for p in parts]).to(device)
