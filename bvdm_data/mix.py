@@ -21,7 +21,9 @@ class MixedStream(IterableDataset):
     ``p_real=0.5`` (default): half of the clips real, the share every mixed
     number of benchmarks/RESULTS.md was measured with; a quarter or three
     quarters synthetic scored no better on HeLa or GOWT1 (RESULTS.md §1, "How
-    much of each batch synthetic").
+    much of each batch synthetic"). The share stays the same over training:
+    synthetic clips first and real ones last gave up GOWT1's gain (RESULTS.md
+    §1, "Synthetic crops first, real ones last").
 
     Either source may be map-style (``CTCClips``, ``LMDBClips``: an item is
     drawn at random) or iterable (``BVDMStream``: its clips are taken in
