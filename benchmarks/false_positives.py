@@ -22,7 +22,7 @@ import numpy as np
 import tifffile
 import torch
 
-from bvdm_data.evaluate.downstream import RealSequence, SegNet, segment
+from bvdm_data.evaluate.downstream import RealSequence, load_segmenter, segment
 
 ROOT = Path(__file__).resolve().parents[1]
 LIGHT_BINS = (0.05, 0.15, 0.3)  # in units of the matched objects' median light
@@ -89,11 +89,9 @@ def main() -> None:
     rows = {}
     for item in args.nets:
         name, path = item.split("=", 1)
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        net = SegNet(state["identity"].get("width", SegNet().head.in_channels))
-        net.load_state_dict(state["net"])
-        kinds = sort_objects(segment(net.eval(), video), markers, video[:, 0].numpy())
-        rows[name] = {**summarise(kinds, len(index)), "checkpoint": path, "steps": int(state["step"])}
+        net = load_segmenter(path)
+        kinds = sort_objects(segment(net, video), markers, video[:, 0].numpy())
+        rows[name] = {**summarise(kinds, len(index)), "checkpoint": path, "steps": net.steps}
     lines = [f"{'net':28s} {'matched':>7s} {'FP':>5s} {'FP/frame':>8s}  {'matched area q10/50/90':>24s}  "
              f"{'FP area q10/50/90':>20s}  {'FP light q10/50/90':>20s}  FP light shares by bin  edge  on marker"]
     for name, r in rows.items():

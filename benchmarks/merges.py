@@ -30,7 +30,7 @@ import torch
 from scipy import ndimage
 
 from bvdm_data.ctc import CTCClips
-from bvdm_data.evaluate.downstream import SegNet, segment
+from bvdm_data.evaluate.downstream import load_segmenter, segment
 from bvdm_data.masks.coverage import meeting_pixels
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,11 +84,9 @@ def main() -> None:
     rows = {}
     for item in args.nets:
         name, path = item.split("=", 1)
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        net = SegNet(state["identity"].get("width", SegNet().head.in_channels))
-        net.load_state_dict(state["net"])
-        rows[name] = {**split_seg(segment(net.eval(), test["video"]), reference, video), "checkpoint": path,
-                      "steps": int(state["step"])}
+        net = load_segmenter(path)
+        rows[name] = {**split_seg(segment(net, test["video"]), reference, video), "checkpoint": path,
+                      "steps": net.steps}
     lines = [f"{'net':44s} {'SEG':>6s} {'merged':>6s} {'lost':>6s} {'missed':>6s} {'lost':>6s} {'IoU rest':>8s}  "
              "merged pairs (gap px, seam)"]
     for name, r in rows.items():

@@ -14,8 +14,8 @@ from bvdm_data.ctc import open_sequence, write_ctc_result, write_ctc_sequence
 from bvdm_data.errors import BVDMDataError
 from bvdm_data.evaluate import evaluate_ctc
 from bvdm_data.evaluate.downstream import (BOUNDARY, INTERIOR, FramePool, ProtocolConfig, SegNet, batch_shares,
-                                           boundary_offset, instances, per_frame_clip, run_protocol, seg_targets, track_by_overlap,
-                                           train_segmenter)
+                                           boundary_offset, instances, load_segmenter, per_frame_clip, run_protocol,
+                                           seg_targets, track_by_overlap, train_segmenter)
 
 
 def two_touching_cells() -> torch.Tensor:
@@ -142,6 +142,9 @@ def test_a_segmenter_stopped_mid_training_resumes_to_the_same_weights(tmp_path, 
     assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()))
     assert resumed.train_seconds > first > 0  # the time of both runs
     assert torch.load(ckpt, weights_only=True)["step"] == 9  # the finished net is kept until its caller is done
+    kept = load_segmenter(ckpt)
+    assert kept.steps == 9 and not kept.training
+    assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), kept.state_dict().values()))
     with pytest.raises(BVDMDataError, match="checkpoint of another run"):
         train_segmenter([pool], ProtocolConfig(steps=9, batch_size=2, crop=32, width=8, seed=1), progress=False,
                         checkpoint=ckpt)

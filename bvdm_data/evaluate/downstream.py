@@ -271,6 +271,20 @@ def train_segmenter(pools: Sequence[FramePool], config: ProtocolConfig, progress
     return net.eval()
 
 
+def load_segmenter(checkpoint: str | Path, device: str = "cpu") -> SegNet:
+    """The segmenter a :func:`train_segmenter` checkpoint holds, in eval mode; ``steps`` says how far it trained.
+
+    Example:
+        >>> net = load_segmenter("runs/downstream_parts/run/d__real___BVDM_seed0.ckpt")  # doctest: +SKIP
+        >>> masks = segment(net, video)  # doctest: +SKIP
+    """
+    state = torch.load(checkpoint, map_location=device, weights_only=True)
+    net = SegNet(state["identity"].get("width", SegNet().head.in_channels)).to(device)
+    net.load_state_dict(state["net"])
+    net.steps = int(state["step"])
+    return net.eval()
+
+
 def instances(logits: torch.Tensor, min_area: int = 40) -> np.ndarray:
     """Instance labels ``[H, W]`` from ``[3, H, W]`` logits: interior components, grown over the foreground.
 
