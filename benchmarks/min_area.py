@@ -47,7 +47,8 @@ def main() -> None:
             print(f"{name}, min_area {min_area}: " + ", ".join(f"{k} {v:.3f}" if k in ("SEG", "DET", "TRA")
                                                                   else f"{k} {v:g}" for k, v in scores.items()),
                   flush=True)
-    lines = [f"{'net':28s} {'min_area':>8s} {'SEG':>6s} {'DET':>6s} {'TRA':>6s} {'FP':>6s} {'misses':>6s} {'splits':>6s}"]
+    lines = [f"{'net':28s} {'min_area':>8s} {'SEG':>6s} {'DET':>6s} {'TRA':>6s} {'FP':>6s} {'misses':>6s} "
+             f"{'splits':>6s}"]
     lines += [f"{r['net'][:28]:28s} {r['min_area']:8d} {r['SEG']:6.3f} {r['DET']:6.3f} {r['TRA']:6.3f} "
               f"{r['false_positives']:6g} {r['misses']:6g} {r['splits']:6g}" for r in rows]
     text = "\n".join(lines)
