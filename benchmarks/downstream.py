@@ -90,7 +90,8 @@ from bvdm_data import CTCClips, LMDBClips
 from bvdm_data.bundle import Bundle, resolve_bundle
 from bvdm_data.cli import main as cli
 from bvdm_data.diffusion.sample import DEFAULT_SAMPLER, resolve_stride
-from bvdm_data.evaluate.downstream import FramePool, ProtocolConfig, RealSequence, per_frame_clip, run_protocol
+from bvdm_data.evaluate.downstream import (SCORING_ONLY, FramePool, ProtocolConfig, RealSequence, per_frame_clip,
+                                           run_protocol)
 from bvdm_data.evaluate.ctc import ERRORS
 from bvdm_data.evaluate.frames import compare_frames, frame_statistics
 from bvdm_data.evaluate.realism import markdown
@@ -203,6 +204,14 @@ def plot(rows: list[dict], path: Path, test: str) -> None:
 def _run_one(name: str, pools: list, test, config: ProtocolConfig, calibration, metrics: tuple[str, ...],
              part: Path | None, settings: dict, resume: bool) -> dict:
     """One arm at one seed: trained and scored, or read back from ``part`` when it ran with these ``settings``."""
+    # Settings that only change the scoring (min_area) name the part but not the net: a net kept by a run with
+    # another min_area is scored again, not trained again.
+    scoring = {k: settings[k] for k in SCORING_ONLY if k in settings}
+    trained = {k: v for k, v in settings.items() if k not in scoring}
+    digest = hashlib.sha256(json.dumps(trained, sort_keys=True).encode()).hexdigest()[:12]
+    ckpt = None if part is None else part.with_name(f"{part.stem}.{digest}.ckpt")
+    if part is not None and scoring:
+        part = part.with_name(part.stem + "".join(f"_{k}{v}" for k, v in scoring.items()) + part.suffix)
     if part is not None and resume and part.exists():
         kept = json.loads(part.read_text())
         if kept.get("settings") == settings:
@@ -211,8 +220,6 @@ def _run_one(name: str, pools: list, test, config: ProtocolConfig, calibration, 
     # The segmenter checkpoints beside its part, named by the settings: a stop mid-training loses at most
     # 100 steps, and a checkpoint of other settings is never picked up. The finished net stays there (about
     # 1 MB), so that it can be looked at or scored again without training it again.
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-    ckpt = None if part is None else part.with_name(f"{part.stem}.{digest}.ckpt")
     if ckpt is not None and not resume:
         ckpt.unlink(missing_ok=True)
     row = run_protocol({name: pools}, test, config, metrics, calibration=calibration,
@@ -238,7 +245,8 @@ def train_arms(arms: dict, test, calibration, configs: list[ProtocolConfig], wor
 
     jobs = [(name, pools, test, c, calibration, metrics, part(name, c.seed),
              {**(settings or {}).get(name, {}), "arm": name, "seed": c.seed, "steps": c.steps, "batch_size": c.batch_size,
-              "crop": c.crop, **({"width": c.width} if c.width != ProtocolConfig.width else {})}, resume)
+              "crop": c.crop, **({"width": c.width} if c.width != ProtocolConfig.width else {}),
+              **({"min_area": c.min_area} if c.min_area != ProtocolConfig.min_area else {})}, resume)
             for c in configs for name, pools in arms.items()]
     if workers > 1:
         # SIGTERM (kill, a scheduler's stop) becomes SystemExit here, so leaving the ``with`` terminates the
@@ -359,6 +367,11 @@ def main() -> None:
     parser.add_argument("--crop", type=int, default=128)
     parser.add_argument("--width", type=int, default=ProtocolConfig.width, help="the segmenter's base channels (the "
                         f"protocol's: {ProtocolConfig.width}; more, to tell a source's look from the net's capacity)")
+    parser.add_argument("--min-area", type=int, default=ProtocolConfig.min_area, help="smallest predicted object "
+                        f"kept, px (the protocol's: {ProtocolConfig.min_area}, set for HeLa; 320 is the same filter "
+                        "at GOWT1's scale, RESULTS.md §1). It only changes the scoring: with --resume the nets that "
+                        "--out's runs kept are scored again, not trained again, and the tables are written beside "
+                        "--out with _min_areaN in the name")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds; scores are averaged")
     parser.add_argument("--workers", type=int, default=1, help="processes training the seeds in parallel")
     parser.add_argument("--quick", action="store_true", help="200 steps, to check the set-up")
@@ -463,8 +476,10 @@ def main() -> None:
 
     t0 = time.perf_counter()
     configs = [ProtocolConfig(steps=steps, batch_size=args.batch_size, crop=args.crop, width=args.width, seed=seed,
-                              device=args.device) for seed in args.seeds]
+                              min_area=args.min_area, device=args.device) for seed in args.seeds]
     parts = ROOT / "runs" / "downstream_parts" / Path(args.out).stem
+    if args.min_area != ProtocolConfig.min_area:  # the nets of --out's runs, scored again: tables beside --out
+        args.out = str(Path(args.out).with_name(f"{Path(args.out).stem}_min_area{args.min_area}.json"))
 
     def settings(arms_: dict) -> dict[str, dict]:
         """What a run depends on besides its seed and budget: the data, the protocol, the synthetic clips used."""

@@ -190,6 +190,22 @@ def test_a_fading_pool_gives_its_crops_to_the_others_until_none_are_left():
         batch_shares([synthetic], 8, 1, 100)
 
 
+def test_a_kept_net_is_scored_with_another_min_area_without_training_again(tmp_path, real_clip):
+    pool = FramePool([real_clip], "real")
+    ckpt = tmp_path / "seg.ckpt"
+    kept = train_segmenter([pool], ProtocolConfig(steps=3, batch_size=2, crop=32, width=8), progress=False,
+                           checkpoint=ckpt)
+    again = train_segmenter([_StopAfter(pool, 0)], ProtocolConfig(steps=3, batch_size=2, crop=32, width=8,
+                                                                  min_area=320),
+                            progress=False, checkpoint=ckpt)  # would stop at its first batch if it trained
+    assert all(torch.equal(a, b) for a, b in zip(kept.state_dict().values(), again.state_dict().values()))
+    state = torch.load(ckpt, weights_only=True)
+    state["identity"]["min_area"] = 40  # checkpoints written before 2026-11-28 hold it
+    torch.save(state, ckpt)
+    train_segmenter([_StopAfter(pool, 0)], ProtocolConfig(steps=3, batch_size=2, crop=32, width=8), progress=False,
+                    checkpoint=ckpt)
+
+
 def test_a_fading_pool_is_part_of_what_a_checkpoint_remembers(tmp_path, real_clip):
     config = ProtocolConfig(steps=3, batch_size=2, crop=32, width=8)
     ckpt = tmp_path / "seg.ckpt"

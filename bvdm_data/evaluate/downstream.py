@@ -37,6 +37,7 @@ from bvdm_data.training import dihedral
 
 BACKGROUND, INTERIOR, BOUNDARY = 0, 1, 2
 MIN_ONE_CYCLE_STEPS = 20  # shorter trainings keep a constant learning rate
+SCORING_ONLY = ("min_area",)  # ProtocolConfig fields that do not change the trained weights
 
 
 @dataclass
@@ -224,15 +225,17 @@ def train_segmenter(pools: Sequence[FramePool], config: ProtocolConfig, progress
     weight = torch.tensor([1.0, 1.0, config.boundary_weight], device=device)
     gen = torch.Generator().manual_seed(config.seed)
     # What the weights depend on besides the seed's draws; the device is not part of it (a CPU checkpoint
-    # may finish on a GPU).
-    identity = {**asdict(config), "device": None,
+    # may finish on a GPU), nor min_area (it filters what the finished net draws, so a kept net can be scored
+    # with another).
+    identity = {**{k: v for k, v in asdict(config).items() if k not in SCORING_ONLY}, "device": None,
                 "pools": [[p.name, len(p)] + ([p.outline_ignore] if p.outline_ignore else [])
                           + (["fade"] if p.fade else []) for p in pools]}
     start, before, began = 0, 0.0, time.perf_counter()
     path = None if checkpoint is None else Path(checkpoint)
     if path is not None and path.is_file():
         state = torch.load(path, map_location=device, weights_only=True)
-        if state.get("identity") != identity:
+        kept = {k: v for k, v in (state.get("identity") or {}).items() if k not in SCORING_ONLY}  # older files hold it
+        if kept != identity:
             raise BVDMDataError(f"{path}: a segmenter checkpoint of another run ({state.get('identity')}); "
                                 f"this one is {identity}. Remove it or use another file.")
         net.load_state_dict(state["net"])
