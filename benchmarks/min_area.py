@@ -8,7 +8,9 @@ percentile of the nuclei's area 279 px in ``02_ERR_SEG`` frames 0-10). GOWT1's a
 every GOWT1 net makes on ``02`` are mostly small faint fragments (``benchmarks/false_positives.py``). This takes
 nets that ``downstream.py --dataset gowt1`` kept, segments all of ``02`` with each ``--min-area`` and scores SEG,
 DET and TRA with DET's error counts, as the protocol does (segmenter + ``track_by_overlap`` + py-ctcmetrics).
-Writes benchmarks/results/min_area_gowt1_cpu.json and .txt (or --out). CPU, about 8 min per net and value.
+Writes benchmarks/results/min_area_gowt1_cpu.json and .txt (or --out). CPU, 3-5 min per net and value. For
+the nets of one ``downstream.py`` run, ``downstream.py ... --resume --min-area N`` does the same within the
+protocol and writes its usual tables.
 """
 
 from __future__ import annotations
