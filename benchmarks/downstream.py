@@ -100,6 +100,7 @@ from bvdm_data.masks.model import MaskModel
 from bvdm_data.synth import SynthesisSettings
 
 ROOT = Path(__file__).resolve().parents[1]
+BY_NAME_ONLY = ("dq", "dm", "df", "d1f")  # the share experiments: run only when --arms names them
 TRAIN, TEST = range(0, 11), range(11, 14)
 STATISTICS_FRAMES = 48  # synthetic frames measured per source (about 10x the real frames' area)
 OUTLINE_IGNORE = 1  # px each side of a cell's edge on the background that --outline-ablation's arms do not teach
@@ -401,7 +402,7 @@ def main() -> None:
                else None if args.density == "fitted" else float(args.density))
     wanted = set(args.arms or "b c d d1".split())
     # The BVDM clips are made only when an arm trains on them (real arms alone need no bundle).
-    bvdm_wanted = wanted & {"b", "d", "d1", "dq", "dm", "df", "d1f"} or args.outline_ablation
+    bvdm_wanted = wanted & {"b", "d", "d1", *BY_NAME_ONLY} or args.outline_ablation
     sources = {"BVDM": cache(args.bvdm_cache, "ddpm", density, args)} if bvdm_wanted else {}
     if not args.arms or "c" in args.arms:
         sources["flat"] = cache(args.flat_cache, "flat", density, args)
@@ -456,7 +457,7 @@ def main() -> None:
     if args.arms:
         arms = {name: p for name, p in arms.items() if name.split(")")[0][1:] in args.arms}
     else:  # the share experiments run when asked for
-        arms = {name: p for name, p in arms.items() if not name.startswith(("(dq)", "(dm)", "(df)", "(d1f)"))}
+        arms = {name: p for name, p in arms.items() if name.split(")")[0][1:] not in BY_NAME_ONLY}
     if args.synthetic_only:
         arms = {name: pools_ for name, pools_ in arms.items() if all(p is not real_pool and p is not scarce_pool
                                                                     for p in pools_)}

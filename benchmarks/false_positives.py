@@ -19,9 +19,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-import tifffile
 import torch
 
+from bvdm_data.ctc import open_sequence
 from bvdm_data.evaluate.downstream import RealSequence, load_segmenter, segment
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,7 +85,8 @@ def main() -> None:
     test = RealSequence.load(args.data, "02")
     index = list(range(0, len(test.video), args.every))
     video = test.video[index]
-    markers = np.stack([tifffile.imread(Path(args.data) / "02_GT" / "TRA" / f"man_track{i:03d}.tif") for i in index])
+    sequence = open_sequence(args.data, "02", labels="GT")  # labels: the gold TRA markers
+    markers = np.stack([sequence.labels.read(sequence.images.frames[i]) for i in index])
     rows = {}
     for item in args.nets:
         name, path = item.split("=", 1)
