@@ -7,8 +7,10 @@ frames as reference; gowt1: 02's gold-outlined nuclei held out, 01's as
 reference) and the same draws (:func:`bvdm_data.evaluate.realism.drawn_brightness`).
 Brightness = mean inside the outline, in the texture's -1..1 units. Prints
 quartiles of each set and the Kolmogorov-Smirnov and Wasserstein distances of
-each to the held-out cells; writes benchmarks/results/brightness_<dataset>.json.
-No network runs: seconds on a CPU.
+each to the held-out cells; where the bundle has the law by size
+(``cell_mean_by_area``), the same per size class for the marginal law and the
+law of the class, and the law by size drawn at the held-out cells' own areas.
+Writes benchmarks/results/brightness_<dataset>.json. No network runs: seconds on a CPU.
 """
 
 from __future__ import annotations
@@ -27,6 +29,28 @@ from bvdm_data.evaluate.realism import drawn_brightness, markdown
 from texture import ROOT, add_dataset_arguments, load_dataset
 
 
+def size_classes(statistics: dict, target: np.ndarray, areas: np.ndarray, draws: int = 20_000) -> list[dict]:
+    """Per size class of the law by size: the held-out cells' brightness against the marginal law's and the
+    class law's draws (quartiles and Kolmogorov-Smirnov distance to the held-out cells of the class)."""
+    edges = statistics["cell_mean_by_area"]["area_edges"]
+    which = np.searchsorted(edges, areas)
+    marginal = sample_brightness(statistics, draws, torch.Generator().manual_seed(1)).numpy()
+    rows = []
+    for k, (low, high) in enumerate(zip([0.0, *edges], [*edges, float("inf")])):
+        cells = target[which == k]
+        if len(cells) == 0:
+            continue
+        own = sample_brightness(statistics, draws, torch.Generator().manual_seed(1),
+                                np.resize(areas[which == k], draws)).numpy()  # at these cells' own areas
+        row = {"area px": f"{low:.0f}-{high:.0f}", "held-out cells": int(len(cells))}
+        for name, values in (("held-out", cells), ("marginal", marginal), ("by size", own)):
+            row[f"{name} q10 / median / q90"] = " / ".join(f"{v:.3f}" for v in np.quantile(values, [0.1, 0.5, 0.9]))
+        row["KS marginal"] = float(ks_2samp(marginal, cells).statistic)
+        row["KS by size"] = float(ks_2samp(own, cells).statistic)
+        rows.append(row)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_dataset_arguments(parser, "gowt1")
@@ -40,6 +64,11 @@ def main() -> None:
             "fitted law (100 000 draws)": sample_brightness(texture.statistics, 100_000,
                                                             torch.Generator().manual_seed(0)).numpy(),
             "realism table's draws": drawn_brightness(texture.statistics, len(target)).numpy()}
+    areas = held.masks.flatten(1).sum(1).numpy()
+    law = texture.statistics.get("cell_mean_by_area")
+    if law is not None:
+        sets["law by size, at the held-out cells' areas"] = sample_brightness(
+            texture.statistics, len(target), torch.Generator().manual_seed(0), areas).numpy()
     rows = []
     for name, values in sets.items():
         q25, q50, q75 = (float(v) for v in np.quantile(values, [0.25, 0.5, 0.75]))
@@ -49,9 +78,14 @@ def main() -> None:
                      "w1_vs_held_out": float(wasserstein_distance(values, target))})
     print(f"{args.dataset}: brightness (mean inside the outline, -1..1) of {len(target)} held-out cells\n")
     print(markdown(rows, ["set", "cells", "q25", "median", "q75", "ks_vs_held_out", "ks_p", "w1_vs_held_out"]))
+    classes = [] if law is None else size_classes(texture.statistics, target, areas)
+    if classes:
+        print("\nby size class (the bundle's area edges), 20 000 draws per law:\n")
+        print(markdown(classes, list(classes[0])))
     out = Path(args.out or ROOT / "benchmarks" / "results" / f"brightness_{args.dataset}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"dataset": args.dataset, "bundle": args.bundle, "rows": rows}, indent=2) + "\n")
+    out.write_text(json.dumps({"dataset": args.dataset, "bundle": args.bundle, "rows": rows,
+                                       "size_classes": classes}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

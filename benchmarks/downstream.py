@@ -107,6 +107,8 @@ OUTLINE_IGNORE = 1  # px each side of a cell's edge on the background that --out
 # One change to the default BVDM clips: the arms' code letter, what the clips then do, the flags, the arms' label.
 LAW_ABLATIONS = {"glow": ("g", "carry the cells' out-of-focus glow measured on the real frames", ("--glow",),
                           " + glow"),
+                 "brightness": ("z", "draw each new cell's brightness from the law of real cells of its size",
+                                ("--brightness", "by_area"), ", brightness by size"),
                  "unlabelled": ("u", "also show, unlabelled, the nuclei the real annotation leaves out",
                                 ("--unlabelled",), " + unlabelled"),
                  "overlap": ("v", "average the paintings of cells where they meet (the rule before 2026-11-27: a dark "

@@ -131,6 +131,9 @@ class BVDMStream(IterableDataset):
             they meet, their light giving way across the contact line, as real nuclei pushing on each other
             show); 1 (default) presses every touching pair, 0 paints them as free cells whose light adds
             (the rule until 2026-11-27).
+        brightness: ``"marginal"`` (default) draws each new cell's brightness from the real cells' law,
+            ``"by_area"`` from the law of real cells of its size (bundles fitted since 2026-11-28; others
+            fall back to the marginal law).
         transform: called on each clip before it is yielded (after ``tv_tensors`` wrapping), like
             ``CTCClips`` and ``LMDBClips``; after a crop, :func:`~bvdm_data.clip.restore_contract`
             makes the clip meet the contract again.
@@ -149,7 +152,8 @@ class BVDMStream(IterableDataset):
                  independent_frames: bool = False,
                  texture: str = "ddpm", cell_batch: int | None = None, edge: str = "by_brightness",
                  edge_shift: float = 0.0, unlabelled: bool = False, glow: bool = False, labels: str = "auto",
-                 overlap: str = "add", pressed: float = 1.0, transform: Callable[[Clip], Any] | None = None) -> None:
+                 overlap: str = "add", pressed: float = 1.0, brightness: str = "marginal",
+                 transform: Callable[[Clip], Any] | None = None) -> None:
         super().__init__()
         clip_len, seed = as_int("clip_len", clip_len, 1), as_int("seed", seed, 0)
         num_clips = None if num_clips is None else as_int("num_clips", num_clips, 0)
@@ -161,7 +165,7 @@ class BVDMStream(IterableDataset):
                                           independent_frames=independent_frames, texture=texture,
                                           cell_batch=cell_batch, edge=edge, edge_shift=float(edge_shift),
                                           unlabelled=unlabelled, glow=bool(glow), labels=labels,
-                                          overlap=overlap, pressed=float(pressed))
+                                          overlap=overlap, pressed=float(pressed), brightness=brightness)
         self.clip_len, self.size, self.seed = clip_len, size, seed
         self.num_clips, self.device, self.gen_batch, self.tv_tensors = num_clips, device, gen_batch, tv_tensors
         self.transform = transform

@@ -22,6 +22,7 @@ from bvdm_data.diffusion import (
     sdedit,
     train_texture,
 )
+from bvdm_data.diffusion.edges import mean_inside
 from bvdm_data.diffusion.noise import derive_key
 from bvdm_data.diffusion.train import texture_model
 from bvdm_data.training import ema_decay, load_checkpoint
@@ -313,3 +314,37 @@ def test_brightness_follows_the_real_law(crops):
     q = np.asarray(stats["cell_mean_quantiles"])
     assert values.min() >= q[0] - 1e-6 and values.max() <= q[-1] + 1e-6
     assert abs(np.median(values) - q[50]) < 0.02 and abs(np.percentile(values, 10) - q[10]) < 0.03
+    # the inverse CDF of the stored quantiles, from the generator's uniform draws
+    u = torch.rand(5, generator=torch.Generator().manual_seed(3), dtype=torch.float64).numpy() * 100
+    expected = np.interp(u, np.arange(101), q)
+    assert np.allclose(sample_brightness(stats, 5, torch.Generator().manual_seed(3)).numpy(), expected, atol=1e-6)
+
+
+def test_brightness_by_area_draws_each_cell_from_its_size_class(crops):
+    from bvdm_data.diffusion.crops import AREA_BINS, brightness_by_area, sample_brightness
+
+    stats = crops.statistics()
+    assert len(crops) < AREA_BINS * 20 and stats["cell_mean_by_area"] is None  # too few cells for five classes
+    areas = crops.masks.flatten(1).sum(1).numpy()
+    means = mean_inside(crops.images, crops.masks).numpy()
+    law = brightness_by_area(means, areas, bins=3, min_cells=10)
+    stats["cell_mean_by_area"] = law
+    assert len(law["area_edges"]) == 2 and len(law["quantiles"]) == 3
+    assert law["area_edges"] == sorted(law["area_edges"])
+    for k, (low, high) in enumerate(zip([0.0, *law["area_edges"]], [*law["area_edges"], np.inf])):
+        inside = means[(areas > low) & (areas < high)]
+        assert np.isclose(law["quantiles"][k][50], np.median(inside), atol=0.05), k
+    # cells of the smallest and of the largest class come from their class's law alone
+    for k, area in ((0, law["area_edges"][0] - 1), (2, law["area_edges"][-1] + 1)):
+        q = np.asarray(law["quantiles"][k])
+        drawn = sample_brightness(stats, 4000, torch.Generator().manual_seed(k), np.full(4000, area)).numpy()
+        assert q[0] - 1e-6 <= drawn.min() and drawn.max() <= q[-1] + 1e-6
+        assert abs(np.median(drawn) - q[50]) < 0.03
+    # the same uniform draws either way: a marginal draw and a draw by area differ only through the tables
+    g = lambda: torch.Generator().manual_seed(9)  # noqa: E731
+    assert not torch.equal(sample_brightness(stats, 50, g()), sample_brightness(stats, 50, g(), np.full(50, 1.0)))
+    assert torch.equal(sample_brightness({**stats, "cell_mean_by_area": None}, 50, g(), np.full(50, 1.0)),
+                       sample_brightness(stats, 50, g()))
+    with pytest.raises(BVDMDataError, match="3 areas for 4 cells"):
+        sample_brightness(stats, 4, g(), [1.0, 2.0, 3.0])
+    assert brightness_by_area(means[:29], areas[:29], bins=3, min_cells=10) is None

@@ -77,10 +77,29 @@ def test_the_default_sampler_is_ddim_every_fourth_step_and_ddpm_takes_every_step
     (SynthesisSettings(texture="gan"), "texture must be one of"),
     (SynthesisSettings(overlap="max"), "overlap must be one of"),
     (SynthesisSettings(pressed=1.5), "pressed must lie in 0..1"),
+    (SynthesisSettings(brightness="by_size"), "brightness must be one of"),
 ])
 def test_bad_settings_fail_before_any_work(tiny_bundle, settings, match):
     with pytest.raises(BVDMDataError, match=match):
         Synthesizer(str(tiny_bundle), settings=settings)
+
+
+def test_brightness_by_area_draws_each_new_cell_from_the_law_of_its_size(tiny_bundle):
+    """Two size classes with one brightness each: every new cell's drawn value is its class's; the marginal
+    law ignores size. The simulated masks are the same either way."""
+    plans = {}
+    for law in ("by_area", "marginal"):
+        synth = Synthesizer(str(tiny_bundle), settings=SynthesisSettings(density=6e-4, brightness=law))
+        stats = synth.texture.statistics
+        edge = float(np.median([c.mask.sum() for c in synth.plan(seeds(1, 2), 3, (96, 96)).crops[0][0].values()]))
+        stats["cell_mean_by_area"] = {"area_edges": [edge], "quantiles": [[-0.5] * 101, [0.5] * 101]}
+        plans[law] = synth.plan(seeds(1, 2), 3, (96, 96))
+    by_area, marginal = plans["by_area"], plans["marginal"]
+    assert by_area.new == marginal.new and len(by_area.new) > 10
+    sizes = {cell: int(by_area.crops[cell[0]][cell[1]][cell[2]].mask.sum()) for cell in by_area.new}
+    assert {by_area.values[c] for c in by_area.new if sizes[c] < edge} == {-0.5}
+    assert {by_area.values[c] for c in by_area.new if sizes[c] > edge} == {0.5}
+    assert not {marginal.values[c] for c in marginal.new} <= {-0.5, 0.5}
 
 
 def test_compose_pastes_inside_and_keeps_background_elsewhere():

@@ -11,7 +11,7 @@ from bvdm_data.errors import BVDMDataError
 
 # painting settings added after caches existed, with the value those caches were painted with (the meta of a cache
 # names such a setting only when it differs, so older caches still resume)
-PAINTED_BEFORE = {"compile": False, "pressed": 0.0}
+PAINTED_BEFORE = {"compile": False, "pressed": 0.0, "brightness": "marginal"}
 
 
 def _gen_batch(args: argparse.Namespace) -> int:
@@ -29,7 +29,7 @@ def _synthesis(args: argparse.Namespace) -> dict:
                 density=args.density, bf16=args.bf16, compile=args.compile, texture=args.texture,
                 cell_batch=args.cell_batch, edge=args.edge,
                 edge_shift=args.edge_shift, unlabelled=args.unlabelled, glow=args.glow, labels=args.labels,
-                overlap=args.overlap, pressed=args.pressed)
+                overlap=args.overlap, pressed=args.pressed, brightness=args.brightness)
 
 
 def _stream(args: argparse.Namespace, num_clips: int):
@@ -156,6 +156,9 @@ def _generation_options(p: argparse.ArgumentParser, frames: int, size: tuple[int
     p.add_argument("--pressed", type=share, default=1.0, help="share of touching cell pairs painted pressed against "
                    "each other: no dark seam where they meet, their light giving way across the contact line "
                    "(default 1; 0: free cells whose light adds, the rule until 2026-11-27)")
+    p.add_argument("--brightness", default="marginal", choices=["marginal", "by_area"], help="draw each new cell's "
+                   "brightness from the real cells' law (marginal, default) or from the law of real cells of its "
+                   "size (by_area: small cells hold the dimmest and the brightest nuclei)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--bf16", action="store_true", help="run the DDPM in bf16 (weights and activations)")
     p.add_argument("--compile", action="store_true", help="torch.compile the DDPM (CUDA graphs on a GPU): 10-25 s "

@@ -60,6 +60,7 @@ TEXTURES = ("ddpm", "flat", "detail")
 EDGES = ("by_brightness", "mean", "blur")
 SCHEDULES = ("wide", "frame")
 LABELS = ("auto", "painted", "profile", "masks")
+BRIGHTNESS_LAWS = ("marginal", "by_area")
 FIRST_PAINT, CARRY, BACKGROUND = 1, 2, 3  # purposes in noise keys
 # Work sizes on an accelerator when not given (benchmarks/results/gpu_generation_cuda.json: peak memory and rate).
 DEVICE_GEN_BATCH = 64       # clips in flight
@@ -138,6 +139,10 @@ class SynthesisSettings:
     # mix with real frames came within 0.001 SEG of its real half (3 seeds) and one real frame + BVDM gained
     # +0.01 (RESULTS.md §1); 0 paints every pair as two free cells whose light adds (the rule until 2026-11-27).
     pressed: float = 1.0
+    # brightness: how a new cell's brightness is drawn: "marginal" (the real cells' law, whatever the cell's size)
+    # or "by_area" (the law of real cells of its size class: small cells hold both the dimmest nuclei and the bright
+    # mitotic figures, large ones are rarely dim). Bundles fitted without the law by area draw from the marginal law.
+    brightness: str = "marginal"
 
     def __post_init__(self) -> None:
         # frozen: the resolved stride is what caches and clip meta record
@@ -158,6 +163,8 @@ class SynthesisSettings:
             raise BVDMDataError(f"overlap must be one of {OVERLAPS}, got {self.overlap!r}")
         if not 0.0 <= self.pressed <= 1.0:
             raise BVDMDataError(f"pressed must lie in 0..1 (a share of touching pairs), got {self.pressed}")
+        if self.brightness not in BRIGHTNESS_LAWS:
+            raise BVDMDataError(f"brightness must be one of {BRIGHTNESS_LAWS}, got {self.brightness!r}")
         if self.schedule not in SCHEDULES:
             raise BVDMDataError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.texture not in TEXTURES:
@@ -351,7 +358,8 @@ def plan_clip(ctx: PlanContext, seed: np.random.SeedSequence, num_frames: int, p
             else:
                 new.append((t, cid))
     state = texture_seed.generate_state(1, np.uint64)[0]
-    values = sample_brightness(stats, len(new), torch.Generator().manual_seed(int(state >> 1))).tolist()
+    areas = [int(crops[t][cid].mask.sum()) for t, cid in new] if s.brightness == "by_area" else None
+    values = sample_brightness(stats, len(new), torch.Generator().manual_seed(int(state >> 1)), areas).tolist()
     for i, (_, cid) in enumerate(new):
         if cid in hidden:
             values[i] = stats["background_mean"] + float(hidden_contrast[hidden[cid]])
