@@ -132,8 +132,8 @@ class BVDMStream(IterableDataset):
             show); 1 (default) presses every touching pair, 0 paints them as free cells whose light adds
             (the rule until 2026-11-27).
         brightness: ``"marginal"`` (default) draws each new cell's brightness from the real cells' law,
-            ``"by_area"`` from the law of real cells of its size (bundles fitted since 2026-11-28; others
-            fall back to the marginal law).
+            ``"by_area"`` from the law of real cells of its size (an ablation; needs a bundle whose
+            ``fit-statistics`` ran since 2026-11-28).
         transform: called on each clip before it is yielded (after ``tv_tensors`` wrapping), like
             ``CTCClips`` and ``LMDBClips``; after a crop, :func:`~bvdm_data.clip.restore_contract`
             makes the clip meet the contract again.

@@ -84,16 +84,26 @@ def test_bad_settings_fail_before_any_work(tiny_bundle, settings, match):
         Synthesizer(str(tiny_bundle), settings=settings)
 
 
-def test_brightness_by_area_draws_each_new_cell_from_the_law_of_its_size(tiny_bundle):
+def test_brightness_by_area_draws_each_new_cell_from_the_law_of_its_size(tiny_bundle, tmp_path):
     """Two size classes with one brightness each: every new cell's drawn value is its class's; the marginal
     law ignores size. The simulated masks are the same either way."""
-    plans = {}
-    for law in ("by_area", "marginal"):
-        synth = Synthesizer(str(tiny_bundle), settings=SynthesisSettings(density=6e-4, brightness=law))
-        stats = synth.texture.statistics
-        edge = float(np.median([c.mask.sum() for c in synth.plan(seeds(1, 2), 3, (96, 96)).crops[0][0].values()]))
-        stats["cell_mean_by_area"] = {"area_edges": [edge], "quantiles": [[-0.5] * 101, [0.5] * 101]}
-        plans[law] = synth.plan(seeds(1, 2), 3, (96, 96))
+    import json
+    import shutil
+
+    from bvdm_data.bundle import BundleWriter
+
+    with pytest.raises(BVDMDataError, match="needs the bundle's brightness law by size"):  # too few cells for one
+        Synthesizer(str(tiny_bundle), settings=SynthesisSettings(brightness="by_area"))
+    marginal = Synthesizer(str(tiny_bundle), settings=SynthesisSettings(density=6e-4)).plan(seeds(1, 2), 3, (96, 96))
+    edge = float(np.median([c.mask.sum() for c in marginal.crops[0][0].values()]))
+    bundle = tmp_path / "with_law"
+    shutil.copytree(tiny_bundle, bundle)
+    info = json.loads((bundle / "texture" / "texture.json").read_text())
+    info["statistics"]["cell_mean_by_area"] = {"area_edges": [edge], "quantiles": [[-0.5] * 101, [0.5] * 101]}
+    BundleWriter(bundle).update_json("texture", "texture.json", info, {})
+    plans = {law: Synthesizer(str(bundle), settings=SynthesisSettings(density=6e-4, brightness=law)).plan(
+        seeds(1, 2), 3, (96, 96)) for law in ("by_area", "marginal")}
+    assert plans["marginal"].values == marginal.values  # the law by size is read only when asked for
     by_area, marginal = plans["by_area"], plans["marginal"]
     assert by_area.new == marginal.new and len(by_area.new) > 10
     sizes = {cell: int(by_area.crops[cell[0]][cell[1]][cell[2]].mask.sum()) for cell in by_area.new}

@@ -141,7 +141,7 @@ class SynthesisSettings:
     pressed: float = 1.0
     # brightness: how a new cell's brightness is drawn: "marginal" (the real cells' law, whatever the cell's size)
     # or "by_area" (the law of real cells of its size class: small cells hold both the dimmest nuclei and the bright
-    # mitotic figures, large ones are rarely dim). Bundles fitted without the law by area draw from the marginal law.
+    # mitotic figures, large ones are rarely dim); needs a bundle whose statistics hold that law.
     brightness: str = "marginal"
 
     def __post_init__(self) -> None:
@@ -422,6 +422,9 @@ class Synthesizer:
             why = ("its background is photon counts, whose medians carry no glow" if self.scene.photon_step > 0 else
                    "none was measured: run bvdm-data fit-statistics on frames whose every cell is outlined")
             raise BVDMDataError(f"{bundle.root}: glow=True needs the scene's glow law, and this bundle has none ({why})")
+        if settings.brightness == "by_area" and self.texture.statistics.get("cell_mean_by_area") is None:
+            raise BVDMDataError(f"{bundle.root}: brightness='by_area' needs the bundle's brightness law by size (fitted "
+                                "by bvdm-data fit-statistics since 2026-11-28, from at least 100 outlined cells)")
         has_profile = "edge_profile" in self.texture.statistics
         self.label_law = self.texture.statistics.get("label_law")
         if settings.labels == "profile" and not has_profile:
