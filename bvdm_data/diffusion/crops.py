@@ -81,8 +81,9 @@ def brightness_by_area(cell_means: np.ndarray, areas: np.ndarray, bins: int = AR
     """The brightness law per size class: area edges (px) at the quantiles of ``areas`` and 101 quantiles of
     ``cell_means`` in each class; None with fewer than ``min_cells`` cells a class.
 
-    Brightness barely follows size on average (HeLa 02: Spearman 0.07), but its spread does: among the smallest
-    fifth of the cells are the dimmest and the brightest nuclei (mitotic figures), while large ones are rarely dim.
+    On HeLa the median brightness barely follows size, but its spread does: the smallest fifth of the cells holds
+    the dimmest and the brightest nuclei (mitotic figures), while large ones are rarely dim (benchmarks/RESULTS.md
+    section 1, "Brightness by size").
 
     Example:
         >>> means = np.r_[np.linspace(0, 1, 50), np.full(50, 0.5)]  # small cells spread, large ones alike
@@ -98,8 +99,8 @@ def brightness_by_area(cell_means: np.ndarray, areas: np.ndarray, bins: int = AR
     edges = [float((ordered[c - 1] + ordered[c]) / 2) for c in cut]
     rank = np.argsort(np.argsort(areas, kind="stable"), kind="stable")
     which = np.searchsorted(np.asarray(cut), rank, side="right")
-    return {"area_edges": edges,
-            "quantiles": [[float(q) for q in np.percentile(cell_means[which == k], np.arange(101))] for k in range(bins)]}
+    quantiles = [np.percentile(cell_means[which == k], np.arange(101)) for k in range(bins)]
+    return {"area_edges": edges, "quantiles": [[float(q) for q in row] for row in quantiles]}
 
 
 def sample_brightness(statistics: dict[str, Any], count: int, generator: torch.Generator,

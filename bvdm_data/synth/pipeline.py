@@ -423,8 +423,8 @@ class Synthesizer:
                    "none was measured: run bvdm-data fit-statistics on frames whose every cell is outlined")
             raise BVDMDataError(f"{bundle.root}: glow=True needs the scene's glow law, and this bundle has none ({why})")
         if settings.brightness == "by_area" and self.texture.statistics.get("cell_mean_by_area") is None:
-            raise BVDMDataError(f"{bundle.root}: brightness='by_area' needs the bundle's brightness law by size (fitted "
-                                "by bvdm-data fit-statistics since 2026-11-28, from at least 100 outlined cells)")
+            raise BVDMDataError(f"{bundle.root}: brightness='by_area' needs the bundle's brightness law by size "
+                                "(fitted by bvdm-data fit-statistics since 2026-11-28, from at least 100 outlined cells)")
         has_profile = "edge_profile" in self.texture.statistics
         self.label_law = self.texture.statistics.get("label_law")
         if settings.labels == "profile" and not has_profile:
