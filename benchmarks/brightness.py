@@ -84,8 +84,8 @@ def main() -> None:
         print(markdown(classes, list(classes[0])))
     out = Path(args.out or ROOT / "benchmarks" / "results" / f"brightness_{args.dataset}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"dataset": args.dataset, "bundle": args.bundle, "rows": rows,
-                                       "size_classes": classes}, indent=2) + "\n")
+    result = {"dataset": args.dataset, "bundle": args.bundle, "rows": rows, "size_classes": classes}
+    out.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ frames that no model of the bundle saw:
   (b*, d*, d1*):     `--calibrate-edge`: (b), (d), (d1) repainted with the painted edge moved by the
                      outline offset that (b)'s segmenter shows on the real training frames
   (bg, dg, d1g):     `--glow-ablation`: (b), (d), (d1) with the cells' measured out-of-focus glow (`--glow`)
+  (bz, dz, d1z):     `--brightness-ablation`: (b), (d), (d1) with each new cell's brightness drawn from the law of
+                     real cells of its size (`--brightness by_area`) instead of the marginal law
   (bu, du, d1u):     `--unlabelled-ablation`: (b), (d), (d1) with the nuclei the annotation leaves out painted,
                      unlabelled (`--unlabelled`)
   (bv, dv, d1v):     `--overlap-ablation`: (b), (d), (d1) with the paintings of cells that meet averaged

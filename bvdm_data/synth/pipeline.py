@@ -141,7 +141,8 @@ class SynthesisSettings:
     pressed: float = 1.0
     # brightness: how a new cell's brightness is drawn: "marginal" (the real cells' law, whatever the cell's size)
     # or "by_area" (the law of real cells of its size class: small cells hold both the dimmest nuclei and the bright
-    # mitotic figures, large ones are rarely dim); needs a bundle whose statistics hold that law.
+    # mitotic figures, large ones are rarely dim); needs a bundle whose statistics hold that law. Off: SEG unchanged
+    # on HeLa; on GOWT1 (a law from 140 cells of one video) clips alone marked more faint fragments (RESULTS.md §1).
     brightness: str = "marginal"
 
     def __post_init__(self) -> None:
@@ -424,7 +425,7 @@ class Synthesizer:
             raise BVDMDataError(f"{bundle.root}: glow=True needs the scene's glow law, and this bundle has none ({why})")
         if settings.brightness == "by_area" and self.texture.statistics.get("cell_mean_by_area") is None:
             raise BVDMDataError(f"{bundle.root}: brightness='by_area' needs the bundle's brightness law by size "
-                                "(fitted by bvdm-data fit-statistics since 2026-11-28, from at least 100 outlined cells)")
+                                "(fitted by bvdm-data fit-statistics since 2026-11-28, from 100 or more whole cells)")
         has_profile = "edge_profile" in self.texture.statistics
         self.label_law = self.texture.statistics.get("label_law")
         if settings.labels == "profile" and not has_profile:
