@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from scipy.stats import ks_2samp, wasserstein_distance
 
-from bvdm_data.diffusion.crops import sample_brightness
+from bvdm_data.diffusion.crops import sample_brightness, size_class
 from bvdm_data.diffusion.edges import mean_inside
 from bvdm_data.evaluate.realism import drawn_brightness, markdown
 from texture import ROOT, add_dataset_arguments, load_dataset
@@ -32,8 +32,8 @@ from texture import ROOT, add_dataset_arguments, load_dataset
 def size_classes(statistics: dict, target: np.ndarray, areas: np.ndarray, draws: int = 20_000) -> list[dict]:
     """Per size class of the law by size: the held-out cells' brightness against the marginal law's and the
     class law's draws (quartiles and Kolmogorov-Smirnov distance to the held-out cells of the class)."""
-    edges = statistics["cell_mean_by_area"]["area_edges"]
-    which = np.searchsorted(edges, areas)
+    law = statistics["cell_mean_by_area"]
+    edges, which = law["area_edges"], size_class(law, areas)
     marginal = sample_brightness(statistics, draws, torch.Generator().manual_seed(1)).numpy()
     rows = []
     for k, (low, high) in enumerate(zip([0.0, *edges], [*edges, float("inf")])):

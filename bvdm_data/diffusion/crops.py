@@ -103,6 +103,16 @@ def brightness_by_area(cell_means: np.ndarray, areas: np.ndarray, bins: int = AR
     return {"area_edges": edges, "quantiles": [[float(q) for q in row] for row in quantiles]}
 
 
+def size_class(law: dict, areas: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Each area's class in a law by size (:func:`brightness_by_area`): how many of its edges lie below it.
+
+    Example:
+        >>> size_class({"area_edges": [250.0, 500.0]}, [100, 250, 300, 900]).tolist()
+        [0, 0, 1, 2]
+    """
+    return np.searchsorted(law["area_edges"], np.asarray(areas, dtype=np.float64))
+
+
 def sample_brightness(statistics: dict[str, Any], count: int, generator: torch.Generator,
                       areas: Sequence[float] | np.ndarray | None = None) -> torch.Tensor:
     """Cell intensities drawn from the fitted law (inverse CDF of the stored quantiles).
@@ -117,8 +127,7 @@ def sample_brightness(statistics: dict[str, Any], count: int, generator: torch.G
     else:
         if len(areas) != count:
             raise BVDMDataError(f"{len(areas)} areas for {count} cells")
-        which = torch.from_numpy(np.searchsorted(law["area_edges"], np.asarray(areas, dtype=np.float64)))
-        table = torch.tensor(law["quantiles"], dtype=torch.float64)[which]
+        table = torch.tensor(law["quantiles"], dtype=torch.float64)[torch.from_numpy(size_class(law, areas))]
     u = u * (table.shape[1] - 1)
     low = u.floor().long().clamp_max(table.shape[1] - 2)
     frac = u - low
