@@ -31,7 +31,8 @@ from texture import ROOT, add_dataset_arguments, load_dataset
 
 def size_classes(statistics: dict, target: np.ndarray, areas: np.ndarray, draws: int = 20_000) -> list[dict]:
     """Per size class of the law by size: the held-out cells' brightness against the marginal law's and the
-    class law's draws (quartiles and Kolmogorov-Smirnov distance to the held-out cells of the class)."""
+    class law's draws (quartiles and Kolmogorov-Smirnov distance to the held-out cells of the class), and the
+    share of marginal draws under the class law's 10th percentile."""
     law = statistics["cell_mean_by_area"]
     edges, which = law["area_edges"], size_class(law, areas)
     marginal = sample_brightness(statistics, draws, torch.Generator().manual_seed(1)).numpy()
@@ -47,6 +48,8 @@ def size_classes(statistics: dict, target: np.ndarray, areas: np.ndarray, draws:
             row[f"{name} q10 / median / q90"] = " / ".join(f"{v:.3f}" for v in np.quantile(values, [0.1, 0.5, 0.9]))
         row["KS marginal"] = float(ks_2samp(marginal, cells).statistic)
         row["KS by size"] = float(ks_2samp(own, cells).statistic)
+        # how often the marginal law paints a cell of this size dimmer than the fitted class's dimmest tenth
+        row["marginal under the class's q10"] = float((marginal < law["quantiles"][k][10]).mean())
         rows.append(row)
     return rows
 
