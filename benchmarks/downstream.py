@@ -23,6 +23,8 @@ frames that no model of the bundle saw:
   (bg, dg, d1g):     `--glow-ablation`: (b), (d), (d1) with the cells' measured out-of-focus glow (`--glow`)
   (bz, dz, d1z):     `--brightness-ablation`: (b), (d), (d1) with each new cell's brightness drawn from the law of
                      real cells of its size (`--brightness by_area`) instead of the marginal law
+  (bk, dk, d1k):     `--contrast-ablation`: (b), (d), (d1) with each clip's light above the background scaled by a
+                     gain drawn log-uniformly from 0.5..2 (`--contrast 0.5 2`, domain randomisation)
   (bu, du, d1u):     `--unlabelled-ablation`: (b), (d), (d1) with the nuclei the annotation leaves out painted,
                      unlabelled (`--unlabelled`)
   (bv, dv, d1v):     `--overlap-ablation`: (b), (d), (d1) with the paintings of cells that meet averaged
@@ -111,6 +113,8 @@ LAW_ABLATIONS = {"glow": ("g", "carry the cells' out-of-focus glow measured on t
                           " + glow"),
                  "brightness": ("z", "draw each new cell's brightness from the law of real cells of its size",
                                 ("--brightness", "by_area"), ", brightness by size"),
+                 "contrast": ("k", "show their light above the background at a gain drawn per clip from 0.5..2 "
+                              "(domain randomisation)", ("--contrast", "0.5", "2"), ", contrast varied"),
                  "unlabelled": ("u", "also show, unlabelled, the nuclei the real annotation leaves out",
                                 ("--unlabelled",), " + unlabelled"),
                  "overlap": ("v", "average the paintings of cells where they meet (the rule before 2026-11-27: a dark "

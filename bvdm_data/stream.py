@@ -134,6 +134,10 @@ class BVDMStream(IterableDataset):
         brightness: ``"marginal"`` (default) draws each new cell's brightness from the real cells' law,
             ``"by_area"`` from the law of real cells of its size (an ablation; needs a bundle whose
             ``fit-statistics`` ran since 2026-11-28).
+        contrast: ``None`` (default) or a range ``(lo, hi)``: each clip's light above the background is scaled
+            by one gain drawn log-uniformly from it (recorded as ``meta["synth_gain"]``), as another recording
+            normalised by its own percentiles shows its nuclei brighter or dimmer; labels are unchanged.
+            Domain randomisation, an ablation (benchmarks/RESULTS.md §1).
         transform: called on each clip before it is yielded (after ``tv_tensors`` wrapping), like
             ``CTCClips`` and ``LMDBClips``; after a crop, :func:`~bvdm_data.clip.restore_contract`
             makes the clip meet the contract again.
@@ -153,6 +157,7 @@ class BVDMStream(IterableDataset):
                  texture: str = "ddpm", cell_batch: int | None = None, edge: str = "by_brightness",
                  edge_shift: float = 0.0, unlabelled: bool = False, glow: bool = False, labels: str = "auto",
                  overlap: str = "add", pressed: float = 1.0, brightness: str = "marginal",
+                 contrast: tuple[float, float] | None = None,
                  transform: Callable[[Clip], Any] | None = None) -> None:
         super().__init__()
         clip_len, seed = as_int("clip_len", clip_len, 1), as_int("seed", seed, 0)
@@ -165,7 +170,8 @@ class BVDMStream(IterableDataset):
                                           independent_frames=independent_frames, texture=texture,
                                           cell_batch=cell_batch, edge=edge, edge_shift=float(edge_shift),
                                           unlabelled=unlabelled, glow=bool(glow), labels=labels,
-                                          overlap=overlap, pressed=float(pressed), brightness=brightness)
+                                          overlap=overlap, pressed=float(pressed), brightness=brightness,
+                                          contrast=contrast)
         self.clip_len, self.size, self.seed = clip_len, size, seed
         self.num_clips, self.device, self.gen_batch, self.tv_tensors = num_clips, device, gen_batch, tv_tensors
         self.transform = transform

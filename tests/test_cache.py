@@ -116,6 +116,15 @@ def test_resume_with_other_parameters_is_refused(tmp_path, tiny_bundle, capsys):
     assert (LMDBClips(old).meta["sampler"], LMDBClips(old).meta["stride"]) == ("ddim", 4)
     assert main([*cache_cmd(tiny_bundle, old, 1), "--pressed", "0", "--sampler", "ddpm"]) == 2
     assert "sampler: 'ddim' -> 'ddpm', stride: 4 -> 1" in capsys.readouterr().err
+    # a contrast range is recorded (caches made before it have none and resume without one); the clips say their gain
+    varied = tmp_path / "contrast.lmdb"
+    assert main([*cache_cmd(tiny_bundle, varied, 1), "--contrast", "0.5", "2"]) == 0
+    assert LMDBClips(varied).meta["contrast"] == [0.5, 2.0] and "contrast" not in LMDBClips(old).meta
+    assert 0.5 <= LMDBClips(varied)[0]["meta"]["synth_gain"] <= 2.0
+    assert main(cache_cmd(tiny_bundle, varied, 1)) == 2
+    assert "other settings (contrast: [0.5, 2.0] -> None)" in capsys.readouterr().err
+    assert main([*cache_cmd(tiny_bundle, varied, 1), "--contrast", "2", "0.5"]) == 2
+    assert "contrast must be a range of gains with 0 < lo <= hi, got (2.0, 0.5)" in capsys.readouterr().err
 
 
 def test_torchrun_shards_equal_a_single_process_cache(tmp_path, tiny_bundle):

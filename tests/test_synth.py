@@ -84,6 +84,39 @@ def test_bad_settings_fail_before_any_work(tiny_bundle, settings, match):
         Synthesizer(str(tiny_bundle), settings=settings)
 
 
+@pytest.mark.parametrize("contrast, match", [((2.0, 0.5), "0 < lo <= hi"), ((0.0, 1.0), "0 < lo <= hi"),
+                                             ((1.0, float("inf")), "0 < lo <= hi"), ((1.0,), "two numbers"),
+                                             ("bright", "two numbers")])
+def test_a_bad_contrast_range_fails_when_the_settings_are_made(contrast, match):
+    with pytest.raises(BVDMDataError, match=match):
+        SynthesisSettings(contrast=contrast)
+
+
+def test_contrast_scales_each_clips_light_about_the_background_and_keeps_its_labels(tiny_bundle):
+    """One gain per clip, drawn in the range from the clip's own key: the light above the background level
+    scales by it (before the 0..1 clamp), masks and tracks stay, and a clip is the same in any batch."""
+    from bvdm_data.scene.model import SceneModel
+
+    plain = Synthesizer(str(tiny_bundle), settings=FAST).generate(seeds(3, 4, 5), 2, (64, 64))
+    varied = Synthesizer(str(tiny_bundle), settings=SynthesisSettings(t_s=20, t_f=3, density=4e-4,
+                                                                     contrast=(0.5, 2.0)))
+    clips = varied.generate(seeds(3, 4, 5), 2, (64, 64))
+    level = (SceneModel.load(str(tiny_bundle)).background_mean + 1) / 2  # the background level on the 0..1 scale
+    gains = []
+    for a, b in zip(plain, clips):
+        check_clip(b)
+        assert torch.equal(a["masks"], b["masks"]) and torch.equal(a["tracks"], b["tracks"])
+        gain = b["meta"]["synth_gain"]
+        assert 0.5 <= gain <= 2.0 and (b["meta"]["synth_contrast_lo"], b["meta"]["synth_contrast_hi"]) == (0.5, 2.0)
+        inside = (b["video"] > 0.001) & (b["video"] < 0.999) & (a["video"] > 0.001) & (a["video"] < 0.999)
+        expected = level + gain * (a["video"] - level)
+        assert torch.allclose(b["video"][inside], expected[inside], atol=1e-5)
+        gains.append(gain)
+    assert len(set(gains)) == 3  # a gain per clip, not per batch
+    alone = varied.generate(seeds(4), 2, (64, 64))[0]
+    assert alone["meta"]["synth_gain"] == gains[1] and torch.allclose(alone["video"], clips[1]["video"], atol=1e-4)
+
+
 def test_brightness_by_area_draws_each_new_cell_from_the_law_of_its_size(tiny_bundle, tmp_path):
     """Two size classes with one brightness each: every new cell's drawn value is its class's; the marginal
     law ignores size. The simulated masks are the same either way."""

@@ -11,7 +11,7 @@ from bvdm_data.errors import BVDMDataError
 
 # painting settings added after caches existed, with the value those caches were painted with (the meta of a cache
 # names such a setting only when it differs, so older caches still resume)
-PAINTED_BEFORE = {"compile": False, "pressed": 0.0, "brightness": "marginal"}
+PAINTED_BEFORE = {"compile": False, "pressed": 0.0, "brightness": "marginal", "contrast": None}
 
 
 def _gen_batch(args: argparse.Namespace) -> int:
@@ -29,7 +29,8 @@ def _synthesis(args: argparse.Namespace) -> dict:
                 density=args.density, bf16=args.bf16, compile=args.compile, texture=args.texture,
                 cell_batch=args.cell_batch, edge=args.edge,
                 edge_shift=args.edge_shift, unlabelled=args.unlabelled, glow=args.glow, labels=args.labels,
-                overlap=args.overlap, pressed=args.pressed, brightness=args.brightness)
+                overlap=args.overlap, pressed=args.pressed, brightness=args.brightness,
+                contrast=tuple(args.contrast) if args.contrast else None)
 
 
 def _stream(args: argparse.Namespace, num_clips: int):
@@ -159,6 +160,9 @@ def _generation_options(p: argparse.ArgumentParser, frames: int, size: tuple[int
     p.add_argument("--brightness", default="marginal", choices=["marginal", "by_area"], help="draw each new cell's "
                    "brightness from the real cells' law (marginal, default) or from the law of real cells of its "
                    "size (by_area: small cells hold the dimmest and the brightest nuclei)")
+    p.add_argument("--contrast", type=float, nargs=2, metavar=("LO", "HI"), help="scale each clip's light above the "
+                   "background by a gain drawn log-uniformly from LO..HI, as another recording normalised by its own "
+                   "percentiles would show it (domain randomisation; labels unchanged; default: off)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--bf16", action="store_true", help="run the DDPM in bf16 (weights and activations)")
     p.add_argument("--compile", action="store_true", help="torch.compile the DDPM (CUDA graphs on a GPU): 10-25 s "

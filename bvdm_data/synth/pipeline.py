@@ -42,7 +42,7 @@ from bvdm_data.bundle import Bundle
 from bvdm_data.cells import cell_windows
 from bvdm_data.clip import Clip, relabel_tracks
 from bvdm_data.diffusion.crops import sample_brightness
-from bvdm_data.diffusion.noise import MASK32, derive_key
+from bvdm_data.diffusion.noise import MASK32, derive_key, keyed_uniform
 from bvdm_data.diffusion.sample import DEFAULT_SAMPLER, SAMPLERS, check_stride, resolve_stride
 from bvdm_data.diffusion.texture import TextureModel
 from bvdm_data.errors import BVDMDataError
@@ -61,7 +61,7 @@ EDGES = ("by_brightness", "mean", "blur")
 SCHEDULES = ("wide", "frame")
 LABELS = ("auto", "painted", "profile", "masks")
 BRIGHTNESS_LAWS = ("marginal", "by_area")
-FIRST_PAINT, CARRY, BACKGROUND = 1, 2, 3  # purposes in noise keys
+FIRST_PAINT, CARRY, BACKGROUND, CONTRAST = 1, 2, 3, 4  # purposes in noise keys
 # Work sizes on an accelerator when not given (benchmarks/results/gpu_generation_cuda.json: peak memory and rate).
 DEVICE_GEN_BATCH = 64       # clips in flight
 DEVICE_CELL_BATCH = 4096    # cells per network call
@@ -144,10 +144,17 @@ class SynthesisSettings:
     # mitotic figures, large ones are rarely dim); needs a bundle whose statistics hold that law. Off: SEG unchanged
     # on HeLa; on GOWT1 (a law from 140 cells of one video) clips alone marked more faint fragments (RESULTS.md §1).
     brightness: str = "marginal"
+    # contrast: None (default) or a range (lo, hi): each clip's light above the background level (cells, glow and
+    # noise alike) is scaled by one gain drawn log-uniformly from it, as another recording, normalised by its own
+    # percentiles, shows its nuclei brighter or dimmer (GOWT1: 02's nuclei sit 2.7x higher in their range than
+    # 01's). Labels are those of the unscaled painting: the annotation does not depend on the display. Domain
+    # randomisation, an ablation (benchmarks/downstream.py --contrast-ablation).
+    contrast: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         # frozen: the resolved stride is what caches and clip meta record
         object.__setattr__(self, "stride", resolve_stride(self.sampler, self.stride))
+        object.__setattr__(self, "contrast", as_contrast(self.contrast))
 
     def check(self, num_steps: int) -> None:
         if self.edge not in EDGES:
@@ -219,6 +226,38 @@ class _Cell:
     @property
     def painted_on(self) -> np.ndarray:
         return self.mask if self.shape is None else self.shape
+
+
+def as_contrast(value: Any) -> tuple[float, float] | None:
+    """A contrast range ``(lo, hi)`` with ``0 < lo <= hi``, as floats, or ``None`` (no gain drawn).
+
+    Example:
+        >>> as_contrast([0.5, 2]), as_contrast(None)
+        ((0.5, 2.0), None)
+    """
+    if value is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise BVDMDataError(f"contrast must be None or two numbers (lo, hi), got {value!r}") from None
+    if not (np.isfinite(lo) and np.isfinite(hi) and 0 < lo <= hi):
+        raise BVDMDataError(f"contrast must be a range of gains with 0 < lo <= hi, got ({lo}, {hi})")
+    return lo, hi
+
+
+def contrast_gain(key: int, contrast: tuple[float, float] | None) -> float:
+    """The gain a clip of noise ``key`` shows its light with: log-uniform in ``contrast``, 1 without one.
+
+    Example:
+        >>> 0.5 <= contrast_gain(derive_key(7), (0.5, 2.0)) <= 2.0, contrast_gain(7, None)
+        (True, 1.0)
+    """
+    if contrast is None:
+        return 1.0
+    u = float(keyed_uniform(torch.tensor([derive_key(key, CONTRAST)]), 0, 1)[0, 0])
+    lo, hi = np.log(contrast[0]), np.log(contrast[1])
+    return float(np.exp(lo + u * (hi - lo)))
 
 
 def pressed_partners(frame: np.ndarray, share: float, draw: np.ndarray) -> dict[int, set[int]]:
@@ -640,8 +679,15 @@ class Synthesizer:
         if hidden:
             view = np.where(np.isin(view, list(hidden)), 0, view)
         masks, tracks = relabel_tracks(view, {i: p for i, p in parents.items() if i not in hidden})
-        clip_meta = {"source": "bvdm", "bundle": self.bundle.name, **{f"synth_{n}": v for n, v in
-                     asdict(self.settings).items() if v is not None}, "synth_labels": self.labels, **dict(meta)}
+        settings = {n: v for n, v in asdict(self.settings).items() if v is not None and n != "contrast"}
+        clip_meta = {"source": "bvdm", "bundle": self.bundle.name, **{f"synth_{n}": v for n, v in settings.items()},
+                     "synth_labels": self.labels, **dict(meta)}
+        if self.settings.contrast is not None:  # the contract's meta holds scalars: the range as two entries
+            gain = contrast_gain(plan.keys[k], self.settings.contrast)
+            level = self.scene.background_mean
+            video = level + gain * (video - level)
+            clip_meta.update(synth_contrast_lo=self.settings.contrast[0], synth_contrast_hi=self.settings.contrast[1],
+                             synth_gain=gain)
         return {"video": ((video + 1) / 2).clamp(0, 1).contiguous(),
                 "masks": torch.from_numpy(masks), "tracks": torch.from_numpy(tracks), "meta": clip_meta}
 
