@@ -147,7 +147,8 @@ class SynthesisSettings:
     # contrast: None (default) or a range (lo, hi): each clip's light above the background level (cells, glow and
     # noise alike) is scaled by one gain drawn log-uniformly from it, as another recording, normalised by its own
     # percentiles, shows its nuclei brighter or dimmer (GOWT1: 02's nuclei sit 2.7x higher in their range than
-    # 01's). Labels are those of the unscaled painting: the annotation does not depend on the display. Domain
+    # 01's; HeLa 02's test frames 1.03x its training frames': benchmarks/results/contrast_by_sequence_cpu.txt).
+    # Labels are those of the unscaled painting: the annotation does not depend on the display. Domain
     # randomisation, an ablation (benchmarks/downstream.py --contrast-ablation).
     contrast: tuple[float, float] | None = None
 
