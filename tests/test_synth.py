@@ -86,7 +86,7 @@ def test_bad_settings_fail_before_any_work(tiny_bundle, settings, match):
 
 @pytest.mark.parametrize("contrast, match", [((2.0, 0.5), "0 < lo <= hi"), ((0.0, 1.0), "0 < lo <= hi"),
                                              ((1.0, float("inf")), "0 < lo <= hi"), ((1.0,), "two numbers"),
-                                             ("bright", "two numbers")])
+                                             ("bright", "two numbers"), ("12", "two numbers")])
 def test_a_bad_contrast_range_fails_when_the_settings_are_made(contrast, match):
     with pytest.raises(BVDMDataError, match=match):
         SynthesisSettings(contrast=contrast)

@@ -239,6 +239,8 @@ def as_contrast(value: Any) -> tuple[float, float] | None:
     if value is None:
         return None
     try:
+        if isinstance(value, (str, bytes)):
+            raise TypeError
         lo, hi = (float(v) for v in value)
     except (TypeError, ValueError):
         raise BVDMDataError(f"contrast must be None or two numbers (lo, hi), got {value!r}") from None
