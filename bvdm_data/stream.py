@@ -137,7 +137,8 @@ class BVDMStream(IterableDataset):
         contrast: ``None`` (default) or a range ``(lo, hi)``: each clip's light above the background is scaled
             by one gain drawn log-uniformly from it (recorded as ``meta["synth_gain"]``), as another recording
             normalised by its own percentiles shows its nuclei brighter or dimmer; labels are unchanged.
-            Domain randomisation, an ablation (benchmarks/RESULTS.md §1).
+            Domain randomisation, an ablation: gains of 0.5..2 cost SEG downstream on HeLa and GOWT1
+            (benchmarks/RESULTS.md §1).
         transform: called on each clip before it is yielded (after ``tv_tensors`` wrapping), like
             ``CTCClips`` and ``LMDBClips``; after a crop, :func:`~bvdm_data.clip.restore_contract`
             makes the clip meet the contract again.

@@ -149,7 +149,8 @@ class SynthesisSettings:
     # percentiles, shows its nuclei brighter or dimmer (GOWT1: 02's nuclei sit 2.7x higher in their range than
     # 01's; HeLa 02's test frames 1.03x its training frames': benchmarks/results/contrast_by_sequence_cpu.txt).
     # Labels are those of the unscaled painting: the annotation does not depend on the display. Domain
-    # randomisation, an ablation (benchmarks/downstream.py --contrast-ablation).
+    # randomisation, off: gains of 0.5..2 cost SEG on HeLa (-0.004 mixed) and on GOWT1's cross-video test (-0.045
+    # mixed, more misses, fewer false positives; RESULTS.md §1, "Contrast varied per clip").
     contrast: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
