@@ -84,8 +84,10 @@ def _real_cells(images: np.ndarray, masks: np.ndarray, empty: np.ndarray) -> Ite
         far = free & (ndimage.distance_transform_edt(free) >= LEVEL_MARGIN)
         level = float(np.median(image[far] if far.sum() >= 20 else image[free]))
         core = ndimage.binary_erosion(mask, SQUARE, iterations=REACH - 1)
+        if not core.any():  # also an empty mask, before its mean is taken
+            continue
         contrast = float(image[mask].mean()) - level
-        if not core.any() or contrast <= 0:
+        if contrast <= 0:
             continue
         yield _RealCell(image, mask, _cell_region(mask, ~free & ~mask), core, level, contrast,
                         float(image[core].mean()) - level)
