@@ -63,6 +63,26 @@ def as_density(value: Any) -> float | None:
     return float(value)
 
 
+def as_contrast(value: Any) -> tuple[float, float] | None:
+    """A contrast range ``(lo, hi)`` of gains with ``0 < lo <= hi``, as floats, or ``None`` (no gain drawn).
+
+    Example:
+        >>> as_contrast([0.5, 2]), as_contrast(None)
+        ((0.5, 2.0), None)
+    """
+    if value is None:
+        return None
+    try:
+        if isinstance(value, (str, bytes)):  # "12" is not the range 1..2
+            raise TypeError
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ArgumentError(f"contrast must be None or two numbers (lo, hi), got {value!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi):
+        raise ArgumentError(f"contrast must be a range of gains with 0 < lo <= hi, got ({lo}, {hi})")
+    return lo, hi
+
+
 def check_density_fits(density: float, median_area: float, max_cover: float = 0.9) -> None:
     """Refuse a density whose cells (of ``median_area`` px) would cover more than ``max_cover`` of the field."""
     if density * median_area > max_cover:

@@ -29,8 +29,7 @@ def _synthesis(args: argparse.Namespace) -> dict:
                 density=args.density, bf16=args.bf16, compile=args.compile, texture=args.texture,
                 cell_batch=args.cell_batch, edge=args.edge,
                 edge_shift=args.edge_shift, unlabelled=args.unlabelled, glow=args.glow, labels=args.labels,
-                overlap=args.overlap, pressed=args.pressed, brightness=args.brightness,
-                contrast=tuple(args.contrast) if args.contrast else None)
+                overlap=args.overlap, pressed=args.pressed, brightness=args.brightness, contrast=args.contrast)
 
 
 def _stream(args: argparse.Namespace, num_clips: int):

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from bvdm_data.arguments import as_density, as_device, as_size, check_density_fits
+from bvdm_data.arguments import as_contrast, as_density, as_device, as_size, check_density_fits
 from bvdm_data.bundle import Bundle
 from bvdm_data.cells import cell_windows
 from bvdm_data.clip import Clip, relabel_tracks
@@ -230,35 +230,13 @@ class _Cell:
         return self.mask if self.shape is None else self.shape
 
 
-def as_contrast(value: Any) -> tuple[float, float] | None:
-    """A contrast range ``(lo, hi)`` with ``0 < lo <= hi``, as floats, or ``None`` (no gain drawn).
+def contrast_gain(key: int, contrast: tuple[float, float]) -> float:
+    """The gain a clip of noise ``key`` shows its light with: log-uniform in the range ``contrast``.
 
     Example:
-        >>> as_contrast([0.5, 2]), as_contrast(None)
-        ((0.5, 2.0), None)
+        >>> 0.5 <= contrast_gain(derive_key(7), (0.5, 2.0)) <= 2.0
+        True
     """
-    if value is None:
-        return None
-    try:
-        if isinstance(value, (str, bytes)):
-            raise TypeError
-        lo, hi = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise BVDMDataError(f"contrast must be None or two numbers (lo, hi), got {value!r}") from None
-    if not (np.isfinite(lo) and np.isfinite(hi) and 0 < lo <= hi):
-        raise BVDMDataError(f"contrast must be a range of gains with 0 < lo <= hi, got ({lo}, {hi})")
-    return lo, hi
-
-
-def contrast_gain(key: int, contrast: tuple[float, float] | None) -> float:
-    """The gain a clip of noise ``key`` shows its light with: log-uniform in ``contrast``, 1 without one.
-
-    Example:
-        >>> 0.5 <= contrast_gain(derive_key(7), (0.5, 2.0)) <= 2.0, contrast_gain(7, None)
-        (True, 1.0)
-    """
-    if contrast is None:
-        return 1.0
     u = float(keyed_uniform(torch.tensor([derive_key(key, CONTRAST)]), 0, 1)[0, 0])
     lo, hi = np.log(contrast[0]), np.log(contrast[1])
     return float(np.exp(lo + u * (hi - lo)))
