@@ -14,10 +14,12 @@ from bvdm_data.evaluate.realism import paint_masks, split_crops, texture_rows
 
 @pytest.fixture(scope="module")
 def texture_and_cells(tiny_bundle, hela_root):
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     texture = TextureModel.load(str(tiny_bundle))
     held, reference = split_crops(open_sequence(hela_root, "02", labels="ERR_SEG"), texture.crop_size, [3], 6)
-    return texture, held, reference
+    yield texture, held, reference
+    torch.set_num_threads(threads)  # the modules after this one run at the suite's count
 
 
 def test_paint_masks_at_given_brightness_keeps_each_cells_mean(texture_and_cells):
