@@ -27,6 +27,7 @@ net and change.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from pathlib import Path
 
@@ -36,8 +37,8 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from bvdm_data import CTCClips
-from bvdm_data.evaluate.downstream import (ProtocolConfig, boundary_offset, load_segmenter, per_frame_clip,
-                                          score_on_real, segment)
+from bvdm_data.evaluate.downstream import (SCORING_ONLY, ProtocolConfig, boundary_offset, load_segmenter,
+                                          per_frame_clip, score_on_real, segment)
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST = range(11, 14)  # as downstream.py's HeLa protocol
@@ -75,14 +76,21 @@ def shifted(video: torch.Tensor, masks: torch.Tensor, kind: str, value: float, s
 
 
 def nets(parts: Path) -> list[tuple[str, int, Path]]:
-    """(arm, seed, checkpoint) for every finished part of a downstream.py run."""
+    """(arm, seed, checkpoint) for every finished part of a downstream.py run.
+
+    The checkpoint is the one named by the part's training settings, as downstream.py names it; parts that only
+    scored a kept net again (``_min_areaN``) are skipped, so that each net comes once.
+    """
     found = []
     for part in sorted(parts.glob("*_seed*.json")):
-        settings = json.loads(part.read_text())["settings"]
-        ckpts = sorted(parts.glob(f"{part.stem}.*.ckpt"))
-        if not ckpts:
+        if "_min_area" in part.stem:
             continue
-        found.append((settings["arm"], int(settings["seed"]), ckpts[-1]))
+        settings = json.loads(part.read_text())["settings"]
+        trained = {k: v for k, v in settings.items() if k not in SCORING_ONLY}
+        digest = hashlib.sha256(json.dumps(trained, sort_keys=True).encode()).hexdigest()[:12]
+        ckpt = parts / f"{part.stem}.{digest}.ckpt"
+        if ckpt.is_file():
+            found.append((settings["arm"], int(settings["seed"]), ckpt))
     return found
 
 

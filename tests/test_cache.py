@@ -74,12 +74,12 @@ def test_sigkill_leaves_whole_clips_and_resume_completes(tmp_path, tiny_bundle):
     # comparison below is about resuming, not about thread counts.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
-    def cache_run(out, stderr=subprocess.PIPE):
+    def cache_run(out, pipe=subprocess.PIPE):
         cmd = [sys.executable, "-m", "bvdm_data", *cache_cmd(tiny_bundle, out, 16, "--commit-every", "2")]
-        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=stderr, env=env, cwd=ROOT)
+        return subprocess.Popen(cmd, stdout=pipe, stderr=pipe, env=env, cwd=ROOT, text=True)
 
     out = tmp_path / "k.lmdb"
-    proc = cache_run(out, stderr=subprocess.DEVNULL)  # never read: a full pipe must not stall it
+    proc = cache_run(out, pipe=subprocess.DEVNULL)  # never read: a full pipe must not stall it
     deadline = time.time() + 120
     count = 0
     while time.time() < deadline and proc.poll() is None:
@@ -95,12 +95,15 @@ def test_sigkill_leaves_whole_clips_and_resume_completes(tmp_path, tiny_bundle):
     assert 4 <= len(partial) < 16
     for i in range(len(partial)):
         check_clip(partial[i])
+    kept = len(partial)
     partial.close()  # py-lmdb refuses a second open of one environment in a process
     reference = tmp_path / "ref.lmdb"  # uninterrupted, same transactions (= generation batches)
+    said = {}
     for path in (out, reference):
         run = cache_run(path)
-        _, err = run.communicate(timeout=300)
-        assert run.returncode == 0, err.decode()[-2000:]
+        said[path], err = run.communicate(timeout=300)
+        assert run.returncode == 0, err[-2000:]
+    assert f"wrote {16 - kept} clip(s)" in said[out] and f"({kept} were already there)" in said[out]
     full, ref = LMDBClips(out), LMDBClips(reference)
     assert full.indices == list(range(16))
     for i in (0, 7, 15):
