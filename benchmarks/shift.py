@@ -38,7 +38,8 @@ from scipy import ndimage
 
 from bvdm_data import CTCClips
 from bvdm_data.evaluate.downstream import (SCORING_ONLY, ProtocolConfig, boundary_offset, load_segmenter,
-                                          per_frame_clip, score_on_real, segment)
+                                          per_frame_clip, score_on_clip, segment)
+from bvdm_data.robust import robust_std
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST = range(11, 14)  # as downstream.py's HeLa protocol
@@ -47,9 +48,8 @@ SHIFTS = (("none", 0.0), ("contrast", 0.5), ("contrast", 0.7), ("contrast", 1.4)
 
 
 def background_noise(frame: np.ndarray, masks: np.ndarray) -> float:
-    """The noise of a frame's background: 1.4826 x the MAD of (pixel - its 3x3 median) off every cell."""
-    residual = (frame - ndimage.median_filter(frame, size=3))[masks == 0]
-    return float(1.4826 * np.median(np.abs(residual - np.median(residual))))
+    """The noise of a frame's background: the robust spread (MAD) of (pixel - its 3x3 median) off every cell."""
+    return robust_std((frame - ndimage.median_filter(frame, size=3))[masks == 0])
 
 
 def shifted(video: torch.Tensor, masks: torch.Tensor, kind: str, value: float, seed: int = 0
@@ -115,17 +115,18 @@ def main() -> None:
     for arm, seed, ckpt in found:
         net = load_segmenter(ckpt)
         for (kind, value), clip in tests.items():
-            scores = score_on_real(net, clip, ProtocolConfig.min_area, ("SEG", "DET"), errors=True)
-            scores.update(boundary_offset(segment(net, clip["video"], ProtocolConfig.min_area), clip["masks"].numpy()))
+            predicted = segment(net, clip["video"], ProtocolConfig.min_area)
+            scores = score_on_clip(predicted, clip, ("SEG", "DET"), errors=True)
+            scores.update(boundary_offset(predicted, clip["masks"].numpy()))
             rows.append({"arm": arm, "seed": seed, "shift": kind, "value": value, **scores, "checkpoint": str(ckpt)})
             print(f"{arm} seed {seed}, {kind} {value:g}: SEG {scores['SEG']:.3f} DET {scores['DET']:.3f} outline "
                   f"{scores['offset_px']:+.2f} px", flush=True)
     arms = list(dict.fromkeys(r["arm"] for r in rows))
-    mean = {(a, k, v): float(np.mean([r["SEG"] for r in rows if (r["arm"], r["shift"], r["value"]) == (a, k, v)]))
-            for a in arms for k, v in SHIFTS}
-    offset = {(a, k, v): float(np.mean([r["offset_px"] for r in rows
-                                        if (r["arm"], r["shift"], r["value"]) == (a, k, v)]))
-              for a in arms for k, v in SHIFTS}
+    by_net = {}  # (arm, shift, value) -> its seeds' rows
+    for r in rows:
+        by_net.setdefault((r["arm"], r["shift"], r["value"]), []).append(r)
+    mean = {key: float(np.mean([r["SEG"] for r in group])) for key, group in by_net.items()}
+    offset = {key: float(np.mean([r["offset_px"] for r in group])) for key, group in by_net.items()}
     reference = args.reference if args.reference in arms else arms[0]
     lines = ["SEG (outline offset, + = outside), mean over seeds, on 02 frames 11-13 under one change; "
              f"[d] = difference from {reference}, [drop] = change from the arm's own unshifted score",

@@ -445,13 +445,19 @@ def score_segmentation(predicted: np.ndarray, gt: str | Path, metrics: Sequence[
         return evaluate_ctc(Path(tmp) / "RES", gt, metrics, errors=errors)
 
 
-def score_on_real(net: SegNet, test: Clip, min_area: int = 40, metrics: Sequence[str] = ("SEG", "DET"),
+def score_on_clip(predicted: np.ndarray, test: Clip, metrics: Sequence[str] = ("SEG", "DET"),
                   errors: bool = False) -> dict[str, float]:
-    """SEG/DET (and TRA when ``test`` has real lineage) of segmenter + tracker on a real clip, via py-ctcmetrics."""
+    """:func:`score_segmentation` of per-frame instances ``[T, H, W]`` against a contract clip's masks and tracks."""
     check_clip(test)
     with tempfile.TemporaryDirectory() as tmp:
         write_ctc_sequence(test, tmp, "01")
-        return score_segmentation(segment(net, test["video"], min_area), Path(tmp) / "01_GT", metrics, errors)
+        return score_segmentation(predicted, Path(tmp) / "01_GT", metrics, errors)
+
+
+def score_on_real(net: SegNet, test: Clip, min_area: int = 40, metrics: Sequence[str] = ("SEG", "DET"),
+                  errors: bool = False) -> dict[str, float]:
+    """SEG/DET (and TRA when ``test`` has real lineage) of segmenter + tracker on a real clip, via py-ctcmetrics."""
+    return score_on_clip(segment(net, test["video"], min_area), test, metrics, errors)
 
 
 @dataclass
@@ -517,9 +523,10 @@ def run_protocol(arms: dict[str, Sequence[FramePool]], test: Clip | RealSequence
             predicted = segment(net, test.video, config.min_area)
             scores = score_segmentation(predicted, test.gt, metrics, errors=True)
             offset = boundary_offset(predicted[test.seg_index], test.seg)
-        else:
-            scores = score_on_real(net, test, config.min_area, metrics, errors=True)
-            offset = boundary_offset(segment(net, test["video"], config.min_area), test["masks"].numpy())
+        else:  # segmented once, for the scores and the outlines
+            predicted = segment(net, test["video"], config.min_area)
+            scores = score_on_clip(predicted, test, metrics, errors=True)
+            offset = boundary_offset(predicted, test["masks"].numpy())
         if calibration is not None:
             offset["calibration_offset_px"] = boundary_offset(segment(net, calibration["video"], config.min_area),
                                                               calibration["masks"].numpy())["offset_px"]
@@ -532,5 +539,5 @@ def run_protocol(arms: dict[str, Sequence[FramePool]], test: Clip | RealSequence
 
 
 __all__ = ["FramePool", "ProtocolConfig", "RealSequence", "SegNet", "boundary_offset", "instances", "per_frame_clip",
-           "run_protocol", "score_on_real", "score_segmentation", "seg_targets", "segment", "track_by_overlap",
-           "train_segmenter"]
+           "run_protocol", "score_on_clip", "score_on_real", "score_segmentation", "seg_targets", "segment",
+           "track_by_overlap", "train_segmenter"]
