@@ -37,6 +37,10 @@ frames that no model of the bundle saw:
                      every BVDM cell's edge on the background (`FramePool(outline_ignore=1)`): the same clips,
                      teaching where cells are and where they part, not where the annotation draws an outline
 
+`--augment` varies every training crop's contrast, blur and noise (`bvdm_data.evaluate.photometric`, each change
+with probability 0.5), the real and the synthetic ones alike, as a trainer would; the arms keep their codes and the
+runs their own parts (name them with `--out`).
+
 `--ablation` adds BVDM arms that switch the measured laws on one at a time
 from a baseline without them (`--base-bundle`: the mask model fitted on
 01_RES alone, a 1-px blurred edge, every painted cell labelled, the simulated masks as labels): shapes and
@@ -255,7 +259,8 @@ def train_arms(arms: dict, test, calibration, configs: list[ProtocolConfig], wor
     jobs = [(name, pools, test, c, calibration, metrics, part(name, c.seed),
              {**(settings or {}).get(name, {}), "arm": name, "seed": c.seed, "steps": c.steps, "batch_size": c.batch_size,
               "crop": c.crop, **({"width": c.width} if c.width != ProtocolConfig.width else {}),
-              **({"min_area": c.min_area} if c.min_area != ProtocolConfig.min_area else {})}, resume)
+              **({"min_area": c.min_area} if c.min_area != ProtocolConfig.min_area else {}),
+              **({"augment": True} if c.augment else {})}, resume)
             for c in configs for name, pools in arms.items()]
     if workers > 1:
         # SIGTERM (kill, a scheduler's stop) becomes SystemExit here, so leaving the ``with`` terminates the
@@ -387,6 +392,8 @@ def main() -> None:
     statistics.add_argument("--statistics-only", action="store_true", help="measure and print the frame statistics of "
                         "the real frames and the synthetic sources of the chosen arms (issue 12's realism table) and "
                         "train nothing")
+    parser.add_argument("--augment", action="store_true", help="vary every training crop's contrast, blur and noise "
+                        "(bvdm_data.evaluate.photometric, each with probability 0.5), real and synthetic alike")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="for training and, if caches are missing, generation")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "downstream.json"))
@@ -485,7 +492,7 @@ def main() -> None:
 
     t0 = time.perf_counter()
     configs = [ProtocolConfig(steps=steps, batch_size=args.batch_size, crop=args.crop, width=args.width, seed=seed,
-                              min_area=args.min_area, device=args.device) for seed in args.seeds]
+                              min_area=args.min_area, device=args.device, augment=args.augment) for seed in args.seeds]
     parts = ROOT / "runs" / "downstream_parts" / Path(args.out).stem
     if args.min_area != ProtocolConfig.min_area:  # the nets of --out's runs, scored again: tables beside --out
         args.out = str(Path(args.out).with_name(f"{Path(args.out).stem}_min_area{args.min_area}.json"))
@@ -525,13 +532,14 @@ def main() -> None:
           f"(real training frames: {real_density:.2e} cells/px^2, {real_coverage:.1%} of their pixels in a cell)")
     if rows:
         print(f"\n{steps} steps x batch {args.batch_size} x {args.crop} px, width {args.width}, seeds {args.seeds}, "
+              f"{'photometric augmentation, ' if args.augment else ''}"
               f"{args.device}, {args.threads} threads, {time.perf_counter() - t0:.0f} s\n\n{table}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     # what the clips were made with, read from each cache (a named --bvdm-cache may hold another density)
     caches = {name: {"path": str(c.path), "density": c.meta.get("density")} for name, c in sources.items()}
     out.write_text(json.dumps({"steps": steps, "batch_size": args.batch_size, "crop": args.crop, "width": args.width,
-                               "seeds": args.seeds, "device": args.device, "threads": args.threads, "dataset": args.dataset, **protocol,
+                               "seeds": args.seeds, "augment": args.augment, "device": args.device, "threads": args.threads, "dataset": args.dataset, **protocol,
                                "synthetic": {"frames": len(pools["BVDM"]) if "BVDM" in pools else 0,
                                              "bundle": args.bundle,
                                              "base_bundle": args.base_bundle, "caches": caches,

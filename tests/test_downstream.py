@@ -150,6 +150,26 @@ def test_a_segmenter_stopped_mid_training_resumes_to_the_same_weights(tmp_path, 
                         checkpoint=ckpt)
 
 
+
+def test_an_augmented_training_resumes_exactly_and_is_told_from_a_plain_one(tmp_path, real_clip):
+    pool = FramePool([real_clip], "clip")
+    config = ProtocolConfig(steps=6, batch_size=2, crop=32, width=8, augment=True)
+    whole = train_segmenter([pool], config, progress=False)
+    plain = train_segmenter([pool], ProtocolConfig(steps=6, batch_size=2, crop=32, width=8), progress=False)
+    assert not all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), plain.state_dict().values()))
+    ckpt = tmp_path / "seg.ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        train_segmenter([_StopAfter(pool, 4)], config, progress=False, checkpoint=ckpt, checkpoint_every=2)
+    assert torch.load(ckpt, weights_only=True)["identity"]["augment"] is True
+    resumed = train_segmenter([pool], config, progress=False, checkpoint=ckpt, checkpoint_every=2)
+    assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()))
+    kept = tmp_path / "plain.ckpt"
+    train_segmenter([pool], ProtocolConfig(steps=2, batch_size=2, crop=32, width=8), progress=False, checkpoint=kept)
+    assert "augment" not in torch.load(kept, weights_only=True)["identity"]  # as in checkpoints made before it
+    with pytest.raises(BVDMDataError, match="checkpoint of another run"):
+        train_segmenter([pool], ProtocolConfig(steps=2, batch_size=2, crop=32, width=8, augment=True),
+                        progress=False, checkpoint=kept)
+
 def test_protocol_runs_end_to_end_on_real_frames(hela_root, tiny_bundle):
     from bvdm_data import BVDMStream
 

@@ -33,6 +33,7 @@ from bvdm_data.clip import Clip, check_clip, relabel_per_frame
 from bvdm_data.ctc.writer import write_ctc_result, write_ctc_sequence
 from bvdm_data.errors import BVDMDataError
 from bvdm_data.evaluate.ctc import ERRORS, evaluate_ctc
+from bvdm_data.evaluate.photometric import augment_photometric
 from bvdm_data.training import dihedral
 
 BACKGROUND, INTERIOR, BOUNDARY = 0, 1, 2
@@ -42,7 +43,11 @@ SCORING_ONLY = ("min_area",)  # ProtocolConfig fields that do not change the tra
 
 @dataclass
 class ProtocolConfig:
-    """The budget every source gets: same steps, batch, crop, learning rate and seed."""
+    """The budget every source gets: same steps, batch, crop, learning rate and seed.
+
+    ``augment=True`` varies each crop's contrast, blur and noise (:func:`.photometric.augment_photometric`),
+    whatever pool it came from, after the pools' own flips, turns and mild gain.
+    """
 
     steps: int = 1500
     batch_size: int = 8
@@ -53,6 +58,8 @@ class ProtocolConfig:
     boundary_weight: float = 3.0
     min_area: int = 40  # px; smaller predicted objects are dropped (HeLa nuclei: 5th percentile ~350 px)
     device: str = "cpu"
+    # Trainer-side photometric augmentation of every crop, whatever its source (:mod:`.photometric`).
+    augment: bool = False
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
@@ -227,7 +234,9 @@ def train_segmenter(pools: Sequence[FramePool], config: ProtocolConfig, progress
     # What the weights depend on besides the seed's draws; the device is not part of it (a CPU checkpoint
     # may finish on a GPU), nor min_area (it filters what the finished net draws, so a kept net can be scored
     # with another).
-    identity = {**{k: v for k, v in asdict(config).items() if k not in SCORING_ONLY}, "device": None,
+    # augment is named only when on, so that checkpoints from before it existed still resume.
+    identity = {**{k: v for k, v in asdict(config).items() if k not in SCORING_ONLY
+                   and not (k == "augment" and not v)}, "device": None,
                 "pools": [[p.name, len(p)] + ([p.outline_ignore] if p.outline_ignore else [])
                           + (["fade"] if p.fade else []) for p in pools]}
     start, before, began = 0, 0.0, time.perf_counter()
@@ -259,6 +268,8 @@ def train_segmenter(pools: Sequence[FramePool], config: ProtocolConfig, progress
         active = [(pool, n) for pool, n in zip(pools, shares) if n > 0]
         parts = [pool.batch(n, config.crop, gen) for pool, n in active]
         x = torch.cat([p[0] for p in parts]).to(device)
+        if config.augment:
+            x = augment_photometric(x, gen)
         y = torch.cat([pool.targets(p[1]) for (pool, _), p in zip(active, parts)]).to(device)
         if (y != IGNORE).any():  # else nothing known in this batch (crops inside ignored cells): no step
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
