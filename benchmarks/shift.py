@@ -91,8 +91,9 @@ def nets(parts: Path) -> list[tuple[str, int, Path]]:
         trained = {k: v for k, v in settings.items() if k not in SCORING_ONLY}
         digest = hashlib.sha256(json.dumps(trained, sort_keys=True).encode()).hexdigest()[:12]
         ckpt = parts / f"{part.stem}.{digest}.ckpt"
-        if ckpt.is_file():
-            found.append((settings["arm"], int(settings["seed"]), ckpt))
+        if ckpt.is_file():  # nets trained with --augment keep their arm's code and are told apart here
+            found.append((settings["arm"] + (", augmented" if settings.get("augment") else ""), int(settings["seed"]),
+                          ckpt))
     return found
 
 
@@ -100,7 +101,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("parts", nargs="+", help="downstream.py runs' folders under runs/downstream_parts/")
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "Fluo-N2DL-HeLa"))
-    parser.add_argument("--reference", default="(a) real", help="the arm the others are compared with")
+    parser.add_argument("--reference", default="(a) real", help="the arm the others are compared with (nets "
+                        "trained with --augment: '(a) real, augmented')")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "shift_hela_cpu.json"))
     args = parser.parse_args()
