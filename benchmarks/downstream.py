@@ -37,7 +37,7 @@ frames that no model of the bundle saw:
                      every BVDM cell's edge on the background (`FramePool(outline_ignore=1)`): the same clips,
                      teaching where cells are and where they part, not where the annotation draws an outline
 
-`--augment` varies every training crop's contrast, blur and noise (`bvdm_data.evaluate.photometric`, each change
+`--augment` varies every training crop's contrast, blur and noise (`bvdm_data.photometric`, each change
 with probability 0.5), the real and the synthetic ones alike, as a trainer would; the arms keep their codes and the
 runs their own parts (name them with `--out`).
 
@@ -393,7 +393,7 @@ def main() -> None:
                         "the real frames and the synthetic sources of the chosen arms (issue 12's realism table) and "
                         "train nothing")
     parser.add_argument("--augment", action="store_true", help="vary every training crop's contrast, blur and noise "
-                        "(bvdm_data.evaluate.photometric, each with probability 0.5), real and synthetic alike")
+                        "(bvdm_data.photometric, each with probability 0.5), real and synthetic alike")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="for training and, if caches are missing, generation")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "downstream.json"))

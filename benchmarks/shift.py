@@ -17,7 +17,7 @@ its ``<arm>_seed<k>.<hash>.ckpt``), and scores each on HeLa ``02`` frames 11-13 
   noise K      Gaussian noise added until the background's noise is K times its own (measured per frame:
                1.4826 x the MAD of the background pixels' difference from their 3x3 median; this reads white
                Gaussian noise at 0.86 of its sigma, so on such noise K = 2 and 4 make 1.8 and 3.5 times it;
-               bvdm_data.evaluate.photometric.crop_noise divides the 0.86 out)
+               bvdm_data.photometric.crop_noise divides the 0.86 out)
   scale F      frames and labels resized by F (nuclei F times as wide; labels by nearest neighbour)
 
 Writes a row per net and change (SEG, DET with its error counts, the outline offset and matched IoU of

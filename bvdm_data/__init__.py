@@ -11,6 +11,7 @@ from bvdm_data.ctc import CTCClips
 from bvdm_data.errors import BundleError, BVDMDataError, ClipError, CTCFormatError
 from bvdm_data.follow import FollowedCache
 from bvdm_data.mix import MixedStream
+from bvdm_data.photometric import Photometric, augment_photometric
 from bvdm_data.stream import BVDMStream
 
 __all__ = [
@@ -23,6 +24,8 @@ __all__ = [
     "FollowedCache",
     "LMDBClips",
     "MixedStream",
+    "Photometric",
+    "augment_photometric",
     "ClipError",
     "check_clip",
     "collate_clips",

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from bvdm_data.evaluate.photometric import Photometric, augment_photometric, crop_noise
+from bvdm_data.photometric import Photometric, augment_photometric, crop_noise
 
 ONLY = {"contrast": None, "blur": None, "noise": None}
 
@@ -69,6 +69,16 @@ def test_bad_ranges_are_refused(kwargs, words):
 
 
 def test_crops_of_another_shape_are_refused():
-    with pytest.raises(ValueError, match=r"\[B, 1, H, W\]"):
+    with pytest.raises(ValueError, match=r"crops \[B, 1, H, W\] or clips"):
         augment_photometric(torch.rand(1, 32, 32), torch.Generator())
 
+
+
+def test_a_clips_frames_share_one_image_formation_and_get_noise_of_their_own():
+    frame = nucleus(64, noise=0.01)[:1]  # [1, 1, H, W], with noise of its own to raise
+    clips = frame.expand(2, 1, 1, 64, 64).repeat(3, 1, 1, 1, 1).reshape(3, 2, 1, 64, 64)  # 3 clips, 2 same frames
+    y = augment_photometric(clips, torch.Generator().manual_seed(2), Photometric(noise=None, p=1.0))
+    assert torch.equal(y[:, 0], y[:, 1])  # same draws for both frames of a clip
+    assert not torch.equal(y[0], y[1])  # another clip, other draws
+    noisy = augment_photometric(clips, torch.Generator().manual_seed(2), Photometric(contrast=None, blur=None, p=1.0))
+    assert not torch.equal(noisy[:, 0], noisy[:, 1])

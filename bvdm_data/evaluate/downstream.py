@@ -33,7 +33,7 @@ from bvdm_data.clip import Clip, check_clip, relabel_per_frame
 from bvdm_data.ctc.writer import write_ctc_result, write_ctc_sequence
 from bvdm_data.errors import BVDMDataError
 from bvdm_data.evaluate.ctc import ERRORS, evaluate_ctc
-from bvdm_data.evaluate.photometric import augment_photometric
+from bvdm_data.photometric import augment_photometric
 from bvdm_data.training import dihedral
 
 BACKGROUND, INTERIOR, BOUNDARY = 0, 1, 2
@@ -45,7 +45,7 @@ SCORING_ONLY = ("min_area",)  # ProtocolConfig fields that do not change the tra
 class ProtocolConfig:
     """The budget every source gets: same steps, batch, crop, learning rate and seed.
 
-    ``augment=True`` varies each crop's contrast, blur and noise (:func:`.photometric.augment_photometric`),
+    ``augment=True`` varies each crop's contrast, blur and noise (:func:`bvdm_data.photometric.augment_photometric`),
     whatever pool it came from, after the pools' own flips, turns and mild gain.
     """
 
@@ -58,7 +58,7 @@ class ProtocolConfig:
     boundary_weight: float = 3.0
     min_area: int = 40  # px; smaller predicted objects are dropped (HeLa nuclei: 5th percentile ~350 px)
     device: str = "cpu"
-    # Trainer-side photometric augmentation of every crop, whatever its source (:mod:`.photometric`).
+    # Trainer-side photometric augmentation of every crop, whatever its source (bvdm_data.photometric).
     augment: bool = False
 
 
