@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import torch
 from kornia.filters import gaussian_blur2d, median_blur
 
+from bvdm_data.errors import ArgumentError
+
 MAD_TO_STD = 1.482602218505602  # the standard deviation of a Gaussian over its median absolute deviation
 # The 3x3 median follows the noise a little, so the spread of (pixel - median) read as above is 0.863 of the
 # noise's own sigma (8 x 512^2 pixels of white Gaussian noise, 0.861-0.866 per image); crop_noise divides it out.
@@ -52,13 +54,13 @@ class Photometric:
         for name in ("contrast", "blur", "noise"):
             bounds = getattr(self, name)
             if bounds is not None and not (len(bounds) == 2 and 0 < bounds[0] <= bounds[1]):
-                raise ValueError(f"Photometric.{name} is a range (low, high) with 0 < low <= high, or None; "
+                raise ArgumentError(f"Photometric.{name} is a range (low, high) with 0 < low <= high, or None; "
                                  f"got {bounds}")
         if self.noise is not None and self.noise[0] < 1:
-            raise ValueError(f"Photometric.noise multiplies the crop's noise, which adding noise cannot lower: "
+            raise ArgumentError(f"Photometric.noise multiplies the crop's noise, which adding noise cannot lower: "
                              f"its range starts at 1 or more, got {self.noise}")
         if not 0 <= self.p <= 1:
-            raise ValueError(f"Photometric.p is a probability, got {self.p}")
+            raise ArgumentError(f"Photometric.p is a probability, got {self.p}")
 
 
 def crop_noise(x: torch.Tensor) -> torch.Tensor:
@@ -95,7 +97,7 @@ def augment_photometric(x: torch.Tensor, gen: torch.Generator, ranges: Photometr
         torch.Size([2, 3, 1, 32, 32])
     """
     if x.ndim not in (4, 5) or x.shape[-3] != 1:
-        raise ValueError(f"augment_photometric takes crops [B, 1, H, W] or clips [B, T, 1, H, W], got "
+        raise ArgumentError(f"augment_photometric takes crops [B, 1, H, W] or clips [B, T, 1, H, W], got "
                          f"{tuple(x.shape)}")
     b, frames = len(x), (x.shape[1] if x.ndim == 5 else 1)
 

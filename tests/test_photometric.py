@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from bvdm_data.errors import ArgumentError
 from bvdm_data.photometric import Photometric, augment_photometric, crop_noise
 
 ONLY = {"contrast": None, "blur": None, "noise": None}
@@ -64,12 +65,12 @@ def test_switching_one_change_off_keeps_the_others_draws():
                                            ({"noise": (0.5, 2.0)}, "starts at 1"),
                                            ({"p": 1.5}, "probability")])
 def test_bad_ranges_are_refused(kwargs, words):
-    with pytest.raises(ValueError, match=words):
+    with pytest.raises(ArgumentError, match=words):
         Photometric(**kwargs)
 
 
 def test_crops_of_another_shape_are_refused():
-    with pytest.raises(ValueError, match=r"crops \[B, 1, H, W\] or clips"):
+    with pytest.raises(ArgumentError, match=r"crops \[B, 1, H, W\] or clips"):
         augment_photometric(torch.rand(1, 32, 32), torch.Generator())
 
 
