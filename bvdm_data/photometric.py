@@ -98,7 +98,7 @@ def augment_photometric(x: torch.Tensor, gen: torch.Generator, ranges: Photometr
     """
     if x.ndim not in (4, 5) or x.shape[-3] != 1:
         raise ArgumentError(f"augment_photometric takes crops [B, 1, H, W] or clips [B, T, 1, H, W], got "
-                         f"{tuple(x.shape)}")
+                            f"{tuple(x.shape)}")
     b, frames = len(x), (x.shape[1] if x.ndim == 5 else 1)
 
     def draw(bounds: tuple[float, float] | None, log: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,10 +123,9 @@ def augment_photometric(x: torch.Tensor, gen: torch.Generator, ranges: Photometr
         out = background + factor * (out - background)
     if blur_on.any():
         size = 2 * math.ceil(3 * ranges.blur[1]) + 1
-        sigma = torch.where(blur_on, sigma, torch.full_like(sigma, ranges.blur[0]))  # skipped crops' unused
         blurred = gaussian_blur2d(out, size, sigma[:, None].expand(n, 2).contiguous(), border_type="reflect")
         out = torch.where(blur_on.view(-1, 1, 1, 1), blurred, out)
     if noise_on.any():
-        add = crop_noise(out) * (times.clamp(min=1) ** 2 - 1).sqrt()
+        add = crop_noise(out) * (times ** 2 - 1).sqrt()  # times >= 1: Photometric checks it
         out = out + torch.where(noise_on, add, torch.zeros_like(add)).view(-1, 1, 1, 1) * noise
     return out.clamp(0, 1).view(x.shape)
