@@ -36,6 +36,10 @@ frames that no model of the bundle saw:
   (bo, do, d1o):     `--outline-ablation`: (b), (d), (d1) with the loss blind to a 1-px band on both sides of
                      every BVDM cell's edge on the background (`FramePool(outline_ignore=1)`): the same clips,
                      teaching where cells are and where they part, not where the annotation draws an outline
+  (bi, di, d1i):     `--formation-ablation`: (b), (d), (d1) with the image formation of every BVDM crop drawn anew
+                     (`FramePool(photometric=...)`: contrast, blur and noise as `--augment` draws them, or those
+                     `--formation` names), the real crops left as they are: what a generator that varied focus,
+                     noise and contrast per clip would teach
 
 `--augment` varies every training crop's contrast, blur and noise (`bvdm_data.photometric`, each change
 with probability 0.5), the real and the synthetic ones alike, as a trainer would; the arms keep their codes and the
@@ -89,6 +93,7 @@ import json
 import signal
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -105,12 +110,14 @@ from bvdm_data.evaluate.frames import compare_frames, frame_statistics
 from bvdm_data.evaluate.realism import markdown
 from bvdm_data.masks.coverage import density_for_coverage
 from bvdm_data.masks.model import MaskModel
+from bvdm_data.photometric import Photometric
 from bvdm_data.synth import SynthesisSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 BY_NAME_ONLY = ("dq", "dm", "df", "d1f")  # the share experiments: run only when --arms names them
 TRAIN, TEST = range(0, 11), range(11, 14)
 STATISTICS_FRAMES = 48  # synthetic frames measured per source (about 10x the real frames' area)
+FORMATION = ("contrast", "blur", "noise")  # the changes of bvdm_data.photometric that --formation can name
 OUTLINE_IGNORE = 1  # px each side of a cell's edge on the background that --outline-ablation's arms do not teach
 # One change to the default BVDM clips: the arms' code letter, what the clips then do, the flags, the arms' label.
 LAW_ABLATIONS = {"glow": ("g", "carry the cells' out-of-focus glow measured on the real frames", ("--glow",),
@@ -354,13 +361,17 @@ def main() -> None:
     parser.add_argument("--outline-ablation", action="store_true", help="add arms trained on the same BVDM clips "
                         f"with the loss blind to a {OUTLINE_IGNORE}-px band on both sides of each cell's edge on the "
                         "background")
+    parser.add_argument("--formation-ablation", action="store_true", help="add arms trained on the same BVDM clips "
+                        "with each synthetic crop's contrast, blur and noise drawn anew (the real crops unchanged)")
+    parser.add_argument("--formation", nargs="+", choices=FORMATION, default=list(FORMATION),
+                        help="which changes --formation-ablation draws (default: all three, as --augment does)")
     for law, (_, what, flags, _) in LAW_ABLATIONS.items():
         parser.add_argument(f"--{law}-ablation", action="store_true", help=f"add arms whose BVDM clips {what} "
                             f"({' '.join(flags)})")
     parser.add_argument("--arms", nargs="+", help="train only these arms, by code: a a1 b c d d1 dq dm (a quarter "
                         "or three quarters of each batch synthetic) df d1f (the synthetic share falling to none; "
                         "these four asked for by name only) b* d* d1* b- d- d1- "
-                        "bg dg d1g bu du d1u ...")
+                        "bg dg d1g bu du d1u bi di d1i ...")
     statistics = parser.add_mutually_exclusive_group()
     statistics.add_argument("--no-statistics", action="store_true", help="skip the frame-statistics table")
     parser.add_argument("--bvdm-cache", help="an LMDB cache of BVDM clips (default: made under runs/)")
@@ -417,7 +428,7 @@ def main() -> None:
                else None if args.density == "fitted" else float(args.density))
     wanted = set(args.arms or "b c d d1".split())
     # The BVDM clips are made only when an arm trains on them (real arms alone need no bundle).
-    bvdm_wanted = wanted & {"b", "d", "d1", *BY_NAME_ONLY} or args.outline_ablation
+    bvdm_wanted = wanted & {"b", "d", "d1", *BY_NAME_ONLY} or args.outline_ablation or args.formation_ablation
     sources = {"BVDM": cache(args.bvdm_cache, "ddpm", density, args)} if bvdm_wanted else {}
     if not args.arms or "c" in args.arms:
         sources["flat"] = cache(args.flat_cache, "flat", density, args)
@@ -469,6 +480,14 @@ def main() -> None:
         pools[blind.name] = blind
         arms.update({"(bo) BVDM, outline band ignored": [blind], "(do) real + BVDM, outline band ignored":
                      [real_pool, blind], "(d1o) real 1 frame + BVDM, outline band ignored": [scarce_pool, blind]})
+    if args.formation_ablation:
+        drawn = Photometric(**{change: getattr(Photometric, change) if change in args.formation else None
+                               for change in FORMATION})
+        varied = FramePool(sources["BVDM"], f"BVDM, formation varied ({', '.join(args.formation)})",
+                           photometric=drawn)
+        pools[varied.name] = varied
+        arms.update({"(bi) BVDM, formation varied": [varied], "(di) real + BVDM, formation varied":
+                     [real_pool, varied], "(d1i) real 1 frame + BVDM, formation varied": [scarce_pool, varied]})
     if args.arms:
         arms = {name: p for name, p in arms.items() if name.split(")")[0][1:] in args.arms}
     else:  # the share experiments run when asked for
@@ -502,9 +521,10 @@ def main() -> None:
         common = {"dataset": args.dataset, "data": str(Path(args.data).resolve()), "device": args.device,
                   "test": protocol["test"], "train_real": protocol["train_real"]}
         def source(p: FramePool) -> str:
-            name = "BVDM" if p.outline_ignore else p.name
+            name = "BVDM" if p.outline_ignore or p.photometric else p.name
             where = str(sources[name].path) if name in sources else name
-            return where + (f" (outline band of {p.outline_ignore} px ignored)" if p.outline_ignore else "")
+            return where + (f" (outline band of {p.outline_ignore} px ignored)" if p.outline_ignore else "") + \
+                (f" (formation varied: {asdict(p.photometric)})" if p.photometric else "")
 
         return {name: {**common, "sources": [source(p) for p in pools_]} for name, pools_ in arms_.items()}
 

@@ -236,6 +236,32 @@ def test_a_fading_pool_is_part_of_what_a_checkpoint_remembers(tmp_path, real_cli
                         progress=False, checkpoint=ckpt)
 
 
+def test_a_pool_can_draw_its_crops_image_formation_and_a_checkpoint_remembers_it(tmp_path, real_clip):
+    from bvdm_data.photometric import Photometric, augment_photometric
+
+    blur = Photometric(contrast=None, noise=None, blur=(2.0, 2.0), p=1.0)
+    plain, varied = FramePool([real_clip], "bvdm"), FramePool([real_clip], "bvdm", photometric=blur)
+    x, y = plain.batch(3, 32, torch.Generator().manual_seed(5))
+    xv, yv = varied.batch(3, 32, torch.Generator().manual_seed(5))
+    # The same crops, labels untouched, the images changed as augment_photometric changes them after the crop draws.
+    assert torch.equal(y, yv) and not torch.equal(x, xv)
+    gen = torch.Generator().manual_seed(5)
+    plain.batch(3, 32, gen)
+    assert torch.equal(xv, augment_photometric(x, gen, blur))
+    assert float(xv.std()) < float(x.std())  # a 2-px blur smooths the crops
+    # The pool's formation is part of the run: a checkpoint of the plain pool is refused, its own resumes.
+    config = ProtocolConfig(steps=3, batch_size=2, crop=32, width=8)
+    ckpt = tmp_path / "seg.ckpt"
+    train_segmenter([FramePool([real_clip], "real"), plain], config, progress=False, checkpoint=ckpt)
+    with pytest.raises(BVDMDataError, match="checkpoint of another run"):
+        train_segmenter([FramePool([real_clip], "real"), varied], config, progress=False, checkpoint=ckpt)
+    ckpt.unlink()
+    once = train_segmenter([FramePool([real_clip], "real"), varied], config, progress=False, checkpoint=ckpt)
+    again = train_segmenter([FramePool([real_clip], "real"), _StopAfter(varied, 0)], config, progress=False,
+                            checkpoint=ckpt)  # finished: read back, not trained again
+    assert all(torch.equal(a, b) for a, b in zip(once.state_dict().values(), again.state_dict().values()))
+
+
 def test_pools_refuse_what_they_cannot_serve():
     with pytest.raises(BVDMDataError, match="no frames"):
         FramePool([], "empty")

@@ -33,7 +33,7 @@ from bvdm_data.clip import Clip, check_clip, relabel_per_frame
 from bvdm_data.ctc.writer import write_ctc_result, write_ctc_sequence
 from bvdm_data.errors import BVDMDataError
 from bvdm_data.evaluate.ctc import ERRORS, evaluate_ctc
-from bvdm_data.photometric import augment_photometric
+from bvdm_data.photometric import Photometric, augment_photometric
 from bvdm_data.training import dihedral
 
 BACKGROUND, INTERIOR, BOUNDARY = 0, 1, 2
@@ -140,9 +140,15 @@ class FramePool:
     none at the last; the other pools take the crops it gives up (:func:`batch_shares`): synthetic crops first,
     real ones last. Measured against half of each batch throughout (RESULTS.md §1, "Synthetic crops first, real
     ones last"): the same SEG on HeLa (0.937), and on GOWT1 the clips' SEG gain given up (0.887 against 0.915).
+
+    ``photometric`` (a :class:`~bvdm_data.photometric.Photometric`, None: off) varies this pool's crops alone, after
+    its flips, turns and gain, with draws from the training's generator: the image formation of its source drawn
+    anew per crop, as a generator that varied focus, noise and contrast per clip would show it. A protocol-wide
+    augmentation of every pool is ``ProtocolConfig.augment``.
     """
 
-    def __init__(self, clips: Iterable[Clip], name: str, outline_ignore: int = 0, fade: bool = False) -> None:
+    def __init__(self, clips: Iterable[Clip], name: str, outline_ignore: int = 0, fade: bool = False,
+                 photometric: Photometric | None = None) -> None:
         images, masks = [], []
         for clip in clips:
             images += [f[0].float() for f in clip["video"]]
@@ -153,6 +159,7 @@ class FramePool:
             raise BVDMDataError(f"{name}: outline_ignore is a width in px (0: off), got {outline_ignore}")
         self.images, self.masks, self.name, self.outline_ignore = images, masks, name, outline_ignore
         self.fade = bool(fade)
+        self.photometric = photometric
 
     def targets(self, masks: torch.Tensor) -> torch.Tensor:
         """:func:`seg_targets` of this pool's crops, the outline band set to ``IGNORE`` where asked."""
@@ -181,7 +188,10 @@ class FramePool:
             gain = 1 + 0.1 * (2 * float(torch.rand((), generator=gen)) - 1)
             xs.append((x * gain).clamp(0, 1))
             ys.append(y)
-        return torch.stack(xs)[:, None], torch.stack(ys)
+        x = torch.stack(xs)[:, None]
+        if self.photometric is not None:
+            x = augment_photometric(x, gen, self.photometric)
+        return x, torch.stack(ys)
 
 
 def batch_shares(pools: Sequence[FramePool], batch_size: int, step: int, steps: int) -> list[int]:
@@ -238,7 +248,8 @@ def train_segmenter(pools: Sequence[FramePool], config: ProtocolConfig, progress
     identity = {**{k: v for k, v in asdict(config).items() if k not in SCORING_ONLY
                    and not (k == "augment" and not v)}, "device": None,
                 "pools": [[p.name, len(p)] + ([p.outline_ignore] if p.outline_ignore else [])
-                          + (["fade"] if p.fade else []) for p in pools]}
+                          + (["fade"] if p.fade else [])
+                          + ([asdict(p.photometric)] if p.photometric is not None else []) for p in pools]}
     start, before, began = 0, 0.0, time.perf_counter()
     path = None if checkpoint is None else Path(checkpoint)
     if path is not None and path.is_file():
