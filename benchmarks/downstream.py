@@ -36,10 +36,13 @@ frames that no model of the bundle saw:
   (bo, do, d1o):     `--outline-ablation`: (b), (d), (d1) with the loss blind to a 1-px band on both sides of
                      every BVDM cell's edge on the background (`FramePool(outline_ignore=1)`): the same clips,
                      teaching where cells are and where they part, not where the annotation draws an outline
-  (bi, di, d1i):     `--formation-ablation`: (b), (d), (d1) with the image formation of every BVDM crop drawn anew
-                     (`FramePool(photometric=...)`: contrast, blur and noise as `--augment` draws them, or those
-                     `--formation` names), the real crops left as they are: what a generator that varied focus,
-                     noise and contrast per clip would teach
+  (br, dr, d1r):     `--formation-ablation`: (b), (d), (d1) with each clip's contrast, focus and noise drawn anew
+                     from its key (`--formation`: bvdm_data.Photometric's ranges, one draw per clip, or the changes
+                     `--formation-changes` names; labels unchanged)
+  (bi, di, d1i):     `--formation-per-crop`: (b), (d), (d1) on the default clips with every BVDM crop's contrast,
+                     blur and noise drawn anew (`FramePool(photometric=...)`, as `--augment` draws them, or those
+                     `--formation-changes` names), the real crops left as they are: what an endless stream of clips
+                     painted with `--formation` teaches, where a cache of a few clips holds a few draws
 
 `--augment` varies every training crop's contrast, blur and noise (`bvdm_data.photometric`, each change
 with probability 0.5), the real and the synthetic ones alike, as a trainer would; the arms keep their codes and the
@@ -110,14 +113,13 @@ from bvdm_data.evaluate.frames import compare_frames, frame_statistics
 from bvdm_data.evaluate.realism import markdown
 from bvdm_data.masks.coverage import density_for_coverage
 from bvdm_data.masks.model import MaskModel
-from bvdm_data.photometric import Photometric
+from bvdm_data.photometric import CHANGES, Photometric
 from bvdm_data.synth import SynthesisSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 BY_NAME_ONLY = ("dq", "dm", "df", "d1f")  # the share experiments: run only when --arms names them
 TRAIN, TEST = range(0, 11), range(11, 14)
 STATISTICS_FRAMES = 48  # synthetic frames measured per source (about 10x the real frames' area)
-FORMATION = ("contrast", "blur", "noise")  # the changes of bvdm_data.photometric that --formation can name
 OUTLINE_IGNORE = 1  # px each side of a cell's edge on the background that --outline-ablation's arms do not teach
 # One change to the default BVDM clips: the arms' code letter, what the clips then do, the flags, the arms' label.
 LAW_ABLATIONS = {"glow": ("g", "carry the cells' out-of-focus glow measured on the real frames", ("--glow",),
@@ -132,7 +134,27 @@ LAW_ABLATIONS = {"glow": ("g", "carry the cells' out-of-focus glow measured on t
                              "seam) instead of adding their light", ("--overlap", "average"), ", paintings averaged"),
                  "seam": ("s", "paint touching cells as free cells whose light adds (the rule until 2026-11-27: "
                           "a seam where they meet) instead of pressed against each other", ("--pressed", "0"),
-                          ", touching pairs with a seam")}
+                          ", touching pairs with a seam"),
+                 "formation": ("r", "show each clip's contrast, focus and noise drawn anew from its key, as another "
+                               "microscope would record the same cells (bvdm_data.Photometric's ranges)",
+                               ("--formation",), ", formation drawn per clip")}
+
+
+def drawn_changes(law: str, args: argparse.Namespace) -> tuple[str, ...]:
+    """The changes a formation ablation draws when not all three (in bvdm_data.photometric's order), else ()."""
+    changes = tuple(c for c in CHANGES if c in args.formation_changes)
+    return changes if law == "formation" and changes != CHANGES else ()
+
+
+def law_flags(law: str, args: argparse.Namespace) -> tuple[str, ...]:
+    """The cache flags of a law ablation; the formation drawn per clip names its changes when not all three."""
+    return (*LAW_ABLATIONS[law][2], *drawn_changes(law, args))
+
+
+def law_label(law: str, args: argparse.Namespace) -> str:
+    """The label of a law ablation's pool and arms (named as before when every change is drawn)."""
+    changes = drawn_changes(law, args)
+    return f"{LAW_ABLATIONS[law][3]} ({', '.join(changes)})" if changes else LAW_ABLATIONS[law][3]
 
 
 CACHE_SEED = 11  # the synthetic caches' seed unless --cache-seed says otherwise
@@ -361,17 +383,18 @@ def main() -> None:
     parser.add_argument("--outline-ablation", action="store_true", help="add arms trained on the same BVDM clips "
                         f"with the loss blind to a {OUTLINE_IGNORE}-px band on both sides of each cell's edge on the "
                         "background")
-    parser.add_argument("--formation-ablation", action="store_true", help="add arms trained on the same BVDM clips "
+    parser.add_argument("--formation-per-crop", action="store_true", help="add arms trained on the same BVDM clips "
                         "with each synthetic crop's contrast, blur and noise drawn anew (the real crops unchanged)")
-    parser.add_argument("--formation", nargs="+", choices=FORMATION, default=list(FORMATION),
-                        help="which changes --formation-ablation draws (default: all three, as --augment does)")
+    parser.add_argument("--formation-changes", nargs="+", choices=CHANGES, default=list(CHANGES),
+                        help="which changes --formation-per-crop and --formation-ablation draw (default: all three, "
+                        "as --augment does)")
     for law, (_, what, flags, _) in LAW_ABLATIONS.items():
         parser.add_argument(f"--{law}-ablation", action="store_true", help=f"add arms whose BVDM clips {what} "
                             f"({' '.join(flags)})")
     parser.add_argument("--arms", nargs="+", help="train only these arms, by code: a a1 b c d d1 dq dm (a quarter "
                         "or three quarters of each batch synthetic) df d1f (the synthetic share falling to none; "
                         "these four asked for by name only) b* d* d1* b- d- d1- "
-                        "bg dg d1g bu du d1u bi di d1i ...")
+                        "bg dg d1g bu du d1u br dr d1r bi di d1i ...")
     statistics = parser.add_mutually_exclusive_group()
     statistics.add_argument("--no-statistics", action="store_true", help="skip the frame-statistics table")
     parser.add_argument("--bvdm-cache", help="an LMDB cache of BVDM clips (default: made under runs/)")
@@ -428,7 +451,7 @@ def main() -> None:
                else None if args.density == "fitted" else float(args.density))
     wanted = set(args.arms or "b c d d1".split())
     # The BVDM clips are made only when an arm trains on them (real arms alone need no bundle).
-    bvdm_wanted = wanted & {"b", "d", "d1", *BY_NAME_ONLY} or args.outline_ablation or args.formation_ablation
+    bvdm_wanted = wanted & {"b", "d", "d1", *BY_NAME_ONLY} or args.outline_ablation or args.formation_per_crop
     sources = {"BVDM": cache(args.bvdm_cache, "ddpm", density, args)} if bvdm_wanted else {}
     if not args.arms or "c" in args.arms:
         sources["flat"] = cache(args.flat_cache, "flat", density, args)
@@ -449,7 +472,7 @@ def main() -> None:
         sources["BVDM, mask labels"] = cache(None, "ddpm", density, args, args.bundle, ("--labels", "masks"))
     laws = [law for law in LAW_ABLATIONS if getattr(args, f"{law}_ablation")]
     for law in laws:
-        sources[f"BVDM{LAW_ABLATIONS[law][3]}"] = cache(None, "ddpm", density, args, args.bundle, LAW_ABLATIONS[law][2])
+        sources[f"BVDM{law_label(law, args)}"] = cache(None, "ddpm", density, args, args.bundle, law_flags(law, args))
     pools = {name: FramePool(clips, name) for name, clips in sources.items()}
     arms = {"(a) real": [real_pool], "(a1) real, 1 frame": [scarce_pool], "(b) BVDM": [pools.get("BVDM")],
             "(c) flat texture": [pools.get("flat")], "(d) real + BVDM": [real_pool, pools.get("BVDM")],
@@ -471,7 +494,7 @@ def main() -> None:
                      "(d-) real + BVDM, simulated masks as labels": [real_pool, masks],
                      "(d1-) real 1 frame + BVDM, simulated masks as labels": [scarce_pool, masks]})
     for law in laws:
-        code, label = LAW_ABLATIONS[law][0], LAW_ABLATIONS[law][3]
+        code, label = LAW_ABLATIONS[law][0], law_label(law, args)
         pool = pools[f"BVDM{label}"]
         arms.update({f"(b{code}) BVDM{label}": [pool], f"(d{code}) real + BVDM{label}": [real_pool, pool],
                      f"(d1{code}) real 1 frame + BVDM{label}": [scarce_pool, pool]})
@@ -480,11 +503,9 @@ def main() -> None:
         pools[blind.name] = blind
         arms.update({"(bo) BVDM, outline band ignored": [blind], "(do) real + BVDM, outline band ignored":
                      [real_pool, blind], "(d1o) real 1 frame + BVDM, outline band ignored": [scarce_pool, blind]})
-    if args.formation_ablation:
-        drawn = Photometric(**{change: getattr(Photometric, change) if change in args.formation else None
-                               for change in FORMATION})
-        varied = FramePool(sources["BVDM"], f"BVDM, formation varied ({', '.join(args.formation)})",
-                           photometric=drawn)
+    if args.formation_per_crop:
+        varied = FramePool(sources["BVDM"], f"BVDM, formation varied ({', '.join(args.formation_changes)})",
+                           photometric=Photometric().only(args.formation_changes))
         pools[varied.name] = varied
         arms.update({"(bi) BVDM, formation varied": [varied], "(di) real + BVDM, formation varied":
                      [real_pool, varied], "(d1i) real 1 frame + BVDM, formation varied": [scarce_pool, varied]})

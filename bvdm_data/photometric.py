@@ -21,7 +21,8 @@ Example, in a training loop over a :class:`~bvdm_data.MixedStream` loader::
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import torch
 from kornia.filters import gaussian_blur2d, median_blur
@@ -32,6 +33,7 @@ MAD_TO_STD = 1.482602218505602  # the standard deviation of a Gaussian over its 
 # The 3x3 median follows the noise a little, so the spread of (pixel - median) read as above is 0.863 of the
 # noise's own sigma (8 x 512^2 pixels of white Gaussian noise, 0.861-0.866 per image); crop_noise divides it out.
 MEDIAN_RESIDUAL = 0.863
+CHANGES = ("contrast", "blur", "noise")  # what Photometric can draw, in the order augment_photometric applies them
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,7 @@ class Photometric:
     p: float = 0.5
 
     def __post_init__(self) -> None:
-        for name in ("contrast", "blur", "noise"):
+        for name in CHANGES:
             bounds = getattr(self, name)
             if bounds is not None and not (len(bounds) == 2 and 0 < bounds[0] <= bounds[1]):
                 raise ArgumentError(f"Photometric.{name} is a range (low, high) with 0 < low <= high, or None; "
@@ -61,6 +63,18 @@ class Photometric:
                              f"its range starts at 1 or more, got {self.noise}")
         if not 0 <= self.p <= 1:
             raise ArgumentError(f"Photometric.p is a probability, got {self.p}")
+
+    def only(self, changes: Sequence[str]) -> Photometric:
+        """These ranges with every change not named in ``changes`` switched off.
+
+        Example:
+            >>> Photometric().only(["blur", "noise"])
+            Photometric(contrast=None, blur=(0.3, 2.0), noise=(1.0, 4.0), p=0.5)
+        """
+        unknown = sorted(set(changes) - set(CHANGES))
+        if unknown:
+            raise ArgumentError(f"Photometric draws {', '.join(CHANGES)}; not {', '.join(unknown)}")
+        return replace(self, **{name: None for name in CHANGES if name not in changes})
 
 
 def crop_noise(x: torch.Tensor) -> torch.Tensor:

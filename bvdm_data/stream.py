@@ -24,6 +24,7 @@ from bvdm_data.bundle import Bundle
 from bvdm_data.clip import Clip
 from bvdm_data.diffusion.sample import DEFAULT_SAMPLER
 from bvdm_data.errors import ArgumentError
+from bvdm_data.photometric import Photometric
 from bvdm_data.synth.pipeline import SynthesisSettings, Synthesizer, default_gen_batch
 
 
@@ -139,6 +140,13 @@ class BVDMStream(IterableDataset):
             normalised by its own percentiles shows its nuclei brighter or dimmer; labels are unchanged.
             Domain randomisation, an ablation: gains of 0.5..2 cost SEG downstream on HeLa and GOWT1
             (benchmarks/RESULTS.md §1).
+        formation: ``None`` (default) or a :class:`~bvdm_data.Photometric`: each clip's contrast, focus and
+            noise drawn anew (one draw per clip from its key; labels unchanged), as another microscope would
+            record the same cells (meta ``synth_formation_*``; ``Photometric().only(["blur", "noise"])``
+            draws those alone). Mixed with unchanged real frames on HeLa it made the segmenter far steadier
+            under blur and contrast (SEG 0.899 against 0.844 under a 2-px blur) at 0.001 SEG on the recording
+            the real frames come from; on GOWT1's other recording it raised SEG by 0.010 and cost DET 0.029
+            (more false positives), hence off by default (benchmarks/RESULTS.md §1, "Image formation varied").
         transform: called on each clip before it is yielded (after ``tv_tensors`` wrapping), like
             ``CTCClips`` and ``LMDBClips``; after a crop, :func:`~bvdm_data.clip.restore_contract`
             makes the clip meet the contract again.
@@ -158,7 +166,7 @@ class BVDMStream(IterableDataset):
                  texture: str = "ddpm", cell_batch: int | None = None, edge: str = "by_brightness",
                  edge_shift: float = 0.0, unlabelled: bool = False, glow: bool = False, labels: str = "auto",
                  overlap: str = "add", pressed: float = 1.0, brightness: str = "marginal",
-                 contrast: tuple[float, float] | None = None,
+                 contrast: tuple[float, float] | None = None, formation: Photometric | None = None,
                  transform: Callable[[Clip], Any] | None = None) -> None:
         super().__init__()
         clip_len, seed = as_int("clip_len", clip_len, 1), as_int("seed", seed, 0)
@@ -172,7 +180,7 @@ class BVDMStream(IterableDataset):
                                           cell_batch=cell_batch, edge=edge, edge_shift=float(edge_shift),
                                           unlabelled=unlabelled, glow=bool(glow), labels=labels,
                                           overlap=overlap, pressed=float(pressed), brightness=brightness,
-                                          contrast=contrast)
+                                          contrast=contrast, formation=formation)
         self.clip_len, self.size, self.seed = clip_len, size, seed
         self.num_clips, self.device, self.gen_batch, self.tv_tensors = num_clips, device, gen_batch, tv_tensors
         self.transform = transform

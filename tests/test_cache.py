@@ -136,6 +136,21 @@ def test_resume_with_other_parameters_is_refused(tmp_path, tiny_bundle, capsys):
     assert "other settings (contrast: [0.5, 2.0] -> None)" in capsys.readouterr().err
     assert main([*cache_cmd(tiny_bundle, varied, 1), "--contrast", "2", "0.5"]) == 2
     assert "contrast must be a range of gains with 0 < lo <= hi, got (2.0, 0.5)" in capsys.readouterr().err
+    # so is a drawn image formation: the ranges, and each clip's meta says them
+    formed = tmp_path / "formation.lmdb"
+    assert main([*cache_cmd(tiny_bundle, formed, 1), "--formation"]) == 0
+    assert LMDBClips(formed).meta["formation"] == {"contrast": [0.5, 2.0], "blur": [0.3, 2.0], "noise": [1.0, 4.0],
+                                                   "p": 0.5} and "formation" not in LMDBClips(old).meta
+    assert LMDBClips(formed)[0]["meta"]["synth_formation_blur_hi"] == 2.0
+    assert main(cache_cmd(tiny_bundle, formed, 1)) == 2
+    assert "other settings (formation: {" in capsys.readouterr().err
+    # naming changes draws those alone, and the cache holds which
+    assert main([*cache_cmd(tiny_bundle, formed, 1), "--formation", "blur", "noise"]) == 2
+    assert "-> {'blur': [0.3, 2.0], 'contrast': None," in capsys.readouterr().err
+    partial = tmp_path / "blur_noise.lmdb"
+    assert main([*cache_cmd(tiny_bundle, partial, 1), "--formation", "noise", "blur"]) == 0
+    assert LMDBClips(partial).meta["formation"]["contrast"] is None
+    assert "synth_formation_contrast_lo" not in LMDBClips(partial)[0]["meta"]
 
 
 def test_torchrun_shards_equal_a_single_process_cache(tmp_path, tiny_bundle):

@@ -72,6 +72,14 @@ def test_bad_ranges_are_refused(kwargs, words):
         Photometric(**kwargs)
 
 
+def test_only_keeps_the_named_changes_and_their_ranges():
+    ranges = Photometric(blur=(1.0, 1.5), p=0.8)
+    assert ranges.only(["blur", "noise"]) == Photometric(contrast=None, blur=(1.0, 1.5), noise=(1.0, 4.0), p=0.8)
+    assert ranges.only(["contrast", "blur", "noise"]) == ranges and ranges.only([]).blur is None
+    with pytest.raises(ArgumentError, match="not focus"):
+        ranges.only(["blur", "focus"])
+
+
 def test_crops_of_another_shape_are_refused():
     with pytest.raises(ArgumentError, match=r"crops \[B, 1, H, W\] or clips"):
         augment_photometric(torch.rand(1, 32, 32), torch.Generator())

@@ -338,3 +338,33 @@ def test_scene_background_ignores_cells_the_segmentation_missed(tmp_path, hela_r
     assert missed.noise_std < 1.5 * full.noise_std and missed.background_smooth_std < 2 * full.background_smooth_std + 0.005
     # The background is far flatter than the cells are bright: no cell-sized blobs are invented.
     assert full.background_smooth_std < 0.02 and full.noise_std < 0.03
+
+
+def test_formation_draws_each_clips_image_formation_from_its_key_and_keeps_its_labels(tiny_bundle):
+    """One draw of the photometric changes per clip, from the clip's own key: the painted clip changed as
+    vary_formation changes it, masks and tracks kept, the ranges in the meta, and a clip the same in any batch."""
+    from bvdm_data.photometric import Photometric
+    from bvdm_data.synth.pipeline import vary_formation
+
+    blur = Photometric(contrast=None, noise=None, blur=(1.5, 1.5), p=1.0)
+    plain = Synthesizer(str(tiny_bundle), settings=FAST).generate(seeds(3, 4), 2, (64, 64))
+    varied = Synthesizer(str(tiny_bundle), settings=SynthesisSettings(t_s=20, t_f=3, density=4e-4, formation=blur))
+    clips = varied.generate(seeds(3, 4), 2, (64, 64))
+    plan = varied.plan(seeds(3, 4), 2, (64, 64))
+    for k, (a, b) in enumerate(zip(plain, clips)):
+        check_clip(b)
+        assert torch.equal(a["masks"], b["masks"]) and torch.equal(a["tracks"], b["tracks"])
+        assert torch.allclose(b["video"], vary_formation(a["video"], plan.keys[k], blur), atol=1e-5)
+        assert float(b["video"].std()) < float(a["video"].std())  # every clip blurred (p = 1)
+        assert (b["meta"]["synth_formation_blur_lo"], b["meta"]["synth_formation_p"]) == (1.5, 1.0)
+        assert "synth_formation_noise_lo" not in b["meta"]  # a change never drawn is not named
+        assert not any(key.startswith("synth_formation") for key in a["meta"])
+    alone = varied.generate(seeds(4), 2, (64, 64))[0]
+    assert torch.allclose(alone["video"], clips[1]["video"], atol=1e-4)
+    # the clips' own noise: two clips drawn with noise on get different draws
+    noisy = Synthesizer(str(tiny_bundle), settings=SynthesisSettings(
+        t_s=20, t_f=3, density=4e-4, formation=Photometric(contrast=None, blur=None, noise=(3.0, 3.0), p=1.0)))
+    a, b = noisy.generate(seeds(3, 4), 2, (64, 64))
+    assert not torch.equal(a["video"] - plain[0]["video"], b["video"] - plain[1]["video"])
+    with pytest.raises(BVDMDataError, match="formation must be None or a bvdm_data.Photometric"):
+        SynthesisSettings(formation=(0.5, 2.0))

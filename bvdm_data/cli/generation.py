@@ -4,6 +4,7 @@ under torchrun)."""
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
 from bvdm_data.cli.common import NON_NEGATIVE, POSITIVE, _density, _sampler_options, _verb, share
@@ -11,7 +12,7 @@ from bvdm_data.errors import BVDMDataError
 
 # painting settings added after caches existed, with the value those caches were painted with (the meta of a cache
 # names such a setting only when it differs, so older caches still resume)
-PAINTED_BEFORE = {"compile": False, "pressed": 0.0, "brightness": "marginal", "contrast": None}
+PAINTED_BEFORE = {"compile": False, "pressed": 0.0, "brightness": "marginal", "contrast": None, "formation": None}
 
 
 def _gen_batch(args: argparse.Namespace) -> int:
@@ -23,13 +24,15 @@ def _gen_batch(args: argparse.Namespace) -> int:
 def _synthesis(args: argparse.Namespace) -> dict:
     """The painting settings the generation verbs share, as keyword arguments."""
     from bvdm_data.diffusion.sample import resolve_stride
+    from bvdm_data.photometric import CHANGES, Photometric
 
     # resolved here: caches record the stride taken
     return dict(t_s=args.t_s, t_f=args.t_f, sampler=args.sampler, stride=resolve_stride(args.sampler, args.stride),
                 density=args.density, bf16=args.bf16, compile=args.compile, texture=args.texture,
                 cell_batch=args.cell_batch, edge=args.edge,
                 edge_shift=args.edge_shift, unlabelled=args.unlabelled, glow=args.glow, labels=args.labels,
-                overlap=args.overlap, pressed=args.pressed, brightness=args.brightness, contrast=args.contrast)
+                overlap=args.overlap, pressed=args.pressed, brightness=args.brightness, contrast=args.contrast,
+                formation=None if args.formation is None else Photometric().only(args.formation or CHANGES))
 
 
 def _stream(args: argparse.Namespace, num_clips: int):
@@ -99,7 +102,7 @@ def run_cache(args: argparse.Namespace) -> int:
                 "frames": args.frames, "size": list(size), "num_clips": args.clips,
                 # pixels do not depend on cell_batch; a setting added later is recorded only when it differs
                 # from what caches made before it were painted with, so that they lack the key and still resume
-                **{k: v for k, v in painting.items()
+                **{k: asdict(v) if is_dataclass(v) else v for k, v in painting.items()
                    if k != "cell_batch" and (k not in PAINTED_BEFORE or v != PAINTED_BEFORE[k])}}
 
         def generate(indices):
@@ -163,6 +166,10 @@ def _generation_options(p: argparse.ArgumentParser, frames: int, size: tuple[int
                    "background by a gain drawn log-uniformly from LO..HI, as another recording normalised by its own "
                    "percentiles would show it (domain randomisation, an ablation: it cost SEG on HeLa and GOWT1; labels "
                    "unchanged; default: off)")
+    p.add_argument("--formation", nargs="*", choices=("contrast", "blur", "noise"), metavar="CHANGE",
+                   help="draw each clip's image formation anew, as another microscope would record the same cells: "
+                   "contrast x0.5..2, blur 0.3..2 px, noise x1..4, each with probability 0.5 (bvdm_data.Photometric's "
+                   "ranges; labels unchanged); name changes (contrast, blur, noise) to draw only those (default: off)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--bf16", action="store_true", help="run the DDPM in bf16 (weights and activations)")
     p.add_argument("--compile", action="store_true", help="torch.compile the DDPM (CUDA graphs on a GPU): 10-25 s "
