@@ -71,6 +71,7 @@ class Photometric:
             >>> Photometric().only(["blur", "noise"])
             Photometric(contrast=None, blur=(0.3, 2.0), noise=(1.0, 4.0), p=0.5)
         """
+        changes = (changes,) if isinstance(changes, str) else tuple(changes)  # "blur" is one change, not letters
         unknown = sorted(set(changes) - set(CHANGES))
         if unknown:
             raise ArgumentError(f"Photometric draws {', '.join(CHANGES)}; not {', '.join(unknown)}")

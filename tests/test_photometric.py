@@ -76,6 +76,7 @@ def test_only_keeps_the_named_changes_and_their_ranges():
     ranges = Photometric(blur=(1.0, 1.5), p=0.8)
     assert ranges.only(["blur", "noise"]) == Photometric(contrast=None, blur=(1.0, 1.5), noise=(1.0, 4.0), p=0.8)
     assert ranges.only(["contrast", "blur", "noise"]) == ranges and ranges.only([]).blur is None
+    assert ranges.only("blur") == ranges.only(["blur"])
     with pytest.raises(ArgumentError, match="not focus"):
         ranges.only(["blur", "focus"])
 
