@@ -9,6 +9,7 @@ from pathlib import Path
 
 from bvdm_data.cli.common import NON_NEGATIVE, POSITIVE, _density, _sampler_options, _verb, share
 from bvdm_data.errors import BVDMDataError
+from bvdm_data.photometric import CHANGES, Photometric  # loaded with the package already: no start-up cost
 
 # painting settings added after caches existed, with the value those caches were painted with (the meta of a cache
 # names such a setting only when it differs, so older caches still resume)
@@ -24,7 +25,6 @@ def _gen_batch(args: argparse.Namespace) -> int:
 def _synthesis(args: argparse.Namespace) -> dict:
     """The painting settings the generation verbs share, as keyword arguments."""
     from bvdm_data.diffusion.sample import resolve_stride
-    from bvdm_data.photometric import CHANGES, Photometric
 
     # resolved here: caches record the stride taken
     return dict(t_s=args.t_s, t_f=args.t_f, sampler=args.sampler, stride=resolve_stride(args.sampler, args.stride),
@@ -166,7 +166,7 @@ def _generation_options(p: argparse.ArgumentParser, frames: int, size: tuple[int
                    "background by a gain drawn log-uniformly from LO..HI, as another recording normalised by its own "
                    "percentiles would show it (domain randomisation, an ablation: it cost SEG on HeLa and GOWT1; labels "
                    "unchanged; default: off)")
-    p.add_argument("--formation", nargs="*", choices=("contrast", "blur", "noise"), metavar="CHANGE",
+    p.add_argument("--formation", nargs="*", choices=CHANGES, metavar="CHANGE",
                    help="draw each clip's image formation anew, as another microscope would record the same cells: "
                    "contrast x0.5..2, blur 0.3..2 px, noise x1..4, each with probability 0.5 (bvdm_data.Photometric's "
                    "ranges; labels unchanged); name changes (contrast, blur, noise) to draw only those (default: off)")
