@@ -36,13 +36,17 @@ frames that no model of the bundle saw:
   (bo, do, d1o):     `--outline-ablation`: (b), (d), (d1) with the loss blind to a 1-px band on both sides of
                      every BVDM cell's edge on the background (`FramePool(outline_ignore=1)`): the same clips,
                      teaching where cells are and where they part, not where the annotation draws an outline
-  (br, dr, d1r):     `--formation-ablation`: (b), (d), (d1) with each clip's contrast, focus and noise drawn anew
-                     from its key (`--formation`: bvdm_data.Photometric's ranges, one draw per clip, or the changes
-                     `--formation-changes` names; labels unchanged)
-  (bi, di, d1i):     `--formation-per-crop`: (b), (d), (d1) on the default clips with every BVDM crop's contrast,
-                     blur and noise drawn anew (`FramePool(photometric=...)`, as `--augment` draws them, or those
-                     `--formation-changes` names), the real crops left as they are: what an endless stream of clips
-                     painted with `--formation` teaches, where a cache of a few clips holds a few draws
+  (br, dr, d1r):     `--formation-ablation`: (b), (d), (d1) with every clip shown as the fitted recording would
+                     show it (`--formation none`, the rule until 2026-11-28; arms br, dr, d1r of the result files
+                     until then were the opposite: the image formation drawn per clip where the default was none)
+  (bi, di, d1i):     `--formation-per-crop`: (b), (d), (d1) on the clips of `--formation none` with every BVDM
+                     crop's contrast, blur and noise drawn anew (`FramePool(photometric=...)`, as `--augment` draws
+                     them), the real crops left as they are: what an endless stream teaches, where a cache of a few
+                     clips holds a few draws
+
+The BVDM and flat clips draw each clip's image formation as the library does by default (`--formation`:
+contrast, blur and noise from bvdm_data.Photometric's ranges, one draw per clip); `--formation-changes` names the
+changes drawn, per clip and, for the per-crop arms, per crop (default all three).
 
 `--augment` varies every training crop's contrast, blur and noise (`bvdm_data.photometric`, each change
 with probability 0.5), the real and the synthetic ones alike, as a trainer would; the arms keep their codes and the
@@ -135,26 +139,8 @@ LAW_ABLATIONS = {"glow": ("g", "carry the cells' out-of-focus glow measured on t
                  "seam": ("s", "paint touching cells as free cells whose light adds (the rule until 2026-11-27: "
                           "a seam where they meet) instead of pressed against each other", ("--pressed", "0"),
                           ", touching pairs with a seam"),
-                 "formation": ("r", "show each clip's contrast, focus and noise drawn anew from its key, as another "
-                               "microscope would record the same cells (bvdm_data.Photometric's ranges)",
-                               ("--formation",), ", formation drawn per clip")}
-
-
-def drawn_changes(law: str, args: argparse.Namespace) -> tuple[str, ...]:
-    """The changes a formation ablation draws when not all three (in bvdm_data.photometric's order), else ()."""
-    changes = tuple(c for c in CHANGES if c in args.formation_changes)
-    return changes if law == "formation" and changes != CHANGES else ()
-
-
-def law_flags(law: str, args: argparse.Namespace) -> tuple[str, ...]:
-    """The cache flags of a law ablation; the formation drawn per clip names its changes when not all three."""
-    return (*LAW_ABLATIONS[law][2], *drawn_changes(law, args))
-
-
-def law_label(law: str, args: argparse.Namespace) -> str:
-    """The label of a law ablation's pool and arms (named as before when every change is drawn)."""
-    changes = drawn_changes(law, args)
-    return f"{LAW_ABLATIONS[law][3]} ({', '.join(changes)})" if changes else LAW_ABLATIONS[law][3]
+                 "formation": ("r", "show every clip as the fitted recording would, no image formation drawn (the "
+                               "rule until 2026-11-28)", ("--formation", "none"), ", no formation drawn")}
 
 
 CACHE_SEED = 11  # the synthetic caches' seed unless --cache-seed says otherwise
@@ -179,6 +165,8 @@ def cache(path: str | None, texture: str, density: float | None, args: argparse.
     for flag, value in NAMED_DEFAULTS:  # named in full: caches made before the default changed held another value
         if flag not in flags:
             flags = (*flags, flag, value)
+    if "--formation" not in flags:  # likewise (none until 2026-11-28), and named by the changes drawn
+        flags = (*flags, "--formation", *(c for c in CHANGES if c in args.formation_changes))
     if made_here:
         tag = "fitted" if density is None else f"{density:.2e}"
         name = "".join(c if c.isalnum() else "-" for c in Path(bundle).name + "".join(flags))
@@ -383,11 +371,12 @@ def main() -> None:
     parser.add_argument("--outline-ablation", action="store_true", help="add arms trained on the same BVDM clips "
                         f"with the loss blind to a {OUTLINE_IGNORE}-px band on both sides of each cell's edge on the "
                         "background")
-    parser.add_argument("--formation-per-crop", action="store_true", help="add arms trained on the same BVDM clips "
-                        "with each synthetic crop's contrast, blur and noise drawn anew (the real crops unchanged)")
+    parser.add_argument("--formation-per-crop", action="store_true", help="add arms trained on the clips of "
+                        "--formation none with each synthetic crop's contrast, blur and noise drawn anew (the real "
+                        "crops unchanged)")
     parser.add_argument("--formation-changes", nargs="+", choices=CHANGES, default=list(CHANGES),
-                        help="which changes --formation-per-crop and --formation-ablation draw (default: all three, "
-                        "as --augment does)")
+                        help="which changes the BVDM and flat clips draw per clip (bvdm-data cache --formation) and "
+                        "--formation-per-crop's arms per crop (default: all three, as the library and --augment do)")
     for law, (_, what, flags, _) in LAW_ABLATIONS.items():
         parser.add_argument(f"--{law}-ablation", action="store_true", help=f"add arms whose BVDM clips {what} "
                             f"({' '.join(flags)})")
@@ -472,7 +461,8 @@ def main() -> None:
         sources["BVDM, mask labels"] = cache(None, "ddpm", density, args, args.bundle, ("--labels", "masks"))
     laws = [law for law in LAW_ABLATIONS if getattr(args, f"{law}_ablation")]
     for law in laws:
-        sources[f"BVDM{law_label(law, args)}"] = cache(None, "ddpm", density, args, args.bundle, law_flags(law, args))
+        sources[f"BVDM{LAW_ABLATIONS[law][3]}"] = cache(None, "ddpm", density, args, args.bundle,
+                                                        LAW_ABLATIONS[law][2])
     pools = {name: FramePool(clips, name) for name, clips in sources.items()}
     arms = {"(a) real": [real_pool], "(a1) real, 1 frame": [scarce_pool], "(b) BVDM": [pools.get("BVDM")],
             "(c) flat texture": [pools.get("flat")], "(d) real + BVDM": [real_pool, pools.get("BVDM")],
@@ -494,7 +484,7 @@ def main() -> None:
                      "(d-) real + BVDM, simulated masks as labels": [real_pool, masks],
                      "(d1-) real 1 frame + BVDM, simulated masks as labels": [scarce_pool, masks]})
     for law in laws:
-        code, label = LAW_ABLATIONS[law][0], law_label(law, args)
+        code, label = LAW_ABLATIONS[law][0], LAW_ABLATIONS[law][3]
         pool = pools[f"BVDM{label}"]
         arms.update({f"(b{code}) BVDM{label}": [pool], f"(d{code}) real + BVDM{label}": [real_pool, pool],
                      f"(d1{code}) real 1 frame + BVDM{label}": [scarce_pool, pool]})
@@ -504,7 +494,8 @@ def main() -> None:
         arms.update({"(bo) BVDM, outline band ignored": [blind], "(do) real + BVDM, outline band ignored":
                      [real_pool, blind], "(d1o) real 1 frame + BVDM, outline band ignored": [scarce_pool, blind]})
     if args.formation_per_crop:
-        varied = FramePool(sources["BVDM"], f"BVDM, formation varied ({', '.join(args.formation_changes)})",
+        plain = cache(None, "ddpm", density, args, args.bundle, LAW_ABLATIONS["formation"][2])
+        varied = FramePool(plain, f"BVDM, formation varied ({', '.join(args.formation_changes)})",
                            photometric=Photometric().only(args.formation_changes))
         pools[varied.name] = varied
         arms.update({"(bi) BVDM, formation varied": [varied], "(di) real + BVDM, formation varied":

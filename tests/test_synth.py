@@ -11,6 +11,7 @@ from bvdm_data.errors import BVDMDataError
 from bvdm_data.synth import SynthesisSettings, Synthesizer, compose
 
 FAST = SynthesisSettings(t_s=20, t_f=3, density=4e-4)
+PLAIN = SynthesisSettings(t_s=20, t_f=3, density=4e-4, formation=None)  # as painted: no image formation drawn
 
 
 def seeds(*values):
@@ -97,9 +98,9 @@ def test_contrast_scales_each_clips_light_about_the_background_and_keeps_its_lab
     scales by it (before the 0..1 clamp), masks and tracks stay, and a clip is the same in any batch."""
     from bvdm_data.scene.model import SceneModel
 
-    plain = Synthesizer(str(tiny_bundle), settings=FAST).generate(seeds(3, 4, 5), 2, (64, 64))
+    plain = Synthesizer(str(tiny_bundle), settings=PLAIN).generate(seeds(3, 4, 5), 2, (64, 64))
     varied = Synthesizer(str(tiny_bundle), settings=SynthesisSettings(t_s=20, t_f=3, density=4e-4,
-                                                                     contrast=(0.5, 2.0)))
+                                                                     contrast=(0.5, 2.0), formation=None))
     clips = varied.generate(seeds(3, 4, 5), 2, (64, 64))
     level = (SceneModel.load(str(tiny_bundle)).background_mean + 1) / 2  # the background level on the 0..1 scale
     gains = []
@@ -232,7 +233,8 @@ def test_carry_over_leaves_only_background_outside_the_new_mask(tiny_bundle):
 
 
 def test_frames_keep_the_scene_background_away_from_cells(tiny_bundle):
-    synth = Synthesizer(str(tiny_bundle), settings=SynthesisSettings(t_s=20, t_f=3, density=4e-4, labels="masks"))
+    synth = Synthesizer(str(tiny_bundle), settings=SynthesisSettings(t_s=20, t_f=3, density=4e-4, labels="masks",
+                                                                     formation=None))
     from bvdm_data.diffusion.noise import derive_key
     from bvdm_data.synth.pipeline import BACKGROUND
 
@@ -347,7 +349,7 @@ def test_formation_draws_each_clips_image_formation_from_its_key_and_keeps_its_l
     from bvdm_data.synth.pipeline import vary_formation
 
     blur = Photometric(contrast=None, noise=None, blur=(1.5, 1.5), p=1.0)
-    plain = Synthesizer(str(tiny_bundle), settings=FAST).generate(seeds(3, 4), 2, (64, 64))
+    plain = Synthesizer(str(tiny_bundle), settings=PLAIN).generate(seeds(3, 4), 2, (64, 64))
     varied = Synthesizer(str(tiny_bundle), settings=SynthesisSettings(t_s=20, t_f=3, density=4e-4, formation=blur))
     clips = varied.generate(seeds(3, 4), 2, (64, 64))
     plan = varied.plan(seeds(3, 4), 2, (64, 64))
@@ -361,6 +363,11 @@ def test_formation_draws_each_clips_image_formation_from_its_key_and_keeps_its_l
         assert not any(key.startswith("synth_formation") for key in a["meta"])
     alone = varied.generate(seeds(4), 2, (64, 64))[0]
     assert torch.allclose(alone["video"], clips[1]["video"], atol=1e-4)
+    # by default all three changes are drawn, with Photometric's ranges
+    assert SynthesisSettings().formation == Photometric()
+    default = Synthesizer(str(tiny_bundle), settings=FAST).generate(seeds(3), 2, (64, 64))[0]
+    assert torch.allclose(default["video"], vary_formation(plain[0]["video"], plan.keys[0], Photometric()), atol=1e-5)
+    assert (default["meta"]["synth_formation_p"], default["meta"]["synth_formation_contrast_hi"]) == (0.5, 2.0)
     # the clips' own noise: two clips drawn with noise on get different draws
     noisy = Synthesizer(str(tiny_bundle), settings=SynthesisSettings(
         t_s=20, t_f=3, density=4e-4, formation=Photometric(contrast=None, blur=None, noise=(3.0, 3.0), p=1.0)))

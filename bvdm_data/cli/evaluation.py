@@ -44,7 +44,8 @@ def run_evaluate_realism(args: argparse.Namespace) -> int:
           f"Fréchet on {ENCODER_NAME} features; _95: range over {args.resamples} resamples of the held-out cells, "
           f"_beats_flat: share of those in which the row is closer than flat")
     print(markdown(rows, texture_columns(args.resamples)))
-    painted = dict(t_s=args.t_s, sampler=args.sampler, stride=stride, density=args.density)
+    painted = dict(t_s=args.t_s, sampler=args.sampler, stride=stride, density=args.density,
+                   formation=None)  # the painter's own flicker, without the per-frame noise of a drawn formation
     settings = [(f"BVDM t_f={args.t_f} {painting}", SynthesisSettings(t_f=args.t_f, **painted)),
                 ("independent frames", SynthesisSettings(t_f=0, independent_frames=True, **painted))]
     rows = temporal_rows(args.bundle, seq, texture.intensity_range, args.clips, args.frames, tuple(args.size),

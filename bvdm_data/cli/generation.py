@@ -22,6 +22,16 @@ def _gen_batch(args: argparse.Namespace) -> int:
     return args.gen_batch or default_gen_batch(args.device)
 
 
+def formation(changes: list[str]) -> Photometric | None:
+    """``--formation``'s choice as ``SynthesisSettings.formation``: the changes named, or None for ``none``."""
+    if "none" not in changes:
+        return Photometric().only(changes)
+    if len(changes) > 1:
+        others = ", ".join(c for c in changes if c != "none")
+        raise BVDMDataError(f"--formation none draws nothing; it cannot go with {others}")
+    return None
+
+
 def _synthesis(args: argparse.Namespace) -> dict:
     """The painting settings the generation verbs share, as keyword arguments."""
     from bvdm_data.diffusion.sample import resolve_stride
@@ -32,7 +42,7 @@ def _synthesis(args: argparse.Namespace) -> dict:
                 cell_batch=args.cell_batch, edge=args.edge,
                 edge_shift=args.edge_shift, unlabelled=args.unlabelled, glow=args.glow, labels=args.labels,
                 overlap=args.overlap, pressed=args.pressed, brightness=args.brightness, contrast=args.contrast,
-                formation=None if args.formation is None else Photometric().only(args.formation or CHANGES))
+                formation=formation(args.formation))
 
 
 def _stream(args: argparse.Namespace, num_clips: int):
@@ -166,10 +176,11 @@ def _generation_options(p: argparse.ArgumentParser, frames: int, size: tuple[int
                    "background by a gain drawn log-uniformly from LO..HI, as another recording normalised by its own "
                    "percentiles would show it (domain randomisation, an ablation: it cost SEG on HeLa and GOWT1; labels "
                    "unchanged; default: off)")
-    p.add_argument("--formation", nargs="*", choices=CHANGES, metavar="CHANGE",
+    p.add_argument("--formation", nargs="+", choices=[*CHANGES, "none"], default=list(CHANGES), metavar="CHANGE",
                    help="draw each clip's image formation anew, as another microscope would record the same cells: "
                    "contrast x0.5..2, blur 0.3..2 px, noise x1..4, each with probability 0.5 (bvdm_data.Photometric's "
-                   "ranges; labels unchanged); name changes (contrast, blur, noise) to draw only those (default: off)")
+                   "ranges; labels unchanged); name the changes to draw (default: contrast blur noise), or none to "
+                   "show every clip as the fitted recording would")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--bf16", action="store_true", help="run the DDPM in bf16 (weights and activations)")
     p.add_argument("--compile", action="store_true", help="torch.compile the DDPM (CUDA graphs on a GPU): 10-25 s "

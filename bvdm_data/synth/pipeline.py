@@ -153,14 +153,15 @@ class SynthesisSettings:
     # randomisation, off: gains of 0.5..2 cost SEG on HeLa (-0.004 mixed) and on GOWT1's cross-video test (-0.045
     # mixed, more misses, fewer false positives; RESULTS.md §1, "Contrast varied per clip").
     contrast: tuple[float, float] | None = None
-    # formation: None (default) or a Photometric: each finished clip's image formation drawn anew, as another
-    # microscope would record the same cells: the light above its median, its focus and its noise changed as
-    # bvdm_data.photometric draws them, one draw per clip from the clip's key (its frames share it, each gets its
-    # own noise). Labels unchanged: the annotation follows the cells. Off by default (RESULTS.md §1, "Image
-    # formation varied on the synthetic half"): mixed with unchanged real frames, HeLa SEG 0.001 under the plain mix
-    # on unchanged test frames and far steadier under blur and contrast (blur 2 px: 0.899 against 0.844); GOWT1's
-    # other recording SEG +0.010 but DET -0.029 (more false positives).
-    formation: Photometric | None = None
+    # formation: a Photometric (default: its ranges, all three changes) or None: each finished clip's image
+    # formation drawn anew, as another microscope would record the same cells: the light above its median, its focus
+    # and its noise changed as bvdm_data.photometric draws them (each with probability 0.5), one draw per clip from
+    # the clip's key (its frames share it, each gets its own noise). Labels unchanged: the annotation follows the
+    # cells. On since 2026-11-28 (RESULTS.md §1, "Image formation varied on the synthetic half"): mixed with
+    # unchanged real frames, HeLa SEG 0.001 under the plain mix on unchanged test frames and far steadier under
+    # blur and contrast (blur 2 px: 0.899 against 0.844); GOWT1's other recording SEG +0.010 and, with the size
+    # filter at its nuclei's scale, no DET lost. None paints every clip with the recording's own formation.
+    formation: Photometric | None = Photometric()
 
     def __post_init__(self) -> None:
         # frozen: the resolved stride is what caches and clip meta record
