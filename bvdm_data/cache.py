@@ -222,7 +222,8 @@ def write_cache(path: str | os.PathLike, meta: dict[str, Any], indices: Iterable
             differ = sorted(k for k in set(stored) | set(meta) if k not in GROWABLE and stored.get(k) != meta.get(k))
             if differ:
                 changes = ", ".join(f"{k}: {stored.get(k)!r} -> {meta.get(k)!r}" for k in differ)
-                raise BVDMDataError(f"{path}: holds clips made with other settings ({changes}); use another path")
+                raise BVDMDataError(f"{path}: holds clips made with other settings ({changes}); ask for the "
+                                     "settings it was made with, or use another path")
             # Only the clip count may change: asking for more clips grows the cache, the clips made stay.
             meta = {**stored, **{k: max(stored.get(k) or 0, meta.get(k) or 0) for k in GROWABLE if k in meta}}
         if stored != meta:

@@ -146,8 +146,9 @@ class BVDMStream(IterableDataset):
             record the same cells (meta ``synth_formation_*``; ``Photometric().only(["blur", "noise"])`` draws
             those alone). Mixed with unchanged real frames on HeLa it made the segmenter far steadier under blur
             and contrast (SEG 0.899 against 0.844 under a 2-px blur) at 0.001 SEG on the recording the real
-            frames come from; on GOWT1's other recording it raised SEG by 0.010 (benchmarks/RESULTS.md §1,
-            "Image formation varied"). ``None`` shows every clip as the fitted recording would.
+            frames come from; on GOWT1's other recording it raised SEG by 0.011 and, with the segmenter's size
+            filter at GOWT1's scale, kept its DET (benchmarks/RESULTS.md §1, "Image formation varied"). ``None``
+            shows every clip as the fitted recording would.
         transform: called on each clip before it is yielded (after ``tv_tensors`` wrapping), like
             ``CTCClips`` and ``LMDBClips``; after a crop, :func:`~bvdm_data.clip.restore_contract`
             makes the clip meet the contract again.
