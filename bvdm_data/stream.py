@@ -198,7 +198,8 @@ class BVDMStream(IterableDataset):
         s = self.settings
         return (f"BVDMStream(bundle={self.bundle!r}, clip_len={self.clip_len}, size={self.size}, seed={self.seed}, "
                 f"num_clips={self.num_clips}, epoch={self.epoch}, texture={s.texture!r}, t_s={s.t_s}, t_f={s.t_f}, "
-                f"sampler={s.sampler!r}, stride={s.stride}, density={s.density}, device={str(self.device)!r})")
+                f"sampler={s.sampler!r}, stride={s.stride}, density={s.density}, formation={s.formation}, "
+                f"device={str(self.device)!r})")
 
     def _synthesizer(self) -> Synthesizer:
         if self._synth is None:

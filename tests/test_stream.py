@@ -30,6 +30,9 @@ def test_clips_meet_the_contract_and_batch(tiny_bundle):
         check_clip(clip)
     batch = next(iter(DataLoader(stream, batch_size=2, collate_fn=collate_clips)))
     assert batch["video"].shape == (2, 3, 1, 64, 64)
+    # the image formation each clip draws by default is in plain sight
+    assert "formation=Photometric(contrast=(0.5, 2.0), blur=(0.3, 2.0), noise=(1.0, 4.0), p=0.5)" in repr(stream)
+    assert "formation=None" in repr(BVDMStream(str(tiny_bundle), num_clips=1, formation=None, **FAST))
 
 
 @pytest.mark.parametrize("workers, gen_batch", [(1, 1), (2, 2), (0, 3)])
