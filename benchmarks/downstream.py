@@ -144,9 +144,6 @@ LAW_ABLATIONS = {"glow": ("g", "carry the cells' out-of-focus glow measured on t
 
 
 CACHE_SEED = 11  # the synthetic caches' seed unless --cache-seed says otherwise
-# Settings whose default changed after caches were first named without them: a cache name always carries them (in
-# this order), so that one painted with the new default is never taken for one painted before it.
-NAMED_DEFAULTS = (("--pressed", f"{SynthesisSettings.pressed:g}"), ("--overlap", SynthesisSettings.overlap))
 
 
 def bundle_fingerprint(bundle: str) -> str:
@@ -156,17 +153,24 @@ def bundle_fingerprint(bundle: str) -> str:
     return hashlib.sha256(json.dumps(files).encode()).hexdigest()[:8]
 
 
+def named_defaults(args: argparse.Namespace) -> tuple[tuple[str, ...], ...]:
+    """Settings whose default changed after caches were first named without them, as (flag, value, ...): a cache
+    name always carries them (in this order), so that one painted with the new default is never taken for one
+    painted before it (the image formation drawn: none until 2026-11-28, then the changes ``--formation-changes``
+    names)."""
+    return (("--pressed", f"{SynthesisSettings.pressed:g}"), ("--overlap", SynthesisSettings.overlap),
+            ("--formation", *(c for c in CHANGES if c in args.formation_changes)))
+
+
 def cache(path: str | None, texture: str, density: float | None, args: argparse.Namespace, bundle: str | None = None,
           flags: tuple[str, ...] = ()) -> LMDBClips:
     """The given cache, or one made for these settings and this version of the bundle under runs/ (once; a
     partial one left by a stop is completed)."""
     bundle = bundle or args.bundle
     made_here = path is None
-    for flag, value in NAMED_DEFAULTS:  # named in full: caches made before the default changed held another value
+    for flag, *values in named_defaults(args):  # named in full: older caches held another value
         if flag not in flags:
-            flags = (*flags, flag, value)
-    if "--formation" not in flags:  # likewise (none until 2026-11-28), and named by the changes drawn
-        flags = (*flags, "--formation", *(c for c in CHANGES if c in args.formation_changes))
+            flags = (*flags, flag, *values)
     if made_here:
         tag = "fitted" if density is None else f"{density:.2e}"
         name = "".join(c if c.isalnum() else "-" for c in Path(bundle).name + "".join(flags))
