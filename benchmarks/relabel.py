@@ -33,13 +33,14 @@ def main() -> None:
                                                                 labels="masks"))
     plan = synth.plan([np.random.SeedSequence(k) for k in range(args.clips)], args.frames, (args.size, args.size))
     captured = []
-    finish = synth._finish
+    views = synth._views
 
-    def keep(plan_, k, video, labels, meta):  # the padded painting, before it is cropped
-        captured.append((video[:, 0].float().numpy(), labels))
-        return finish(plan_, k, video, labels, meta)
+    def keep(plan_, painted, gains):  # the padded painting, before the view is cropped from it
+        captured.extend((video[:, 0].float().cpu().numpy(), sim["masks"].numpy())
+                        for video, sim in zip(painted, plan_.sims))
+        return views(plan_, painted, gains)
 
-    synth._finish = keep
+    synth._views = keep
     synth.paint(plan)
     backgrounds = [synth.scene.background(args.frames, plan.padded, 0, torch.device("cpu"))[:, 0].numpy()
                    for _ in captured]

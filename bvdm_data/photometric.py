@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import torch
 from kornia.filters import gaussian_blur2d, median_blur
@@ -94,14 +94,105 @@ def crop_noise(x: torch.Tensor) -> torch.Tensor:
     return MAD_TO_STD / MEDIAN_RESIDUAL * residual.abs().flatten(1).median(1).values
 
 
+@dataclass(frozen=True)
+class PhotometricDraw:
+    """Which changes apply to each of ``B`` items and by how much: CPU tensors ``[B]`` (a change that is off for
+    an item keeps a value, unused), from :func:`draw_photometric`."""
+
+    contrast_on: torch.Tensor
+    contrast: torch.Tensor
+    blur_on: torch.Tensor
+    sigma: torch.Tensor
+    noise_on: torch.Tensor
+    times: torch.Tensor
+
+    @staticmethod
+    def cat(draws: Sequence[PhotometricDraw]) -> PhotometricDraw:
+        """The draws of several batches as one, in order.
+
+        Example:
+            >>> g = torch.Generator().manual_seed(0)
+            >>> len(PhotometricDraw.cat([draw_photometric(g, 2), draw_photometric(g, 3)]).sigma)
+            5
+        """
+        return PhotometricDraw(*(torch.cat([getattr(d, f.name) for d in draws]) for f in fields(PhotometricDraw)))
+
+
+def draw_photometric(gen: torch.Generator, count: int, ranges: Photometric = Photometric()) -> PhotometricDraw:
+    """The changes of ``count`` items: six CPU draws of ``count`` numbers from ``gen``, two per change in
+    :data:`CHANGES` order (whether, how much). Draws are taken for a change that is off too, so that switching
+    one off leaves the others' draws.
+
+    Example:
+        >>> d = draw_photometric(torch.Generator().manual_seed(0), 4, Photometric(p=1.0, blur=None))
+        >>> bool(d.contrast_on.all()), bool(d.blur_on.any())
+        (True, False)
+    """
+    def draw(bounds: tuple[float, float] | None, log: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        on = (torch.rand(count, generator=gen) < ranges.p) & (bounds is not None)
+        lo, hi = (1.0, 1.0) if bounds is None else bounds
+        lo, hi = (math.log(lo), math.log(hi)) if log else (lo, hi)
+        value = lo + (hi - lo) * torch.rand(count, generator=gen)
+        return on, value.exp() if log else value
+
+    return PhotometricDraw(*draw(ranges.contrast, log=True), *draw(ranges.blur), *draw(ranges.noise))
+
+
+def apply_photometric(x: torch.Tensor, draws: PhotometricDraw, noise: torch.Tensor,
+                      ranges: Photometric = Photometric()) -> torch.Tensor:
+    """Crops ``[B, 1, H, W]`` or clips ``[B, T, 1, H, W]`` in 0..1 changed as ``draws`` (one per item) say, on
+    ``x``'s device; ``noise``: standard normal noise for the items whose noise is on, in order (``[N, ...]``,
+    ``N = draws.noise_on.sum()``, any device): the camera's, scaled here to each item's own.
+
+    A clip's frames share their item's draws (one recording, one image formation) and get noise of their own.
+    The changes come in the order a microscope makes them: the light above the background (the frame's median),
+    then the blur of the optics, then the camera's noise; the result is clipped to 0..1 as inputs are. Each change
+    is computed for the items it applies to alone, chosen from the CPU draws, so nothing waits on the device.
+
+    Example:
+        >>> x = torch.rand(2, 1, 16, 16)
+        >>> off = draw_photometric(torch.Generator(), 2, Photometric(p=0.0))
+        >>> torch.equal(apply_photometric(x, off, torch.randn(0, 1, 16, 16)), x)
+        True
+    """
+    if x.ndim not in (4, 5) or x.shape[-3] != 1:
+        raise ArgumentError(f"photometric changes take crops [B, 1, H, W] or clips [B, T, 1, H, W], got "
+                            f"{tuple(x.shape)}")
+    noisy = int(draws.noise_on.sum())
+    if len(draws.sigma) != len(x) or noise.shape != (noisy, *x.shape[1:]):
+        raise ArgumentError(f"photometric changes need one draw per item ({len(x)}, got {len(draws.sigma)}) and "
+                            f"noise for the {noisy} noisy one(s), {(noisy, *x.shape[1:])}; got {tuple(noise.shape)}")
+    frames = x.shape[1] if x.ndim == 5 else 1
+    out = x.flatten(0, -4).clone()  # [B * T, 1, H, W]
+
+    def images(on: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The images whose item has the change on (indices on the device) and their values ``[n, 1, 1, 1]``."""
+        chosen = on.repeat_interleave(frames).nonzero()[:, 0]
+        value = values.repeat_interleave(frames)[chosen].to(x.device, x.dtype).view(-1, 1, 1, 1)
+        return chosen.to(x.device), value
+
+    if bool(draws.contrast_on.any()):
+        chosen, factor = images(draws.contrast_on, draws.contrast)
+        sub = out[chosen]
+        background = sub.flatten(1).median(1).values.view(-1, 1, 1, 1)
+        out[chosen] = background + factor * (sub - background)
+    if bool(draws.blur_on.any()):
+        chosen, sigma = images(draws.blur_on, draws.sigma)
+        size = 2 * math.ceil(3 * ranges.blur[1]) + 1
+        out[chosen] = gaussian_blur2d(out[chosen], size, sigma.view(-1, 1).expand(-1, 2).contiguous(),
+                                      border_type="reflect")
+    if noisy:
+        chosen, scale = images(draws.noise_on, (draws.times ** 2 - 1).sqrt())  # times >= 1: Photometric checks it
+        sub = out[chosen]
+        out[chosen] = sub + crop_noise(sub).view(-1, 1, 1, 1) * scale * noise.to(x.device, x.dtype).flatten(0, -4)
+    return out.clamp(0, 1).view(x.shape)
+
+
 def augment_photometric(x: torch.Tensor, gen: torch.Generator, ranges: Photometric = Photometric()) -> torch.Tensor:
     """Crops ``[B, 1, H, W]`` or clips ``[B, T, 1, H, W]`` in 0..1, each one's contrast, focus and noise changed.
 
-    Each change is applied to an item with probability ``ranges.p``; a clip's frames share their item's draws
-    (one recording, one image formation) and get noise of their own. The changes come in the order a microscope
-    makes them: the light above the background (the frame's median), then the blur of the optics, then the
-    camera's noise; the result is clipped to 0..1 as inputs are. Every draw comes from ``gen`` (a CPU
-    generator), so the same generator state gives the same result on any device.
+    Each change is applied to an item with probability ``ranges.p`` (:func:`apply_photometric` says how). Every
+    draw comes from ``gen`` (a CPU generator), so the same generator state gives the same result on any device.
 
     Example:
         >>> x = torch.rand(4, 1, 32, 32)
@@ -114,33 +205,6 @@ def augment_photometric(x: torch.Tensor, gen: torch.Generator, ranges: Photometr
     if x.ndim not in (4, 5) or x.shape[-3] != 1:
         raise ArgumentError(f"augment_photometric takes crops [B, 1, H, W] or clips [B, T, 1, H, W], got "
                             f"{tuple(x.shape)}")
-    b, frames = len(x), (x.shape[1] if x.ndim == 5 else 1)
-
-    def draw(bounds: tuple[float, float] | None, log: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        # Draws are taken for a change that is off too, so that switching one off leaves the others' draws.
-        on = (torch.rand(b, generator=gen) < ranges.p) & (bounds is not None)
-        lo, hi = (1.0, 1.0) if bounds is None else bounds
-        lo, hi = (math.log(lo), math.log(hi)) if log else (lo, hi)
-        value = lo + (hi - lo) * torch.rand(b, generator=gen)
-        value = value.exp() if log else value
-        return (on.repeat_interleave(frames).to(x.device),
-                value.repeat_interleave(frames).to(x.device, x.dtype))  # a clip's frames share its draws
-
-    contrast_on, contrast = draw(ranges.contrast, log=True)
-    blur_on, sigma = draw(ranges.blur)
-    noise_on, times = draw(ranges.noise)
-    noise = torch.randn(x.shape, generator=gen).to(x.device, x.dtype).flatten(0, -4)
-    out = x.flatten(0, -4)  # [B * T, 1, H, W]
-    n = len(out)
-    if contrast_on.any():
-        background = out.flatten(1).median(1).values.view(-1, 1, 1, 1)
-        factor = torch.where(contrast_on, contrast, torch.ones_like(contrast)).view(-1, 1, 1, 1)
-        out = background + factor * (out - background)
-    if blur_on.any():
-        size = 2 * math.ceil(3 * ranges.blur[1]) + 1
-        blurred = gaussian_blur2d(out, size, sigma[:, None].expand(n, 2).contiguous(), border_type="reflect")
-        out = torch.where(blur_on.view(-1, 1, 1, 1), blurred, out)
-    if noise_on.any():
-        add = crop_noise(out) * (times ** 2 - 1).sqrt()  # times >= 1: Photometric checks it
-        out = out + torch.where(noise_on, add, torch.zeros_like(add)).view(-1, 1, 1, 1) * noise
-    return out.clamp(0, 1).view(x.shape)
+    draws = draw_photometric(gen, len(x), ranges)
+    noise = torch.randn(x.shape, generator=gen)  # for every item, whatever is on: the generator's state after a call
+    return apply_photometric(x, draws, noise[draws.noise_on], ranges)  # does not depend on the draws

@@ -156,6 +156,15 @@ def test_resume_with_other_parameters_is_refused(tmp_path, tiny_bundle, capsys):
     assert "synth_formation_contrast_lo" not in LMDBClips(partial)[0]["meta"]
     assert main([*cache_cmd(tiny_bundle, partial, 1), "--formation", "none", "blur"]) == 2
     assert "--formation none draws nothing; it cannot go with blur" in capsys.readouterr().err
+    # the camera noise is keyed and the meta says so: a cache whose drawn noise came from a CPU generator (written
+    # before, its meta without the entry) is not resumed with other noise
+    assert LMDBClips(formed).meta["formation_noise"] == "keyed" and "formation_noise" not in LMDBClips(old).meta
+    from bvdm_data.cache import META_KEY
+    with lmdb.open(str(partial), subdir=True) as env, env.begin(write=True) as txn:
+        earlier = {k: v for k, v in json.loads(txn.get(META_KEY)).items() if k != "formation_noise"}
+        txn.put(META_KEY, json.dumps(earlier, sort_keys=True).encode())
+    assert main([*cache_cmd(tiny_bundle, partial, 1), "--formation", "noise", "blur"]) == 2
+    assert "formation_noise: None -> 'keyed'" in capsys.readouterr().err
 
 
 def test_torchrun_shards_equal_a_single_process_cache(tmp_path, tiny_bundle):

@@ -95,3 +95,19 @@ def test_a_clips_frames_share_one_image_formation_and_get_noise_of_their_own():
     assert not torch.equal(y[0], y[1])  # another clip, other draws
     noisy = augment_photometric(clips, torch.Generator().manual_seed(2), Photometric(contrast=None, blur=None, p=1.0))
     assert not torch.equal(noisy[:, 0], noisy[:, 1])
+
+
+def test_apply_adds_the_noise_it_is_given_scaled_to_the_crops_own_and_refuses_a_mismatch():
+    """The noise comes from the caller (vary_formation makes it keyed, on the device), one image per noisy item."""
+    from bvdm_data.photometric import apply_photometric, draw_photometric
+
+    x = nucleus(64, noise=0.01)  # [4, 1, 64, 64]
+    ranges = Photometric(**{**ONLY, "noise": (3.0, 3.0)}, p=1.0)
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(9))
+    y = apply_photometric(x, draw_photometric(torch.Generator(), 4, ranges), noise, ranges)
+    scale = (crop_noise(x) * 8 ** 0.5).view(-1, 1, 1, 1)  # 3x the noise: add sqrt(3^2 - 1) of it
+    assert torch.allclose(y, (x + scale * noise).clamp(0, 1), atol=1e-6)
+    with pytest.raises(ArgumentError, match=r"noise for the 4 noisy one\(s\)"):
+        apply_photometric(x, draw_photometric(torch.Generator(), 4, ranges), noise[:2], ranges)
+    with pytest.raises(ArgumentError, match=r"one draw per item \(4, got 3\)"):
+        apply_photometric(x, draw_photometric(torch.Generator(), 3, ranges), noise, ranges)

@@ -356,7 +356,7 @@ def test_formation_draws_each_clips_image_formation_from_its_key_and_keeps_its_l
     for k, (a, b) in enumerate(zip(plain, clips)):
         check_clip(b)
         assert torch.equal(a["masks"], b["masks"]) and torch.equal(a["tracks"], b["tracks"])
-        assert torch.allclose(b["video"], vary_formation(a["video"], plan.keys[k], blur), atol=1e-5)
+        assert torch.allclose(b["video"], vary_formation(a["video"][None], [plan.keys[k]], blur)[0], atol=1e-5)
         assert float(b["video"].std()) < float(a["video"].std())  # every clip blurred (p = 1)
         assert (b["meta"]["synth_formation_blur_lo"], b["meta"]["synth_formation_p"]) == (1.5, 1.0)
         assert "synth_formation_noise_lo" not in b["meta"]  # a change never drawn is not named
@@ -366,7 +366,8 @@ def test_formation_draws_each_clips_image_formation_from_its_key_and_keeps_its_l
     # by default all three changes are drawn, with Photometric's ranges
     assert SynthesisSettings().formation == Photometric()
     default = Synthesizer(str(tiny_bundle), settings=FAST).generate(seeds(3), 2, (64, 64))[0]
-    assert torch.allclose(default["video"], vary_formation(plain[0]["video"], plan.keys[0], Photometric()), atol=1e-5)
+    assert torch.allclose(default["video"], vary_formation(plain[0]["video"][None], plan.keys[:1], Photometric())[0],
+                          atol=1e-5)
     assert (default["meta"]["synth_formation_p"], default["meta"]["synth_formation_contrast_hi"]) == (0.5, 2.0)
     # the clips' own noise: two clips drawn with noise on get different draws
     noisy = Synthesizer(str(tiny_bundle), settings=SynthesisSettings(
@@ -375,3 +376,24 @@ def test_formation_draws_each_clips_image_formation_from_its_key_and_keeps_its_l
     assert not torch.equal(a["video"] - plain[0]["video"], b["video"] - plain[1]["video"])
     with pytest.raises(BVDMDataError, match="formation must be None or a bvdm_data.Photometric"):
         SynthesisSettings(formation=(0.5, 2.0))
+
+
+def test_vary_formation_draws_a_clips_noise_from_its_key_whatever_the_batch():
+    """The camera noise of a drawn formation is keyed noise (made on the clips' device, none copied from the
+    host): a clip's result does not depend on the clips beside it, and the noise added is its key's."""
+    from bvdm_data.diffusion.noise import derive_key, keyed_normal
+    from bvdm_data.photometric import Photometric, crop_noise
+    from bvdm_data.synth.pipeline import FORMATION, vary_formation
+
+    g = torch.Generator().manual_seed(0)
+    clips = 0.3 + 0.01 * torch.randn(3, 2, 1, 32, 32, generator=g)  # flat frames, noise of their own
+    keys = [derive_key(11), derive_key(12), derive_key(13)]
+    everything = vary_formation(clips, keys, Photometric())
+    assert torch.allclose(vary_formation(clips[1:], keys[1:], Photometric()), everything[1:], atol=1e-6)
+    noise_only = Photometric(contrast=None, blur=None, noise=(2.0, 2.0), p=1.0)
+    y = vary_formation(clips[:1], keys[:1], noise_only)
+    added = (y - clips[:1])[0] / (crop_noise(clips[0]) * 3 ** 0.5).view(-1, 1, 1, 1)  # 2x: sqrt(2^2 - 1)
+    expected = keyed_normal(torch.tensor([derive_key(keys[0], FORMATION)]), 0, clips.shape[1:])[0]
+    assert torch.allclose(added, expected, atol=1e-4)
+    with pytest.raises(BVDMDataError, match="one key per clip"):
+        vary_formation(clips, keys[:2], Photometric())

@@ -92,6 +92,7 @@ def run_cache(args: argparse.Namespace) -> int:
     from bvdm_data.cache import SHARDS, bundle_hash, shard_path, write_cache, write_shard_manifest
     from bvdm_data.stream import paint_indices
     from bvdm_data.synth import SynthesisSettings, Synthesizer
+    from bvdm_data.synth.pipeline import FORMATION_NOISE
 
     if args.clips < 1:
         raise BVDMDataError(f"--clips must be at least 1, got {args.clips}")
@@ -113,7 +114,8 @@ def run_cache(args: argparse.Namespace) -> int:
                 # pixels do not depend on cell_batch; a setting added later is recorded only when it differs
                 # from what caches made before it were painted with, so that they lack the key and still resume
                 **{k: asdict(v) if is_dataclass(v) else v for k, v in painting.items()
-                   if k != "cell_batch" and (k not in PAINTED_BEFORE or v != PAINTED_BEFORE[k])}}
+                   if k != "cell_batch" and (k not in PAINTED_BEFORE or v != PAINTED_BEFORE[k])},
+                **({"formation_noise": FORMATION_NOISE} if painting["formation"] is not None else {})}
 
         def generate(indices):
             return list(paint_indices(synth, indices, args.seed, 0, args.frames, size, _gen_batch(args)))

@@ -42,7 +42,7 @@ from bvdm_data.bundle import Bundle
 from bvdm_data.cells import cell_windows
 from bvdm_data.clip import Clip, relabel_tracks
 from bvdm_data.diffusion.crops import sample_brightness
-from bvdm_data.diffusion.noise import MASK32, derive_key, keyed_uniform
+from bvdm_data.diffusion.noise import MASK32, derive_key, keyed_normal, keyed_uniform
 from bvdm_data.diffusion.sample import DEFAULT_SAMPLER, SAMPLERS, check_stride, resolve_stride
 from bvdm_data.diffusion.texture import TextureModel
 from bvdm_data.errors import BVDMDataError
@@ -50,7 +50,7 @@ from bvdm_data.flow.model import load_flow
 from bvdm_data.masks.coverage import meeting_pixels
 from bvdm_data.masks.model import MaskModel
 from bvdm_data.masks.simulate import simulate_masks
-from bvdm_data.photometric import CHANGES, Photometric, augment_photometric
+from bvdm_data.photometric import CHANGES, Photometric, PhotometricDraw, apply_photometric, draw_photometric
 from bvdm_data.scene.model import SceneModel
 from bvdm_data.synth.annotation import relabel_clip
 from bvdm_data.synth.compose import OVERLAPS, compose
@@ -242,18 +242,36 @@ class _Cell:
         return self.mask if self.shape is None else self.shape
 
 
-def vary_formation(video: torch.Tensor, key: int, ranges: Photometric) -> torch.Tensor:
-    """A finished clip ``[T, 1, H, W]`` in 0..1 as another microscope would record it: one draw of
-    :func:`~bvdm_data.photometric.augment_photometric` from the clip's noise ``key`` (CPU draws, so any device
-    gives the same clip).
+# How vary_formation draws a clip's camera noise, recorded in a cache's meta: caches painted before this was keyed
+# (2026-11-28, a CPU generator's normals copied to the device) lack it, so they are not resumed with other noise.
+FORMATION_NOISE = "keyed"
+
+
+def vary_formation(videos: torch.Tensor, keys: Sequence[int], ranges: Photometric) -> torch.Tensor:
+    """Finished clips ``[K, T, 1, H, W]`` in 0..1, each as another microscope would record it, on their device.
+
+    Clip ``k``'s changes are one :func:`~bvdm_data.photometric.draw_photometric` from a CPU generator seeded by
+    its noise key ``keys[k]``, and its camera noise is keyed noise made on the device
+    (:func:`~bvdm_data.diffusion.noise.keyed_normal`): a clip is the same in any batch and on any device (to float
+    rounding), and no image-sized draw crosses from the host.
 
     Example:
-        >>> clip = torch.rand(2, 1, 32, 32)
-        >>> torch.equal(vary_formation(clip, 7, Photometric()), vary_formation(clip, 7, Photometric()))
+        >>> clips = torch.rand(2, 2, 1, 32, 32)
+        >>> torch.equal(vary_formation(clips, [7, 8], Photometric()), vary_formation(clips, [7, 8], Photometric()))
         True
     """
-    gen = torch.Generator().manual_seed(derive_key(key, FORMATION))
-    return augment_photometric(video[None], gen, ranges)[0]
+    if videos.ndim != 5 or len(videos) != len(keys):
+        raise BVDMDataError(f"vary_formation takes clips [K, T, 1, H, W] and one key per clip; got "
+                            f"{tuple(videos.shape)} and {len(keys)} key(s)")
+    draws = PhotometricDraw.cat([draw_photometric(torch.Generator().manual_seed(derive_key(key, FORMATION)), 1, ranges)
+                                 for key in keys])
+    # Only the noisy clips' noise, one clip at a time: the hash's int64 temporaries of a whole batch would be
+    # several times its pixels.
+    noisy = torch.tensor([derive_key(key, FORMATION) for key, on in zip(keys, draws.noise_on.tolist()) if on],
+                         dtype=torch.int64, device=videos.device)  # one copy to the device for the batch
+    noise = torch.cat([keyed_normal(noisy[i:i + 1], 0, videos.shape[1:]) for i in range(len(noisy))] or
+                      [videos.new_empty((0, *videos.shape[1:]))])
+    return apply_photometric(videos, draws, noise, ranges)
 
 
 def formation_meta(ranges: Photometric) -> dict[str, float]:
@@ -643,14 +661,17 @@ class Synthesizer:
             videos = [self.scene.add_glow(v, b, sim["masks"].to(self.device))
                       for v, b, sim in zip(videos, backgrounds, plan.sims)]
         # One transfer for the whole batch: a copy per clip was a stall per clip on a GPU (192 per 64 clips).
-        host = torch.stack(videos).float().cpu()
+        painted = torch.stack(videos)
+        gains = [contrast_gain(key, s.contrast) if s.contrast is not None else None for key in plan.keys]
+        views = self._views(plan, painted, gains)
         if self.labels in ("painted", "profile"):
-            redrawn = self._labels_from_painting(host, torch.stack(backgrounds).float().cpu(), labels)
+            redrawn = self._labels_from_painting(painted.float().cpu(), torch.stack(backgrounds).float().cpu(),
+                                                 labels)
         else:
             redrawn = [_done(lab) for lab in labels]
 
         def finish() -> list[Clip]:
-            return [self._finish(plan, k, host[k], redrawn[k].result(), meta[k] if meta is not None else {})
+            return [self._finish(plan, k, views[k], gains[k], redrawn[k].result(), meta[k] if meta is not None else {})
                     for k in range(len(plan.sims))]
 
         return finish
@@ -687,11 +708,25 @@ class Synthesizer:
             self._cpu_pool = ProcessPoolExecutor(self.cpu_workers, mp_context=context, initializer=_one_thread)
         return self._cpu_pool
 
-    def _finish(self, plan: ClipPlan, k: int, video: torch.Tensor, labels: np.ndarray,
-                meta: dict[str, Any]) -> Clip:
-        """Crop the padded view (``video``: float32, on the CPU), hide the unlabelled lineages, relabel."""
+    def _views(self, plan: ClipPlan, painted: torch.Tensor, gains: Sequence[float | None]) -> torch.Tensor:
+        """The clips as delivered, before labels: the view cropped from the padded painting (``[K, T, 1, H, W]``
+        on the device), each clip's contrast gain applied, 0..1, its image formation drawn; float32 on the CPU.
+        All on the device, one transfer for the batch."""
         (h, w), half = plan.size, self.crop_size // 2
-        video = video[:, :, half:half + h, half:half + w]
+        video = painted[..., half:half + h, half:half + w].float()
+        if self.settings.contrast is not None:
+            level = self.scene.background_mean
+            video = level + torch.tensor(gains, device=video.device).view(-1, 1, 1, 1, 1) * (video - level)
+        video = ((video + 1) / 2).clamp(0, 1)
+        if self.settings.formation is not None:
+            video = vary_formation(video, plan.keys, self.settings.formation)
+        return video.cpu()
+
+    def _finish(self, plan: ClipPlan, k: int, video: torch.Tensor, gain: float | None, labels: np.ndarray,
+                meta: dict[str, Any]) -> Clip:
+        """One clip from its view (:meth:`_views`) and its padded labels: the view cropped, the unlabelled
+        lineages hidden, relabelled, the meta written."""
+        (h, w), half = plan.size, self.crop_size // 2
         view = labels[:, half:half + h, half:half + w]
         hidden, parents = plan.hidden[k], plan.parents[k]
         if hidden:
@@ -702,16 +737,12 @@ class Synthesizer:
         clip_meta = {"source": "bvdm", "bundle": self.bundle.name, **{f"synth_{n}": v for n, v in settings.items()},
                      "synth_labels": self.labels, **dict(meta)}
         if self.settings.contrast is not None:  # the contract's meta holds scalars: the range as two entries
-            gain = contrast_gain(plan.keys[k], self.settings.contrast)
-            level = self.scene.background_mean
-            video = level + gain * (video - level)
             clip_meta.update(synth_contrast_lo=self.settings.contrast[0], synth_contrast_hi=self.settings.contrast[1],
                              synth_gain=gain)
-        video = ((video + 1) / 2).clamp(0, 1)
         if self.settings.formation is not None:
-            video = vary_formation(video, plan.keys[k], self.settings.formation)
             clip_meta.update(formation_meta(self.settings.formation))
-        return {"video": video.contiguous(),
+        # A clone, not the batch's storage: a clip saved or sent to another process would carry the whole batch.
+        return {"video": video.clone(),
                 "masks": torch.from_numpy(masks), "tracks": torch.from_numpy(tracks), "meta": clip_meta}
 
     def generate(self, seeds: Sequence[np.random.SeedSequence], num_frames: int, size: tuple[int, int],
