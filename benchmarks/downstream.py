@@ -39,6 +39,8 @@ frames that no model of the bundle saw:
   (br, dr, d1r):     `--formation-ablation`: (b), (d), (d1) with every clip shown as the fitted recording would
                      show it (`--formation none`, the rule until 2026-11-28; arms br, dr, d1r of the result files
                      until then were the opposite: the image formation drawn per clip where the default was none)
+  (bx, dx, d1x):     `--magnification-ablation`: (b), (d), (d1) with each clip's cells shown at a magnification
+                     drawn per clip from 0.8..1.25 (`--magnification 0.8 1.25`; labels resampled with the frames)
   (bi, di, d1i):     `--formation-per-crop`: (b), (d), (d1) on the clips of `--formation none` with every BVDM
                      crop's contrast, blur and noise drawn anew (`FramePool(photometric=...)`, as `--augment` draws
                      them), the real crops left as they are: what an endless stream teaches, where a cache of a few
@@ -140,7 +142,10 @@ LAW_ABLATIONS = {"glow": ("g", "carry the cells' out-of-focus glow measured on t
                           "a seam where they meet) instead of pressed against each other", ("--pressed", "0"),
                           ", touching pairs with a seam"),
                  "formation": ("r", "show every clip as the fitted recording would, no image formation drawn (the "
-                               "rule until 2026-11-28)", ("--formation", "none"), ", no formation drawn")}
+                               "rule until 2026-11-28)", ("--formation", "none"), ", no formation drawn"),
+                 "magnification": ("x", "show each clip's cells at a magnification drawn per clip from 0.8..1.25 "
+                                   "(another objective: cells and labels larger or smaller)",
+                                   ("--magnification", "0.8", "1.25"), ", magnification varied")}
 
 
 CACHE_SEED = 11  # the synthetic caches' seed unless --cache-seed says otherwise

@@ -63,12 +63,13 @@ def as_density(value: Any) -> float | None:
     return float(value)
 
 
-def as_contrast(value: Any) -> tuple[float, float] | None:
-    """A contrast range ``(lo, hi)`` of gains with ``0 < lo <= hi``, as floats, or ``None`` (no gain drawn).
+def as_range(value: Any, name: str, what: str) -> tuple[float, float] | None:
+    """A range ``(lo, hi)`` of positive factors (``what``: "gains", ...) with ``0 < lo <= hi``, as floats, or
+    ``None``; an error names the argument ``name``.
 
     Example:
-        >>> as_contrast([0.5, 2]), as_contrast(None)
-        ((0.5, 2.0), None)
+        >>> as_range([0.8, 1.25], "magnification", "magnifications"), as_range(None, "contrast", "gains")
+        ((0.8, 1.25), None)
     """
     if value is None:
         return None
@@ -77,10 +78,20 @@ def as_contrast(value: Any) -> tuple[float, float] | None:
             raise TypeError
         lo, hi = (float(v) for v in value)
     except (TypeError, ValueError):
-        raise ArgumentError(f"contrast must be None or two numbers (lo, hi), got {value!r}") from None
+        raise ArgumentError(f"{name} must be None or two numbers (lo, hi), got {value!r}") from None
     if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi):
-        raise ArgumentError(f"contrast must be a range of gains with 0 < lo <= hi, got ({lo}, {hi})")
+        raise ArgumentError(f"{name} must be a range of {what} with 0 < lo <= hi, got ({lo}, {hi})")
     return lo, hi
+
+
+def as_contrast(value: Any) -> tuple[float, float] | None:
+    """A contrast range ``(lo, hi)`` of gains with ``0 < lo <= hi``, as floats, or ``None`` (no gain drawn).
+
+    Example:
+        >>> as_contrast([0.5, 2]), as_contrast(None)
+        ((0.5, 2.0), None)
+    """
+    return as_range(value, "contrast", "gains")
 
 
 def check_density_fits(density: float, median_area: float, max_cover: float = 0.9) -> None:

@@ -149,6 +149,10 @@ class BVDMStream(IterableDataset):
             frames come from; on GOWT1's other recording it raised SEG by 0.011 and, with the segmenter's size
             filter at GOWT1's scale, kept its DET (benchmarks/RESULTS.md §1, "Image formation varied"). ``None``
             shows every clip as the fitted recording would.
+        magnification: ``None`` (default) or a range ``(lo, hi)``: each clip shows its cells at a magnification
+            drawn log-uniformly from it (meta ``synth_magnification``), as another objective or camera binning
+            would: cells and labels larger or smaller, the frame the same size. A range below 1 paints a larger
+            field (0.8 on 256^2 views: 1.44x the cells).
         transform: called on each clip before it is yielded (after ``tv_tensors`` wrapping), like
             ``CTCClips`` and ``LMDBClips``; after a crop, :func:`~bvdm_data.clip.restore_contract`
             makes the clip meet the contract again.
@@ -169,6 +173,7 @@ class BVDMStream(IterableDataset):
                  edge_shift: float = 0.0, unlabelled: bool = False, glow: bool = False, labels: str = "auto",
                  overlap: str = "add", pressed: float = 1.0, brightness: str = "marginal",
                  contrast: tuple[float, float] | None = None, formation: Photometric | None = Photometric(),
+                 magnification: tuple[float, float] | None = None,
                  transform: Callable[[Clip], Any] | None = None) -> None:
         super().__init__()
         clip_len, seed = as_int("clip_len", clip_len, 1), as_int("seed", seed, 0)
@@ -182,7 +187,7 @@ class BVDMStream(IterableDataset):
                                           cell_batch=cell_batch, edge=edge, edge_shift=float(edge_shift),
                                           unlabelled=unlabelled, glow=bool(glow), labels=labels,
                                           overlap=overlap, pressed=float(pressed), brightness=brightness,
-                                          contrast=contrast, formation=formation)
+                                          contrast=contrast, formation=formation, magnification=magnification)
         self.clip_len, self.size, self.seed = clip_len, size, seed
         self.num_clips, self.device, self.gen_batch, self.tv_tensors = num_clips, device, gen_batch, tv_tensors
         self.transform = transform
@@ -199,6 +204,7 @@ class BVDMStream(IterableDataset):
         return (f"BVDMStream(bundle={self.bundle!r}, clip_len={self.clip_len}, size={self.size}, seed={self.seed}, "
                 f"num_clips={self.num_clips}, epoch={self.epoch}, texture={s.texture!r}, t_s={s.t_s}, t_f={s.t_f}, "
                 f"sampler={s.sampler!r}, stride={s.stride}, density={s.density}, formation={s.formation}, "
+                f"{'' if s.magnification is None else f'magnification={s.magnification}, '}"
                 f"device={str(self.device)!r})")
 
     def _synthesizer(self) -> Synthesizer:

@@ -136,6 +136,13 @@ def test_resume_with_other_parameters_is_refused(tmp_path, tiny_bundle, capsys):
     assert "other settings (contrast: [0.5, 2.0] -> None)" in capsys.readouterr().err
     assert main([*cache_cmd(tiny_bundle, varied, 1), "--contrast", "2", "0.5"]) == 2
     assert "contrast must be a range of gains with 0 < lo <= hi, got (2.0, 0.5)" in capsys.readouterr().err
+    # so is a magnification range, the same way
+    zoomed = tmp_path / "magnification.lmdb"
+    assert main([*cache_cmd(tiny_bundle, zoomed, 1), "--magnification", "0.8", "1.25"]) == 0
+    assert LMDBClips(zoomed).meta["magnification"] == [0.8, 1.25] and "magnification" not in LMDBClips(old).meta
+    assert 0.8 <= LMDBClips(zoomed)[0]["meta"]["synth_magnification"] <= 1.25
+    assert main(cache_cmd(tiny_bundle, zoomed, 1)) == 2
+    assert "other settings (magnification: [0.8, 1.25] -> None)" in capsys.readouterr().err
     # so is the image formation drawn (by default all three changes): the ranges, and each clip's meta says them
     formed = tmp_path / "formation.lmdb"
     assert main(cache_cmd(tiny_bundle, formed, 1)) == 0

@@ -33,6 +33,10 @@ def test_clips_meet_the_contract_and_batch(tiny_bundle):
     # the image formation each clip draws by default is in plain sight
     assert "formation=Photometric(contrast=(0.5, 2.0), blur=(0.3, 2.0), noise=(1.0, 4.0), p=0.5)" in repr(stream)
     assert "formation=None" in repr(BVDMStream(str(tiny_bundle), num_clips=1, formation=None, **FAST))
+    assert "magnification" not in repr(stream)  # off by default; named when drawn
+    zoomed = BVDMStream(str(tiny_bundle), num_clips=1, magnification=(0.8, 1.25), **FAST)
+    assert "magnification=(0.8, 1.25)" in repr(zoomed)
+    assert 0.8 <= collect(zoomed)[0]["meta"]["synth_magnification"] <= 1.25
 
 
 @pytest.mark.parametrize("workers, gen_batch", [(1, 1), (2, 2), (0, 3)])

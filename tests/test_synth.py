@@ -397,3 +397,49 @@ def test_vary_formation_draws_a_clips_noise_from_its_key_whatever_the_batch():
     assert torch.allclose(added, expected, atol=1e-4)
     with pytest.raises(BVDMDataError, match="one key per clip"):
         vary_formation(clips, keys[:2], Photometric())
+
+
+def test_magnification_shows_each_clips_cells_larger_or_smaller_with_labels_to_match(tiny_bundle):
+    """A magnification drawn per clip from its key: the clip's view is the centre of the painting resampled to the
+    asked size, its labels resampled with it, the ranges and the drawn value in the meta, the clip the same in any
+    batch. Checked against plain clips of the same painting: magnification 2 is the plain view's centre half
+    enlarged, 0.5 a plain view twice as wide reduced (the field painted for it is that view's)."""
+    from torch.nn.functional import interpolate
+
+    from bvdm_data.synth.pipeline import MAGNIFY, keyed_log_uniform, painted_field
+
+    def same_as(video, expected):
+        # equal but where the painting dipped below 0: a plain clip is clipped to 0..1 before it is resampled here
+        differ = (video - expected).abs()
+        assert float(differ.max()) < 0.01 and float((differ > 1e-5).float().mean()) < 0.01
+
+    def settings(magnification):
+        return SynthesisSettings(t_s=20, t_f=3, density=4e-4, formation=None, magnification=magnification)
+
+    half = Synthesizer(str(tiny_bundle), settings=PLAIN).crop_size // 2
+    assert painted_field((64, 64), half, (0.5, 2.0)) == (128 + 2 * half,) * 2  # 0.5 shows 128 px
+    plain = Synthesizer(str(tiny_bundle), settings=PLAIN).generate(seeds(3, 4), 2, (64, 64))
+    wide = Synthesizer(str(tiny_bundle), settings=PLAIN).generate(seeds(3, 4), 2, (128, 128))
+    enlarged = Synthesizer(str(tiny_bundle), settings=settings((2.0, 2.0))).generate(seeds(3, 4), 2, (64, 64))
+    reduced = Synthesizer(str(tiny_bundle), settings=settings((0.5, 0.5))).generate(seeds(3, 4), 2, (64, 64))
+    for k in range(2):
+        for clip in (enlarged[k], reduced[k]):
+            check_clip(clip)
+        centre = plain[k]["video"][..., 16:48, 16:48]
+        same_as(enlarged[k]["video"], interpolate(centre, size=(64, 64), mode="bilinear", antialias=True))
+        assert torch.equal(enlarged[k]["masks"] > 0, plain[k]["masks"][:, 16:48, 16:48].repeat_interleave(2, 1)
+                           .repeat_interleave(2, 2) > 0)
+        same_as(reduced[k]["video"], interpolate(wide[k]["video"], size=(64, 64), mode="bilinear", antialias=True))
+        assert torch.equal(reduced[k]["masks"] > 0, wide[k]["masks"][:, 1::2, 1::2] > 0)
+        assert (enlarged[k]["meta"]["synth_magnification"], reduced[k]["meta"]["synth_magnification_lo"]) == (2.0, 0.5)
+        assert "synth_magnification" not in plain[k]["meta"]
+    # drawn from a range: from the clip's key, the same in any batch
+    drawn = Synthesizer(str(tiny_bundle), settings=settings((0.5, 2.0)))
+    plan = drawn.plan(seeds(3, 4), 2, (64, 64))
+    clips = drawn.paint(plan)
+    assert [c["meta"]["synth_magnification"] for c in clips] == [keyed_log_uniform(key, MAGNIFY, (0.5, 2.0))
+                                                                  for key in plan.keys]
+    alone = drawn.generate(seeds(4), 2, (64, 64))[0]
+    assert torch.allclose(alone["video"], clips[1]["video"], atol=1e-4) and torch.equal(alone["masks"], clips[1]["masks"])
+    with pytest.raises(BVDMDataError, match=r"magnification must be a range of magnifications with 0 < lo <= hi"):
+        SynthesisSettings(magnification=(1.25, 0.8))

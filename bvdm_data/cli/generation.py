@@ -13,7 +13,8 @@ from bvdm_data.photometric import CHANGES, Photometric  # loaded with the packag
 
 # painting settings added after caches existed, with the value those caches were painted with (the meta of a cache
 # names such a setting only when it differs, so older caches still resume)
-PAINTED_BEFORE = {"compile": False, "pressed": 0.0, "brightness": "marginal", "contrast": None, "formation": None}
+PAINTED_BEFORE = {"compile": False, "pressed": 0.0, "brightness": "marginal", "contrast": None, "formation": None,
+                  "magnification": None}
 
 
 def _gen_batch(args: argparse.Namespace) -> int:
@@ -42,7 +43,7 @@ def _synthesis(args: argparse.Namespace) -> dict:
                 cell_batch=args.cell_batch, edge=args.edge,
                 edge_shift=args.edge_shift, unlabelled=args.unlabelled, glow=args.glow, labels=args.labels,
                 overlap=args.overlap, pressed=args.pressed, brightness=args.brightness, contrast=args.contrast,
-                formation=formation(args.formation))
+                formation=formation(args.formation), magnification=args.magnification)
 
 
 def _stream(args: argparse.Namespace, num_clips: int):
@@ -183,6 +184,9 @@ def _generation_options(p: argparse.ArgumentParser, frames: int, size: tuple[int
                    "contrast x0.5..2, blur 0.3..2 px, noise x1..4, each with probability 0.5 (bvdm_data.Photometric's "
                    "ranges; labels unchanged); name the changes to draw (default: contrast blur noise), or none to "
                    "show every clip as the fitted recording would")
+    p.add_argument("--magnification", type=float, nargs=2, metavar=("LO", "HI"), help="show each clip's cells at a "
+                   "magnification drawn log-uniformly from LO..HI (another objective or binning: cells and labels "
+                   "larger or smaller, the frame the same size; below 1 a larger field is painted; default: off)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--bf16", action="store_true", help="run the DDPM in bf16 (weights and activations)")
     p.add_argument("--compile", action="store_true", help="torch.compile the DDPM (CUDA graphs on a GPU): 10-25 s "

@@ -16,7 +16,7 @@ frame of every clip in flight, are painted in one wide pass; carried cells
 then follow frame by frame (``t_s + (T - 1) t_f`` sequential network calls
 per batch instead of ``T (t_s + t_f)``). Clips are simulated on a view padded
 by half a crop, so that cells at the border are textured whole, then cropped
-and relabelled. Masks and brightness come from each clip's seed on the CPU
+(resampled, where a clip draws a magnification) and relabelled. Masks and brightness come from each clip's seed on the CPU
 (:meth:`Synthesizer.plan`); every painted cell's noise comes from a key
 derived from its clip, frame and id, drawn on the device, so a clip is the
 same whatever else shares its batch and however the work is chunked.
@@ -25,6 +25,7 @@ same whatever else shares its batch and however the work is chunked.
 from __future__ import annotations
 
 import itertools
+import math
 import multiprocessing
 import os
 import warnings
@@ -37,7 +38,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from bvdm_data.arguments import as_contrast, as_density, as_device, as_size, check_density_fits
+from bvdm_data.arguments import as_contrast, as_density, as_device, as_range, as_size, check_density_fits
 from bvdm_data.bundle import Bundle
 from bvdm_data.cells import cell_windows
 from bvdm_data.clip import Clip, relabel_tracks
@@ -62,7 +63,7 @@ EDGES = ("by_brightness", "mean", "blur")
 SCHEDULES = ("wide", "frame")
 LABELS = ("auto", "painted", "profile", "masks")
 BRIGHTNESS_LAWS = ("marginal", "by_area")
-FIRST_PAINT, CARRY, BACKGROUND, CONTRAST, FORMATION = 1, 2, 3, 4, 5  # purposes in noise keys
+FIRST_PAINT, CARRY, BACKGROUND, CONTRAST, FORMATION, MAGNIFY = 1, 2, 3, 4, 5, 6  # purposes in noise keys
 # Work sizes on an accelerator when not given (benchmarks/results/gpu_generation_cuda.json: peak memory and rate).
 DEVICE_GEN_BATCH = 64       # clips in flight
 DEVICE_CELL_BATCH = 4096    # cells per network call
@@ -162,11 +163,17 @@ class SynthesisSettings:
     # blur and contrast (blur 2 px: 0.899 against 0.844); GOWT1's other recording SEG +0.010 and, with the size
     # filter at its nuclei's scale, no DET lost. None paints every clip with the recording's own formation.
     formation: Photometric | None = Photometric()
+    # magnification: None (default) or a range (lo, hi): each clip shows its cells at a magnification drawn
+    # log-uniformly from it (another objective or camera binning: cells and their labels larger or smaller, the
+    # frame the same size), resampled from a painting of the field that magnification shows. A range below 1
+    # paints a larger field (e.g. 0.8 on 256^2 views: 1.44x the cells).
+    magnification: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         # frozen: the resolved stride is what caches and clip meta record
         object.__setattr__(self, "stride", resolve_stride(self.sampler, self.stride))
         object.__setattr__(self, "contrast", as_contrast(self.contrast))
+        object.__setattr__(self, "magnification", as_range(self.magnification, "magnification", "magnifications"))
         if self.formation is not None and not isinstance(self.formation, Photometric):
             raise BVDMDataError(f"formation must be None or a bvdm_data.Photometric, got {self.formation!r}")
 
@@ -284,6 +291,18 @@ def formation_meta(ranges: Photometric) -> dict[str, float]:
     return meta
 
 
+def keyed_log_uniform(key: int, purpose: int, bounds: tuple[float, float]) -> float:
+    """One number drawn log-uniformly in ``bounds`` for the clip of noise ``key`` and this ``purpose``.
+
+    Example:
+        >>> 0.5 <= keyed_log_uniform(derive_key(7), CONTRAST, (0.5, 2.0)) <= 2.0
+        True
+    """
+    u = float(keyed_uniform(torch.tensor([derive_key(key, purpose)]), 0, 1)[0, 0])
+    lo, hi = np.log(bounds[0]), np.log(bounds[1])
+    return float(np.exp(lo + u * (hi - lo)))
+
+
 def contrast_gain(key: int, contrast: tuple[float, float]) -> float:
     """The gain a clip of noise ``key`` shows its light with: log-uniform in the range ``contrast``.
 
@@ -291,9 +310,48 @@ def contrast_gain(key: int, contrast: tuple[float, float]) -> float:
         >>> 0.5 <= contrast_gain(derive_key(7), (0.5, 2.0)) <= 2.0
         True
     """
-    u = float(keyed_uniform(torch.tensor([derive_key(key, CONTRAST)]), 0, 1)[0, 0])
-    lo, hi = np.log(contrast[0]), np.log(contrast[1])
-    return float(np.exp(lo + u * (hi - lo)))
+    return keyed_log_uniform(key, CONTRAST, contrast)
+
+
+def painted_field(size: tuple[int, int], half: int, magnification: tuple[float, float] | None) -> tuple[int, int]:
+    """The padded field a view of ``size`` is simulated and painted on: the largest part of it a magnification
+    of the range shows (the view itself unless the range goes below 1), plus ``half`` a texture crop on each side,
+    so that cells crossing the view's edge are painted whole.
+
+    Example:
+        >>> painted_field((256, 256), 32, None), painted_field((256, 256), 32, (0.8, 1.25))
+        ((320, 320), (384, 384))
+    """
+    lo = 1.0 if magnification is None else min(1.0, magnification[0])
+    return tuple(math.ceil(n / lo - 1e-9) + 2 * half for n in size)
+
+
+def view_region(size: tuple[int, int], padded: tuple[int, int], zoom: float | None) -> tuple[int, int, int, int]:
+    """``(top, left, height, width)`` of the part of the padded painting that becomes a view of ``size`` at
+    magnification ``zoom`` (None: 1): centred, ``size / zoom`` pixels.
+
+    Example:
+        >>> view_region((256, 256), (320, 320), None), view_region((256, 256), (384, 384), 1.25)
+        ((32, 32, 256, 256), (90, 90, 205, 205))
+    """
+    (h, w), (ph, pw) = size, padded
+    rh, rw = (h, w) if zoom is None else (min(ph, max(1, round(h / zoom))), min(pw, max(1, round(w / zoom))))
+    return (ph - rh) // 2, (pw - rw) // 2, rh, rw
+
+
+def resample_labels(labels: np.ndarray, region: tuple[int, int, int, int], size: tuple[int, int]) -> np.ndarray:
+    """The labels ``[T, H, W]`` of ``region`` (:func:`view_region`) at ``size``: each pixel takes the label under
+    its centre (nearest neighbour, the same grid as the painting's resampling).
+
+    Example:
+        >>> labels = np.arange(16).reshape(1, 4, 4)
+        >>> resample_labels(labels, (0, 0, 4, 4), (2, 2)).tolist()
+        [[[5, 7], [13, 15]]]
+    """
+    top, left, rh, rw = region
+    rows = top + np.floor((np.arange(size[0]) + 0.5) * rh / size[0]).astype(int)
+    cols = left + np.floor((np.arange(size[1]) + 0.5) * rw / size[1]).astype(int)
+    return labels[:, rows[:, None], cols[None, :]]
 
 
 def pressed_partners(frame: np.ndarray, share: float, draw: np.ndarray) -> dict[int, set[int]]:
@@ -547,8 +605,8 @@ class Synthesizer:
         h, w = self.check_size(size)
         if num_frames < 1:
             raise BVDMDataError(f"clips need at least 1 frame, got {num_frames}")
-        half = self.crop_size // 2
-        plan = ClipPlan(size=(h, w), padded=(h + 2 * half, w + 2 * half), num_frames=num_frames)
+        plan = ClipPlan(size=(h, w), padded=painted_field((h, w), self.crop_size // 2, self.settings.magnification),
+                        num_frames=num_frames)
         ctx = PlanContext(self.masks, self.scene, self.settings, self.texture.statistics, self.crop_size)
         pool = self._pool() if len(seeds) > 1 else None
         if pool is not None:
@@ -663,7 +721,10 @@ class Synthesizer:
         # One transfer for the whole batch: a copy per clip was a stall per clip on a GPU (192 per 64 clips).
         painted = torch.stack(videos)
         gains = [contrast_gain(key, s.contrast) if s.contrast is not None else None for key in plan.keys]
-        views = self._views(plan, painted, gains)
+        zooms = [keyed_log_uniform(key, MAGNIFY, s.magnification) if s.magnification is not None else None
+                 for key in plan.keys]
+        regions = [view_region(plan.size, plan.padded, zoom) for zoom in zooms]
+        views = self._views(plan, painted, gains, regions)
         if self.labels in ("painted", "profile"):
             redrawn = self._labels_from_painting(painted.float().cpu(), torch.stack(backgrounds).float().cpu(),
                                                  labels)
@@ -671,8 +732,8 @@ class Synthesizer:
             redrawn = [_done(lab) for lab in labels]
 
         def finish() -> list[Clip]:
-            return [self._finish(plan, k, views[k], gains[k], redrawn[k].result(), meta[k] if meta is not None else {})
-                    for k in range(len(plan.sims))]
+            return [self._finish(plan, k, views[k], gains[k], zooms[k], regions[k], redrawn[k].result(),
+                                 meta[k] if meta is not None else {}) for k in range(len(plan.sims))]
 
         return finish
 
@@ -708,12 +769,20 @@ class Synthesizer:
             self._cpu_pool = ProcessPoolExecutor(self.cpu_workers, mp_context=context, initializer=_one_thread)
         return self._cpu_pool
 
-    def _views(self, plan: ClipPlan, painted: torch.Tensor, gains: Sequence[float | None]) -> torch.Tensor:
-        """The clips as delivered, before labels: the view cropped from the padded painting (``[K, T, 1, H, W]``
-        on the device), each clip's contrast gain applied, 0..1, its image formation drawn; float32 on the CPU.
-        All on the device, one transfer for the batch."""
-        (h, w), half = plan.size, self.crop_size // 2
-        video = painted[..., half:half + h, half:half + w].float()
+    def _views(self, plan: ClipPlan, painted: torch.Tensor, gains: Sequence[float | None],
+               regions: Sequence[tuple[int, int, int, int]]) -> torch.Tensor:
+        """The clips as delivered, before labels: each clip's view (``regions``, :func:`view_region`) of the padded
+        painting (``[K, T, 1, H, W]`` on the device), resampled to the view's size where its magnification asks,
+        its contrast gain applied, 0..1, its image formation drawn; float32 on the CPU. All on the device, one
+        transfer for the batch."""
+        h, w = plan.size
+        if self.settings.magnification is None:  # every view the centre of the painting: one crop for all
+            top, left, _, _ = regions[0]
+            video = painted[..., top:top + h, left:left + w].float()
+        else:  # bilinear, antialiased where the view shrinks cells: what a camera at that magnification records
+            video = torch.stack([torch.nn.functional.interpolate(
+                clip[..., top:top + rh, left:left + rw].float(), size=(h, w), mode="bilinear", align_corners=False,
+                antialias=True) for clip, (top, left, rh, rw) in zip(painted, regions)])
         if self.settings.contrast is not None:
             level = self.scene.background_mean
             video = level + torch.tensor(gains, device=video.device).view(-1, 1, 1, 1, 1) * (video - level)
@@ -722,23 +791,25 @@ class Synthesizer:
             video = vary_formation(video, plan.keys, self.settings.formation)
         return video.cpu()
 
-    def _finish(self, plan: ClipPlan, k: int, video: torch.Tensor, gain: float | None, labels: np.ndarray,
-                meta: dict[str, Any]) -> Clip:
-        """One clip from its view (:meth:`_views`) and its padded labels: the view cropped, the unlabelled
-        lineages hidden, relabelled, the meta written."""
-        (h, w), half = plan.size, self.crop_size // 2
-        view = labels[:, half:half + h, half:half + w]
+    def _finish(self, plan: ClipPlan, k: int, video: torch.Tensor, gain: float | None, zoom: float | None,
+                region: tuple[int, int, int, int], labels: np.ndarray, meta: dict[str, Any]) -> Clip:
+        """One clip from its view (:meth:`_views`) and its padded labels: the labels of the view's region at the
+        view's size, the unlabelled lineages hidden, relabelled, the meta written."""
+        view = resample_labels(labels, region, plan.size)
         hidden, parents = plan.hidden[k], plan.parents[k]
         if hidden:
             view = np.where(np.isin(view, list(hidden)), 0, view)
         masks, tracks = relabel_tracks(view, {i: p for i, p in parents.items() if i not in hidden})
         settings = {n: v for n, v in asdict(self.settings).items()
-                    if v is not None and n not in ("contrast", "formation")}
+                    if v is not None and n not in ("contrast", "formation", "magnification")}
         clip_meta = {"source": "bvdm", "bundle": self.bundle.name, **{f"synth_{n}": v for n, v in settings.items()},
                      "synth_labels": self.labels, **dict(meta)}
         if self.settings.contrast is not None:  # the contract's meta holds scalars: the range as two entries
             clip_meta.update(synth_contrast_lo=self.settings.contrast[0], synth_contrast_hi=self.settings.contrast[1],
                              synth_gain=gain)
+        if self.settings.magnification is not None:
+            lo, hi = self.settings.magnification
+            clip_meta.update(synth_magnification_lo=lo, synth_magnification_hi=hi, synth_magnification=zoom)
         if self.settings.formation is not None:
             clip_meta.update(formation_meta(self.settings.formation))
         # A clone, not the batch's storage: a clip saved or sent to another process would carry the whole batch.
