@@ -332,7 +332,7 @@ def view_region(size: tuple[int, int], padded: tuple[int, int], zoom: float | No
 
     Example:
         >>> view_region((256, 256), (320, 320), None), view_region((256, 256), (384, 384), 1.25)
-        ((32, 32, 256, 256), (90, 90, 205, 205))
+        ((32, 32, 256, 256), (89, 89, 205, 205))
     """
     (h, w), (ph, pw) = size, padded
     rh, rw = (h, w) if zoom is None else (min(ph, max(1, round(h / zoom))), min(pw, max(1, round(w / zoom))))
